@@ -1,0 +1,181 @@
+"""Explainer protocol, Explanation dataclass, baselines in the model's input space, registry.
+
+Captum does the mathematics; xaudit owns batching, targets, baselines and storage.
+An explainer is a small class whose constructor only stores hyper-parameters and whose
+``attribute(model, x, target, ctx)`` returns an attribution tensor of shape N×C×H×W
+(C = 1 for CAM methods, upsampled to the input size).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..registry import Registry, did_you_mean
+
+
+@dataclass
+class ExplainContext:
+    """What an explainer needs beyond the model and the batch."""
+
+    mean: torch.Tensor  # (C,) normalisation mean, pixel space [0, 1]
+    std: torch.Tensor  # (C,)
+    target_layer: nn.Module | None = None  # for CAM / layer methods
+    layers: dict[str, nn.Module] = field(default_factory=dict)  # named layers of the model
+    generator: torch.Generator | None = None
+    dataset_mean: torch.Tensor | None = None  # (C,) pixel-space mean of the training images
+
+    def pixel_to_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean.view(1, -1, 1, 1).to(pixels)) / self.std.view(1, -1, 1, 1).to(pixels)
+
+    def input_to_pixel(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.view(1, -1, 1, 1).to(x) + self.mean.view(1, -1, 1, 1).to(x)
+
+
+BASELINES = ("black", "blur", "noise", "mean", "zero")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of an N×C×H×W tensor with reflect padding."""
+    radius = max(1, int(round(3 * sigma)))
+    coords = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    c = x.shape[1]
+    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    if pad < radius:  # tiny images: shrink the kernel to what reflect padding allows
+        kernel = kernel[radius - pad : radius + pad + 1]
+        kernel = kernel / kernel.sum()
+        radius = pad
+    kx = kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+    ky = kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
+    out = F.conv2d(out, kx, groups=c)
+    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
+    return F.conv2d(out, ky, groups=c)
+
+
+def make_baseline(kind: str, x: torch.Tensor, ctx: ExplainContext, sigma: float | None = None) -> torch.Tensor:
+    """A baseline for ``x`` (already normalised), built in the model's input space.
+
+    black: a black image after normalisation; zero: zeros in normalised space (the ImageNet
+    mean colour); blur: ``x`` blurred (sigma defaults to 1/20 of the image side); noise:
+    uniform pixel noise, normalised; mean: the training set's mean colour (ImageNet mean
+    when unknown).
+    """
+    if kind == "black":
+        return ctx.pixel_to_input(torch.zeros_like(x))
+    if kind == "zero":
+        return torch.zeros_like(x)
+    if kind == "blur":
+        return gaussian_blur(x, sigma or max(1.0, x.shape[-1] / 20))
+    if kind == "noise":
+        noise = torch.rand(x.shape, generator=ctx.generator, dtype=x.dtype, device="cpu").to(x.device)
+        return ctx.pixel_to_input(noise)
+    if kind == "mean":
+        mean = ctx.dataset_mean if ctx.dataset_mean is not None else ctx.mean
+        pixels = mean.view(1, -1, 1, 1).to(x).expand_as(x)
+        return ctx.pixel_to_input(pixels.clone())
+    raise ConfigError(f"unknown baseline {kind!r}. Allowed: {', '.join(BASELINES)}.{did_you_mean(kind, list(BASELINES))}")
+
+
+@dataclass
+class Explanation:
+    """Attributions of one method for a batch (or a whole selection) of images."""
+
+    method: str  # the method's label, e.g. "integrated_gradients" or "occlusion_w15"
+    attributions: torch.Tensor  # N×C×H×W float32, on CPU
+    targets: torch.Tensor  # (N,) class indices explained
+    ids: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+    delta: torch.Tensor | None = None  # (N,) completeness delta for path methods
+    seconds: float = 0.0
+    model_evals: int = 0  # forward passes counted in images (one image = one eval)
+
+    def maps(self) -> torch.Tensor:
+        """N×H×W signed maps: attributions summed over channels."""
+        return self.attributions.sum(dim=1)
+
+
+class Explainer:
+    """Base class: the constructor stores hyper-parameters; ``attribute`` does the work.
+
+    Subclasses set ``name`` (the registry key), ``kind`` ("gradient", "path", "cam",
+    "perturbation", "layer") and implement ``attribute``. Path methods also return the
+    convergence delta from ``attribute_with_delta``.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "gradient"
+    needs_gradients: ClassVar[bool] = True
+
+    def params(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
+
+    @property
+    def label(self) -> str:
+        """Unique label of this configured method (used for storage and figures)."""
+        return self.name
+
+    def attribute(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
+    ) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement attribute()")
+
+    def attribute_with_delta(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.attribute(model, x, target, ctx), None
+
+
+EXPLAINERS: Registry[type[Explainer]] = Registry("explanation method")
+
+
+def register(name: str) -> Callable[[type[Explainer]], type[Explainer]]:
+    def decorator(cls: type[Explainer]) -> type[Explainer]:
+        cls.name = name
+        return EXPLAINERS.register(name)(cls)
+
+    return decorator
+
+
+def constructor_params(cls: type) -> list[str]:
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+
+def build_explainer(spec: dict[str, Any] | str) -> Explainer:
+    """``{"name": "occlusion", "window": 15}`` -> a configured explainer; clear errors."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"explain.methods: each entry needs a 'name', got {spec!r}")
+    params = {k: v for k, v in spec.items() if k != "name"}
+    cls = EXPLAINERS.get(str(spec["name"]))
+    allowed = constructor_params(cls)
+    for key in params:
+        if key not in allowed:
+            raise ConfigError(
+                f"explain.methods: {spec['name']} has no parameter {key!r}. "
+                f"Allowed: {', '.join(allowed) or '(none)'}.{did_you_mean(key, allowed)}"
+            )
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"explain.methods: {spec['name']}: {err}") from None
+
+
+def validate_method_specs(specs: list[dict[str, Any]]) -> list[Explainer]:
+    explainers = [build_explainer(s) for s in specs]
+    labels = [e.label for e in explainers]
+    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dupes:
+        raise ConfigError(f"explain.methods: configured twice with the same label: {', '.join(dupes)}")
+    return explainers

@@ -1,0 +1,249 @@
+"""The run directory: the single artifact of a run.
+
+Layout (``runs/<name>/``)::
+
+    recipe.yaml          the resolved recipe
+    manifest.json        finished stages with the fingerprint of what they depended on
+    model/               model.safetensors + model.json (class names, preprocessing)
+    tables/*.csv         history, predictions, metrics, confusion matrix, audits
+    maps/<method>/       attribution maps in chunks + index.json
+    figures/*.png
+    summary.json
+    report.html
+
+Every file is written atomically (temporary file in the same folder, then rename), so a
+killed run never leaves a half-written artifact behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import XauditError
+
+STAGES = ("train", "evaluate", "explain", "audit", "report")
+# Recipe sections each stage depends on (besides the stages before it).
+STAGE_SECTIONS = {
+    "train": ("seed", "device", "data", "model", "train"),
+    "evaluate": ("evaluate",),
+    "explain": ("explain",),
+    "audit": ("audit",),
+    "report": ("report",),
+}
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise XauditError(f"cannot create output folder {path.parent}: {err.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise XauditError(f"cannot write to output folder {path.parent}: {err.strerror}") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise XauditError(f"cannot write {path}: {err.strerror}") from None
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+    columns = list(columns or (rows[0].keys() if rows else []))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)
+    return "" if value is None else value
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def fingerprint(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class RunDir:
+    """Paths and the manifest of finished stages of one run."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # paths ---------------------------------------------------------------
+    @property
+    def recipe_path(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def maps(self) -> Path:
+        return self.root / "maps"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / "report.html"
+
+    def table(self, name: str) -> Path:
+        return self.tables / f"{name}.csv"
+
+    def figure(self, name: str) -> Path:
+        return self.figures / f"{name}.png"
+
+    # creation --------------------------------------------------------------
+    def create(self) -> RunDir:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise XauditError(f"cannot create run folder {self.root}: {err.strerror}") from None
+        if not os.access(self.root, os.W_OK):
+            raise XauditError(f"run folder {self.root} is not writable")
+        return self
+
+    def require(self) -> RunDir:
+        if not self.recipe_path.is_file():
+            raise XauditError(
+                f"{self.root} is not a run folder (no recipe.yaml). "
+                "Create one with `xaudit run RECIPE`."
+            )
+        return self
+
+    # manifest --------------------------------------------------------------
+    def manifest(self) -> dict:
+        if not self.manifest_path.is_file():
+            return {"stages": {}}
+        return read_json(self.manifest_path)
+
+    def stage_done(self, stage: str, fp: str) -> bool:
+        entry = self.manifest()["stages"].get(stage)
+        return bool(entry) and entry.get("fingerprint") == fp
+
+    def mark_done(self, stage: str, fp: str, **info: Any) -> None:
+        manifest = self.manifest()
+        manifest["stages"][stage] = {"fingerprint": fp, "finished": time.time(), **info}
+        write_json(self.manifest_path, manifest)
+
+    def invalidate(self, stages: Iterable[str]) -> None:
+        manifest = self.manifest()
+        for stage in stages:
+            manifest["stages"].pop(stage, None)
+        write_json(self.manifest_path, manifest)
+
+    # summary ---------------------------------------------------------------
+    def summary(self) -> dict:
+        return read_json(self.summary_path) if self.summary_path.is_file() else {}
+
+    def update_summary(self, **sections: Any) -> dict:
+        summary = self.summary()
+        summary.update(sections)
+        write_json(self.summary_path, summary)
+        return summary
+
+    def save_recipe(self, recipe_dict: dict) -> None:
+        atomic_write_text(
+            self.recipe_path, yaml.safe_dump(recipe_dict, sort_keys=False, allow_unicode=True)
+        )
+
+
+def stage_fingerprints(recipe_dict: dict) -> dict[str, str]:
+    """Fingerprint per stage: its own recipe sections chained with the stage before it."""
+    fps: dict[str, str] = {}
+    previous = ""
+    for stage in STAGES:
+        sections = {k: recipe_dict.get(k) for k in STAGE_SECTIONS[stage]}
+        previous = fingerprint({"previous": previous, "sections": sections})
+        fps[stage] = previous
+    return fps
