@@ -1,0 +1,223 @@
+"""Preprocessing from the model's weights metadata; images decoded once per process.
+
+Images are decoded, resized (shorter side to ``resize_size``) and centre-cropped to
+``image_size`` once, and kept as uint8 C×H×W tensors in a bounded store. Augmentation
+and normalisation work on those tensors, so no stage re-opens a file another stage of
+the same process already decoded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from ..errors import DataError
+from .base import Record
+from .io import BadImageError, load_mask, load_rgb
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def to_dict(self) -> dict:
+        return {
+            "image_size": self.image_size,
+            "resize_size": self.resize_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (or [0,1] float) N×C×H×W -> normalised float32."""
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def geometry(self, img: Image.Image, resample: int) -> Image.Image:
+        w, h = img.size
+        scale = self.resize_size / min(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        img = img.resize((nw, nh), resample=resample)
+        left = (nw - self.image_size) // 2
+        top = (nh - self.image_size) // 2
+        if left < 0 or top < 0:  # resize_size < image_size: pad by resizing to fit
+            return img.resize((self.image_size, self.image_size), resample=resample)
+        return img.crop((left, top, left + self.image_size, top + self.image_size))
+
+    def image_tensor(self, img: Image.Image) -> torch.Tensor:
+        img = self.geometry(img, Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+    def mask_tensor(self, mask: np.ndarray, image_size: tuple[int, int], name: str) -> torch.Tensor:
+        """A mask to the same geometry as its image; ``image_size`` is the image's (W, H)."""
+        if (mask.shape[1], mask.shape[0]) != image_size:
+            raise BadImageError(
+                name,
+                f"mask size {mask.shape[1]}×{mask.shape[0]} differs from its image "
+                f"{image_size[0]}×{image_size[1]}",
+            )
+        img = Image.fromarray(mask.astype(np.uint8) * 255)
+        img = self.geometry(img, Image.Resampling.NEAREST)
+        return torch.from_numpy(np.asarray(img) > 127)
+
+
+def preprocessing_from(
+    weights_transforms: object | None,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Preprocessing:
+    """Preprocessing from torchvision weights' ``transforms()`` unless the recipe overrides."""
+    crop, resize, m, s = 224, 256, IMAGENET_MEAN, IMAGENET_STD
+    if weights_transforms is not None:
+        crop = int(_first(getattr(weights_transforms, "crop_size", crop)))
+        resize = int(_first(getattr(weights_transforms, "resize_size", resize)))
+        m = tuple(getattr(weights_transforms, "mean", m))
+        s = tuple(getattr(weights_transforms, "std", s))
+    if image_size is not None and resize_size is None:
+        resize_size = math.ceil(image_size * resize / crop)
+    return Preprocessing(
+        image_size=image_size or crop,
+        resize_size=resize_size or resize,
+        mean=tuple(mean) if mean is not None else m,
+        std=tuple(std) if std is not None else s,
+    )
+
+
+def _first(value):
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
+@dataclass
+class Decoded:
+    image: torch.Tensor  # uint8 C×H×W
+    mask: torch.Tensor | None = None  # bool H×W
+    object_mask: torch.Tensor | None = None
+
+
+class DecodedStore:
+    """Decoded, preprocessed records of one process, bounded by ``max_bytes`` (LRU)."""
+
+    def __init__(self, pre: Preprocessing, max_pixels: int | None = None, max_bytes: int = 2 << 30):
+        self.pre = pre
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, Decoded] = OrderedDict()
+        self._bytes = 0
+
+    def decode(self, record: Record) -> Decoded:
+        img = load_rgb(record.image, self.max_pixels, name=record.source or record.id)
+        size = img.size
+        item = Decoded(self.pre.image_tensor(img))
+        name = record.source or record.id
+        if record.mask is not None:
+            item.mask = self.pre.mask_tensor(load_mask(record.mask, name), size, name)
+        if record.object_mask is not None:
+            item.object_mask = self.pre.mask_tensor(load_mask(record.object_mask, name), size, name)
+        return item
+
+    def get(self, record: Record) -> Decoded:
+        item = self._items.get(record.id)
+        if item is not None:
+            self._items.move_to_end(record.id)
+            return item
+        item = self.decode(record)
+        self._put(record.id, item)
+        return item
+
+    def _put(self, key: str, item: Decoded) -> None:
+        self._items[key] = item
+        self._bytes += item.image.numel()
+        while self._bytes > self.max_bytes and len(self._items) > 1:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= old.image.numel()
+
+    def prepare(self, records: list[Record], workers: int = 2) -> tuple[list[Record], list[dict]]:
+        """Decode every record once; return the usable ones and the skipped (file, reason)."""
+        todo = [r for r in records if r.id not in self._items]
+        results: dict[str, Decoded | BadImageError] = {}
+
+        def work(rec: Record):
+            try:
+                return rec.id, self.decode(rec)
+            except BadImageError as err:
+                return rec.id, err
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for rid, res in pool.map(work, todo):
+                results[rid] = res
+        good, skipped = [], []
+        for rec in records:
+            res = results.get(rec.id)
+            if isinstance(res, BadImageError):
+                skipped.append({"file": rec.source or rec.id, "reason": res.reason})
+                continue
+            if res is not None:
+                self._put(rec.id, res)
+            good.append(rec)
+        return good, skipped
+
+    def batch(self, records: Sequence[Record]) -> torch.Tensor:
+        return torch.stack([self.get(r).image for r in records])
+
+    def masks(self, records: Sequence[Record], kind: str = "mask") -> torch.Tensor | None:
+        items = [getattr(self.get(r), kind) for r in records]
+        if any(m is None for m in items):
+            return None
+        return torch.stack(items)
+
+
+def build_augment(cfg, image_size: int) -> v2.Transform | None:
+    """Augmentation on uint8 tensors (the recipe's ``train.augment``); None when all off."""
+    ops: list[v2.Transform] = []
+    if cfg.random_resized_crop:
+        ops.append(v2.RandomResizedCrop(image_size, scale=(cfg.crop_scale_min, 1.0), antialias=True))
+    if cfg.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if cfg.vflip:
+        ops.append(v2.RandomVerticalFlip())
+    if cfg.rotation > 0:
+        ops.append(v2.RandomRotation(cfg.rotation))
+    if cfg.color_jitter > 0:
+        j = cfg.color_jitter
+        ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
+    return v2.Compose(ops) if ops else None
+
+
+def augment_batch(aug: v2.Transform, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Apply ``aug`` per image with randomness drawn from ``generator`` (no global RNG leaks)."""
+    seeds = torch.randint(0, 2**31 - 1, (len(images),), generator=generator).tolist()
+    out = []
+    with torch.random.fork_rng(devices=[]):
+        for img, seed in zip(images, seeds, strict=True):
+            torch.manual_seed(seed)
+            out.append(aug(img))
+    return torch.stack(out)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    return TF.to_pil_image(image)
+
+
+def require_records(records: list[Record], what: str) -> None:
+    if not records:
+        raise DataError(f"no usable images left in {what} (see skipped.csv for the reasons)")
