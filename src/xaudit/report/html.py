@@ -1,0 +1,388 @@
+"""The self-contained HTML report of a run directory.
+
+One file: figures embedded as base64 PNG data URIs, CSS inline, no scripts, nothing loaded
+from the network (a Content-Security-Policy in the page enforces that). Every string that
+comes from the run (class names, ids, recipe values, audit texts) goes through jinja2's
+autoescaping; this module hands the template plain data and never marks anything safe.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..errors import XauditError
+from ..run import RunDir, atomic_write_text, read_csv, read_json
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+MAX_TABLE_ROWS = 200
+EXPLAIN_PREFIXES = ("explain_", "grid_", "cvi_")
+# Figures with a fixed place in the report.
+FIXED_FIGURES = ("dataset_examples.png", "history.png", "confusion_matrix.png", "top_losses.png")
+# CSV columns that hold names or ids: shown verbatim even when they look like numbers.
+TEXT_COLUMNS = {"id", "class", "true", "pred", "predicted", "file", "path", "name", "method",
+                "label", "split", "reason"}
+_FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+|\.\d+[eE][+-]?\d+)$")
+SPLIT_ORDER = ("train", "val", "test")
+
+
+# ---------------------------------------------------------------- formatting ---------------------
+
+
+def fmt_number(value: Any) -> str:
+    """A number for people: ints with thousands separators, floats with 3 decimals."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return str(value)
+        if value == 0.0:
+            return "0"
+        if abs(value) < 1e-3:
+            return f"{value:.2e}"
+        if abs(value) < 10:
+            return f"{value:.3f}"
+        if abs(value) < 1000:
+            return f"{value:.1f}"
+        return f"{value:,.0f}"
+    return fmt_value(value)
+
+
+def fmt_value(value: Any) -> str:
+    """Any summary value as one line of text."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool | int | float):
+        return fmt_number(value)
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt_value(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={fmt_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def fmt_seconds(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:,.1f}" if value >= 1 or value == 0 else f"{value:.3f}"
+    return fmt_value(value)
+
+
+def fmt_percent(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{100.0 * value:.1f}%"
+    return fmt_value(value)
+
+
+def _fmt_cell(column: str, value: str) -> str:
+    if column.lower() in TEXT_COLUMNS or not _FLOAT.match(value.strip()):
+        return value
+    return fmt_number(float(value))
+
+
+def csv_table(rows: list[dict[str, str]], limit: int = MAX_TABLE_ROWS) -> dict:
+    """A CSV (as read by ``read_csv``) as {columns, rows, more}: cells formatted, rows capped."""
+    columns = list(rows[0].keys()) if rows else []
+    body = [[_fmt_cell(c, row.get(c) or "") for c in columns] for row in rows[:limit]]
+    return {"columns": columns, "rows": body, "more": max(0, len(rows) - limit)}
+
+
+# ---------------------------------------------------------------- inputs -------------------------
+
+
+def _plain_name(name: str, folder: str) -> str:
+    """A file name from summary.json, refused if it could point outside ``folder``."""
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise XauditError(f"summary.json names {name!r} in {folder}/: expected a plain file name")
+    return name
+
+
+def _load_summary(run: RunDir) -> dict:
+    hint = f"run `xaudit evaluate {run.root}` first"
+    if not run.summary_path.is_file():
+        raise XauditError(f"no summary.json in {run.root}: {hint}", hint=hint)
+    try:
+        summary = read_json(run.summary_path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise XauditError(
+            f"summary.json in {run.root} is not valid JSON ({err}): {hint}", hint=hint
+        ) from None
+    if not isinstance(summary, dict):
+        raise XauditError(f"summary.json in {run.root} is not a JSON object: {hint}", hint=hint)
+    if not isinstance(summary.get("test"), dict):
+        raise XauditError(f"summary.json in {run.root} has no test metrics: {hint}", hint=hint)
+    return summary
+
+
+def _load_recipe_text(run: RunDir) -> str:
+    if not run.recipe_path.is_file():
+        hint = "create a run with `xaudit run RECIPE`"
+        raise XauditError(f"no recipe.yaml in {run.root}: not a run folder; {hint}", hint=hint)
+    return run.recipe_path.read_text(encoding="utf-8", errors="replace")
+
+
+def _required_table(run: RunDir, name: str, stage: str) -> list[dict[str, str]]:
+    path = run.table(name)
+    if not path.is_file():
+        hint = f"run `xaudit {stage} {run.root}` first"
+        raise XauditError(f"no tables/{name}.csv in {run.root}: {hint}", hint=hint)
+    return read_csv(path)
+
+
+def _optional_table(run: RunDir, name: str) -> list[dict[str, str]] | None:
+    path = run.table(name)
+    return read_csv(path) if path.is_file() else None
+
+
+def _figure(run: RunDir, name: str) -> dict:
+    data = (run.figures / name).read_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return {"name": name, "uri": uri}
+
+
+# ---------------------------------------------------------------- sections -----------------------
+
+
+def _header(summary: dict) -> dict:
+    versions = summary.get("versions") or {}
+    return {
+        "name": fmt_value(summary.get("name", "run")),
+        "created": fmt_value(summary.get("created")),
+        "seed": fmt_value(summary.get("seed")),
+        "versions": [(k, fmt_value(v)) for k, v in versions.items()],
+        "timing": [(k, fmt_seconds(v)) for k, v in (summary.get("timing") or {}).items()],
+    }
+
+
+def _splits(per_class: dict) -> list[str]:
+    known = [s for s in SPLIT_ORDER if s in per_class]
+    return known + [s for s in per_class if s not in known]
+
+
+def _dataset(run: RunDir, summary: dict, figures: dict[str, dict]) -> dict | None:
+    ds = summary.get("dataset")
+    if not isinstance(ds, dict):
+        return None
+    per_class = ds.get("per_class") or {}
+    splits = _splits(per_class)
+    classes = list(ds.get("classes") or [])
+    for split in splits:  # classes missing from the list still get a row
+        classes += [c for c in per_class[split] if c not in classes]
+    rows = []
+    for c in classes:
+        counts = [int(per_class[s].get(c, 0)) for s in splits]
+        rows.append([c, *(fmt_number(n) for n in counts), fmt_number(sum(counts))])
+    totals = [sum(int(per_class[s].get(c, 0)) for c in classes) for s in splits]
+    skipped_rows = _optional_table(run, "skipped")
+    return {
+        "facts": [
+            ("name", fmt_value(ds.get("name"))),
+            ("source", fmt_value(ds.get("source"))),
+            ("classes", fmt_number(len(classes))),
+            ("images", ", ".join(f"{k} {fmt_value(v)}" for k, v in (ds.get("n") or {}).items())),
+            ("ground-truth masks", fmt_value(bool(ds.get("has_masks")))),
+        ],
+        "per_class": {
+            "columns": ["class", *splits, "total"],
+            "rows": rows,
+            "totals": ["total", *(fmt_number(n) for n in totals), fmt_number(sum(totals))],
+        } if splits else None,
+        "skipped": fmt_value(ds.get("skipped", len(skipped_rows or []))),
+        "skipped_table": csv_table(skipped_rows) if skipped_rows else None,
+        "figure": figures.get("dataset_examples.png"),
+    }
+
+
+MODEL_FIELDS = (
+    ("name", "architecture"), ("weights", "weights"), ("mode", "training mode"),
+    ("trainable_params", "trainable parameters"), ("total_params", "total parameters"),
+    ("resize_size", "resize to"), ("image_size", "crop to"), ("mean", "normalise mean"),
+    ("std", "normalise std"), ("target_layer", "CAM target layer"),
+)
+TRAIN_FIELDS = (
+    ("epochs_run", "epochs run"), ("best_epoch", "best epoch"),
+    ("best_val_accuracy", "best validation accuracy"), ("seconds", "seconds"),
+    ("feature_cache", "frozen-feature cache"),
+)
+
+
+def _facts(section: dict, fields: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Known keys with readable labels first, then any other keys as they are."""
+    fields = list(fields)
+    known = [k for k, _ in fields]
+    def fmt(key: str, value: Any) -> str:
+        return fmt_seconds(value) if key == "seconds" else fmt_value(value)
+
+    out = [(label, fmt(k, section[k])) for k, label in fields if k in section]
+    out += [(k, fmt(k, v)) for k, v in section.items() if k not in known]
+    return out
+
+
+def _test(run: RunDir, summary: dict, figures: dict[str, dict]) -> dict:
+    test = summary["test"]
+    most_confused = _optional_table(run, "most_confused")
+    return {
+        "stats": [
+            ("accuracy", fmt_percent(test.get("accuracy"))),
+            ("macro F1", fmt_value(test.get("macro_f1"))),
+            ("test images", fmt_value(test.get("n"))),
+            ("mean loss", fmt_value(test.get("loss"))),
+        ],
+        "per_class": csv_table(_required_table(run, "metrics_per_class", "evaluate")),
+        "confusion": figures.get("confusion_matrix.png"),
+        "most_confused": csv_table(most_confused) if most_confused else None,
+        "top_losses": figures.get("top_losses.png"),
+    }
+
+
+def _method_of(stem: str, labels: list[str]) -> str | None:
+    """The longest method label that ``stem`` (prefix removed) starts with, as a whole token."""
+    hits = [lab for lab in labels if stem == lab or stem.startswith(lab + "_")]
+    return max(hits, key=len) if hits else None
+
+
+def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> dict | None:
+    """Cost table and explanation figures (``taken``: figures already shown by an audit)."""
+    costs = summary.get("explanations") or {}
+    names = [n for n in figures if n.startswith(EXPLAIN_PREFIXES) and n not in taken]
+    if not costs and not names:
+        return None
+    labels = list(costs)
+    methods = {lab: [] for lab in labels}
+    panels, other = [], []
+    for name in names:
+        if name.startswith("explain_"):
+            panels.append(figures[name])
+            continue
+        prefix = "grid_" if name.startswith("grid_") else "cvi_"
+        method = _method_of(name[len(prefix):-len(".png")], labels)
+        (methods[method] if method else other).append(figures[name])
+    cost_rows = []
+    for lab, cost in costs.items():
+        cost = cost or {}
+        n, secs = cost.get("n_images"), cost.get("seconds")
+        per_image = secs / n if isinstance(secs, int | float) and isinstance(n, int) and n else None
+        cost_rows.append([lab, fmt_value(n), fmt_seconds(secs), fmt_seconds(per_image),
+                          fmt_value(cost.get("model_evals")), fmt_value(cost.get("params") or None)])
+    return {
+        "costs": {
+            "columns": ["method", "images", "seconds", "s / image", "model evaluations",
+                        "parameters"],
+            "rows": cost_rows,
+        },
+        "panels": panels,
+        "methods": [(lab, methods[lab]) for lab in labels if methods[lab]],
+        "other": other,
+    }
+
+
+def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict | None, list]:
+    audits = summary.get("audits")
+    if not isinstance(audits, dict):
+        return None, []
+    scorecard = _optional_table(run, "scorecard")
+    verdict = {
+        "text": fmt_value(audits.get("verdict") or "no verdict"),
+        "trusted": [fmt_value(t) for t in audits.get("trusted") or []],
+        "scorecard": csv_table(scorecard) if scorecard else None,
+    }
+    hint = f"run `xaudit audit {run.root}` again"
+    sections = []
+    for sec in audits.get("sections") or []:
+        title = fmt_value(sec.get("title", "audit"))
+        sec_figures, sec_tables = [], []
+        for name in sec.get("figures") or []:
+            name = _plain_name(name, "figures")
+            if name not in figures:
+                raise XauditError(
+                    f"no figures/{name} in {run.root} (listed by audit {title!r}): {hint}",
+                    hint=hint,
+                )
+            sec_figures.append(figures[name])
+        for name in sec.get("tables") or []:
+            name = _plain_name(name, "tables")
+            rows = _optional_table(run, name)
+            if rows is None:
+                raise XauditError(
+                    f"no tables/{name}.csv in {run.root} (listed by audit {title!r}): {hint}",
+                    hint=hint,
+                )
+            sec_tables.append({"name": name, **csv_table(rows)})
+        text = str(sec.get("text") or "")
+        sections.append({
+            "title": title,
+            "paragraphs": [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()],
+            "figures": sec_figures,
+            "tables": sec_tables,
+        })
+    return verdict, sections
+
+
+# ---------------------------------------------------------------- render -------------------------
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def build_context(run_dir: str | Path) -> dict:
+    """Everything the template shows, as plain strings, lists and dicts (no markup)."""
+    run = RunDir(run_dir)
+    recipe_text = _load_recipe_text(run)
+    summary = _load_summary(run)
+    names = sorted(p.name for p in run.figures.glob("*.png")) if run.figures.is_dir() else []
+    figures = {name: _figure(run, name) for name in names}
+    verdict, audit_sections = _audits(run, summary, figures)
+    model, train = summary.get("model"), summary.get("train")
+    context = {
+        "header": _header(summary),
+        "verdict": verdict,
+        "dataset": _dataset(run, summary, figures),
+        "model": _facts(model, MODEL_FIELDS) if isinstance(model, dict) else None,
+        "training": {
+            "facts": _facts(train, TRAIN_FIELDS) if isinstance(train, dict) else [],
+            "figure": figures.get("history.png"),
+        } if isinstance(train, dict) or "history.png" in figures else None,
+        "test": _test(run, summary, figures),
+        "explanations": _explanations(
+            summary, figures, {f["name"] for f in _walk_figures(audit_sections)}
+        ),
+        "audits": audit_sections,
+        "recipe": recipe_text,
+    }
+    used = {f["name"] for f in _walk_figures(context)}
+    context["other_figures"] = [figures[n] for n in names if n not in used]
+    return context
+
+
+def _walk_figures(obj: Any) -> Iterable[dict]:
+    if isinstance(obj, dict):
+        if "uri" in obj and "name" in obj:
+            yield obj
+            return
+        for v in obj.values():
+            yield from _walk_figures(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _walk_figures(v)
+
+
+def render_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/report.html`` from what earlier stages stored; return its path."""
+    run = RunDir(run_dir)
+    html = _environment().get_template("report.html").render(**build_context(run.root))
+    atomic_write_text(run.report_path, html)
+    return run.report_path
