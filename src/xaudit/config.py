@@ -55,7 +55,7 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "mobilenet_v2"
-    weights: str = "imagenet"  # imagenet | none
+    weights: str = "imagenet"  # imagenet (torchvision DEFAULT) | none | a weights name, e.g. IMAGENET1K_V1
     mode: Literal["frozen", "finetune", "last_n"] = "frozen"
     n_blocks: int = 1  # with mode last_n: how many final blocks are trained
     image_size: int | None = None  # crop size; default from the weights' metadata
@@ -310,9 +310,9 @@ def validate(recipe: Recipe) -> Recipe:
     SOURCES.get(recipe.data.source)
     check_model_name(recipe.model.name)
     if recipe.model.weights not in {"imagenet", "none"}:
-        raise ConfigError(
-            f"model.weights: {recipe.model.weights!r} is not allowed. Allowed: imagenet, none."
-        )
+        from .models import _weights_enum
+
+        _weights_enum(recipe.model.name, recipe.model.weights)
     validate_method_specs(recipe.explain.methods)
     if recipe.audit.enabled or recipe.audit.audits:
         from .audit import validate_audit_specs

