@@ -39,7 +39,7 @@ def _scan_files(folder: Path) -> tuple[list[Path], list[dict]]:
     """Image files below ``folder`` (sorted) and the non-image files skipped."""
     images, skipped = [], []
     for f in sorted(folder.rglob("*")):
-        if not f.is_file() or not all(_visible(part) for part in f.relative_to(folder).parts):
+        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(folder).parts):
             continue
         if f.suffix.lower() in IMAGE_EXTENSIONS:
             images.append(f)

