@@ -509,3 +509,29 @@ def test_any_valid_array_loads_to_rgb_of_the_same_size(shape, dtype, h, w, seed)
     assert out.mode == "RGB" and out.size == (w, h)
     if shape in ((), (1,)) and dtype == "uint8":
         np.testing.assert_array_equal(np.asarray(out)[..., 1], arr.reshape(h, w))
+
+
+CLEAN_FILES = {
+    fmt: encode(Image.fromarray(noise(16, 16, seed=3)), fmt)
+    for fmt in ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"]
+}
+
+
+@pytest.mark.filterwarnings("error")  # PIL's warnings on corrupt chunks must not escape either
+@settings(max_examples=150, deadline=None)
+@given(
+    fmt=st.sampled_from(sorted(CLEAN_FILES)),
+    edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), max_size=6),
+    cut=st.floats(0.05, 1.0),
+)
+def test_corrupted_files_load_or_raise_bad_image_error_only(fmt, edits, cut):
+    data = bytearray(CLEAN_FILES[fmt])
+    for where, value in edits:  # flip bytes, headers included
+        data[int(where * len(data))] = value
+    data = bytes(data[: max(1, int(len(data) * cut))])
+    try:
+        out = load_rgb(data, max_pixels=1_000_000)
+    except BadImageError as err:
+        assert err.reason
+    else:
+        assert out.mode == "RGB" and min(out.size) >= 1

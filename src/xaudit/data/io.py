@@ -56,6 +56,8 @@ _SIGNATURES = (
     b"MM\x00*",  # TIFF, big-endian
     b"RIFF",  # WebP
 )
+# What PIL raises on corrupt data; Warning: its warnings on corrupt chunks where they are errors.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Warning)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _WITH_ALPHA = ("RGBA", "RGBa", "LA", "La", "PA")
 
@@ -189,7 +191,9 @@ def _open(source: str | Path | bytes, name: str) -> Iterator[Image.Image]:
             except UnidentifiedImageError:
                 fp.seek(0)
                 raise BadImageError(name, _not_an_image_reason(fp.read(512))) from None
-            except (OSError, SyntaxError, ValueError, EOFError) as err:
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise  # turned into BadImageError by _bomb_errors_as_ours
+            except _DECODE_ERRORS as err:
                 raise BadImageError(name, _decode_reason(err)) from err
             yield img
     finally:
@@ -292,7 +296,7 @@ def _load(img: Image.Image, name: str) -> None:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise  # turned into BadImageError by _bomb_errors_as_ours
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as err:
+    except _DECODE_ERRORS as err:
         raise BadImageError(name, _decode_reason(err)) from err
 
 
