@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from xaudit.data.base import Record
-from xaudit.data.checks import content_hash, find_duplicates, leakage_message
+from xaudit.data.checks import (
+    content_hash,
+    cross_split_pairs,
+    find_duplicates,
+    image_digest,
+    leakage_message,
+)
+from xaudit.data.io import load_rgb
 from xaudit.errors import XauditError
 from xaudit.safety import FALLBACK_NAME, safe_join, safe_name, unique_names
 
@@ -96,6 +103,17 @@ def test_in_memory_sources_and_max_pixels():
     assert find_duplicates(splits) == [("a", "b")]
     assert find_duplicates(splits, max_pixels=10) == []  # too large to decode: not compared
     assert content_hash(rec("a", arr)) == content_hash(rec("b", lambda: encode(arr)))
+
+
+def test_digests_from_an_earlier_decode_give_the_same_pairs():
+    same, other = encode(noise(10)), encode(noise(11))
+    digests = {
+        "test": [("t0", image_digest(load_rgb(same)))],
+        "extra": [("x0", image_digest(load_rgb(same)))],
+        "train": [("r0", image_digest(load_rgb(same))), ("r1", image_digest(load_rgb(other)))],
+    }
+    assert cross_split_pairs(digests) == [("r0", "t0"), ("r0", "x0"), ("t0", "x0")]
+    assert digests["train"][0][1] == content_hash(rec("r0", same))
 
 
 def test_by_must_be_known():

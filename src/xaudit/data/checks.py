@@ -6,6 +6,8 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+from PIL import Image
+
 from ..errors import XauditError
 from .base import SPLITS, Record
 from .io import BadImageError, load_rgb
@@ -21,7 +23,12 @@ def content_hash(record: Record, max_pixels: int | None = None, by: str = "pixel
     if by == "bytes" and isinstance(source, (str, Path, bytes)):
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         return "bytes:" + hashlib.sha256(data).hexdigest()
-    img = load_rgb(source, max_pixels, name=record.source or record.id)
+    return image_digest(load_rgb(source, max_pixels, name=record.source or record.id))
+
+
+def image_digest(img: Image.Image) -> str:
+    """SHA-256 of a decoded RGB image's size and pixels: lets a stage that already decoded
+    the images (the decoded-image store) feed ``cross_split_pairs`` without decoding again."""
     digest = hashlib.sha256(f"{img.size[0]}x{img.size[1]}:".encode())
     digest.update(img.tobytes())
     return "pixels:" + digest.hexdigest()
@@ -42,15 +49,25 @@ def find_duplicates(
     """
     if by not in ("pixels", "bytes"):
         raise XauditError(f"find_duplicates: by must be 'pixels' or 'bytes', got {by!r}")
-    order = [s for s in SPLITS if s in splits] + sorted(s for s in splits if s not in SPLITS)
-    groups: dict[str, list[tuple[int, str]]] = {}
-    for rank, split in enumerate(order):
-        for record in splits[split]:
+    digests: dict[str, list[tuple[str, str]]] = {}
+    for split, records in splits.items():
+        for record in records:
             try:
-                key = content_hash(record, max_pixels, by)
+                digests.setdefault(split, []).append(
+                    (record.id, content_hash(record, max_pixels, by))
+                )
             except (BadImageError, OSError):
                 continue
-            groups.setdefault(key, []).append((rank, record.id))
+    return cross_split_pairs(digests)
+
+
+def cross_split_pairs(digests: dict[str, list[tuple[str, str]]]) -> list[tuple[str, str]]:
+    """Pairs of ids with equal digests in different splits, from ``split -> [(id, digest)]``."""
+    order = [s for s in SPLITS if s in digests] + sorted(s for s in digests if s not in SPLITS)
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for rank, split in enumerate(order):
+        for record_id, digest in digests[split]:
+            groups.setdefault(digest, []).append((rank, record_id))
     pairs = []
     for members in groups.values():
         for i, (rank_a, id_a) in enumerate(members):
