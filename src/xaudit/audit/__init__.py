@@ -1,0 +1,29 @@
+"""Audits of explanation methods: each a registered function returning an AuditResult."""
+
+from . import (  # noqa: F401  (register the audits)
+    convergence,
+    correctness,
+    faithfulness,
+    localization,
+    randomization,
+    shortcut,
+)
+from .base import (
+    AUDITS,
+    AuditImages,
+    AuditInput,
+    AuditResult,
+    Cell,
+    run_audits,
+    validate_audit_specs,
+)
+
+__all__ = [
+    "AUDITS",
+    "AuditImages",
+    "AuditInput",
+    "AuditResult",
+    "Cell",
+    "run_audits",
+    "validate_audit_specs",
+]

@@ -1,0 +1,428 @@
+"""Audit inputs and results, the audit registry, shared helpers and ``run_audits``.
+
+An audit is a plain function ``audit(inp, figures_dir, **params) -> AuditResult``
+registered by name. Its keyword parameters are its recipe parameters: ``validate_audit_specs``
+reads them from the signature, so the recipe, the CLI and the tests see one list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..explain.base import ExplainContext, Explainer
+from ..explain.counting import count_model_evals
+from ..registry import Registry, did_you_mean
+
+# --------------------------------------------------------------------------- data types
+
+
+@dataclass
+class AuditImages:
+    """One split's sample of images to audit."""
+
+    x: Tensor  # N×3×H×W normalised, CPU
+    pixels: Tensor  # N×3×H×W in [0, 1]
+    labels: Tensor  # (N,) long
+    preds: Tensor  # (N,) long, the model's predictions
+    targets: Tensor  # (N,) long, the class explained
+    ids: list[str]
+    masks: Tensor | None = None  # N×H×W bool evidence masks (e.g. lesions)
+    object_masks: Tensor | None = None  # N×H×W bool object masks (e.g. the leaf)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, index: list[int] | Tensor) -> AuditImages:
+        idx = torch.as_tensor(index, dtype=torch.long)
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[idx]
+
+        return AuditImages(
+            x=self.x[idx],
+            pixels=self.pixels[idx],
+            labels=self.labels[idx],
+            preds=self.preds[idx],
+            targets=self.targets[idx],
+            ids=[self.ids[i] for i in idx.tolist()],
+            masks=pick(self.masks),
+            object_masks=pick(self.object_masks),
+        )
+
+
+@dataclass
+class AuditInput:
+    """Everything an audit needs; the real model is never modified."""
+
+    model: nn.Module  # eval mode, trained
+    explainers: list[Explainer]  # configured methods from the recipe
+    ctx: ExplainContext
+    classes: list[str]
+    splits: dict[str, AuditImages]  # "test" always; "train" too (shortcut screening)
+    generator: torch.Generator  # all randomness from here (seeded by the recipe)
+    retrain_shuffled: Callable[[int], nn.Module] | None = None  # seed -> shuffled-label model
+    blocks: list[str] | None = None  # randomization blocks override (module names)
+    regions: dict[str, list[float]] | None = None  # name -> [x0, y0, x1, y1] fractions
+    # Maps of the trained model, computed once and shared by the audits of one run.
+    cache: dict = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class Cell:
+    """One scorecard cell: a method's per-image values on one audit metric."""
+
+    method: str
+    audit: str
+    metric: str
+    values: np.ndarray  # per image
+    higher_is_better: bool
+    passed: bool | None  # None when no rule applies
+    rule: str  # the stated rule
+    seconds: float = 0.0
+    model_evals: int = 0
+
+
+@dataclass
+class AuditResult:
+    name: str
+    title: str
+    text: str  # how to read it, 2-4 sentences
+    rows: list[dict]  # long table -> tables/audit_<name>.csv
+    cells: list[Cell]  # scorecard cells
+    figures: list[str]  # file names written under run_dir/figures/
+    summary: dict  # -> summary.json audits.<name>
+    seconds: float
+    model_evals: int
+
+
+AuditFn = Callable[..., AuditResult]
+AUDITS: Registry[AuditFn] = Registry("audit")
+
+# Parameters every audit takes from ``run_audits`` rather than from the recipe entry.
+_POSITIONAL = ("inp", "figures_dir")
+
+
+def register_audit(name: str) -> Callable[[AuditFn], AuditFn]:
+    return AUDITS.register(name)
+
+
+def audit_params(name: str) -> dict[str, Any]:
+    """The recipe parameters of audit ``name`` with their defaults."""
+    sig = inspect.signature(AUDITS.get(name))
+    return {k: p.default for k, p in sig.parameters.items() if k not in _POSITIONAL}
+
+
+def skipped(name: str, title: str, reason: str) -> AuditResult:
+    """An audit that does not apply: stated, never silent."""
+    return AuditResult(
+        name=name,
+        title=title,
+        text=f"Skipped: {reason}",
+        rows=[],
+        cells=[],
+        figures=[],
+        summary={"skipped": True, "reason": reason},
+        seconds=0.0,
+        model_evals=0,
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_type(audit: str, key: str, value: Any, default: Any) -> None:
+    if default is None or value is None:
+        return
+    ok: bool
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"audit.audits: {audit}.{key}: expected {type(default).__name__} like {default!r}, "
+            f"got {value!r}"
+        )
+
+
+def validate_audit_specs(specs: list[dict]) -> None:
+    """Check the recipe's ``audit.audits`` entries against the registered audits."""
+    if not isinstance(specs, list):
+        raise ConfigError(f"audit.audits: expected a list of {{name: ...}} entries, got {specs!r}")
+    seen: set[str] = set()
+    for spec in specs:
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ConfigError(f"audit.audits: each entry needs a 'name', got {spec!r}")
+        name = str(spec["name"])
+        if name not in AUDITS:
+            allowed = AUDITS.names()
+            raise ConfigError(
+                f"audit.audits: unknown audit {name!r}. Allowed: {', '.join(allowed)}."
+                f"{did_you_mean(name, allowed)}"
+            )
+        if name in seen:
+            raise ConfigError(f"audit.audits: {name!r} is listed twice")
+        seen.add(name)
+        params = audit_params(name)
+        for key, value in spec.items():
+            if key == "name":
+                continue
+            if key not in params:
+                allowed = sorted(params)
+                raise ConfigError(
+                    f"audit.audits: {name} has no parameter {key!r}. "
+                    f"Allowed: {', '.join(allowed)}.{did_you_mean(str(key), allowed)}"
+                )
+            _check_type(name, key, value, params[key])
+        if spec.get("n_images") is not None and spec["n_images"] < 1:
+            raise ConfigError(f"audit.audits: {name}.n_images must be at least 1, got {spec['n_images']}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def stratified(images: AuditImages, n: int | None) -> AuditImages:
+    """At most ``n`` images, taken round-robin over classes (deterministic, keeps order)."""
+    if n is None or n >= len(images):
+        return images
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(images.labels.tolist()):
+        by_class.setdefault(label, []).append(i)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < n:
+        added = False
+        for label in sorted(by_class):
+            if depth < len(by_class[label]) and len(chosen) < n:
+                chosen.append(by_class[label][depth])
+                added = True
+        if not added:
+            break
+        depth += 1
+    return images.subset(sorted(chosen))
+
+
+def fork_seed(generator: torch.Generator) -> int:
+    """A fresh seed drawn from ``generator`` (for forked RNG state and sub-generators)."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+
+
+def sub_generator(generator: torch.Generator) -> torch.Generator:
+    return torch.Generator().manual_seed(fork_seed(generator))
+
+
+def ctx_for(model: nn.Module, reference: nn.Module, ctx: ExplainContext) -> ExplainContext:
+    """``ctx`` with its layers pointing into ``model`` (a copy of ``reference``), by name."""
+    if model is reference:
+        return ctx
+    names = {id(m): n for n, m in reference.named_modules()}
+    modules = dict(model.named_modules())
+
+    def remap(layer: nn.Module | None) -> nn.Module | None:
+        if layer is None:
+            return None
+        name = names.get(id(layer))
+        return modules.get(name, layer) if name is not None else layer
+
+    return dataclasses.replace(
+        ctx,
+        target_layer=remap(ctx.target_layer),
+        layers={k: remap(v) for k, v in ctx.layers.items()},
+    )
+
+
+@dataclass
+class Maps:
+    """Attributions of one method on one set of images, with their cost."""
+
+    attributions: Tensor  # N×C×H×W
+    seconds: float
+    model_evals: int
+    delta: Tensor | None = None
+
+    @property
+    def maps(self) -> Tensor:
+        """N×H×W signed maps (summed over channels)."""
+        return self.attributions.sum(dim=1)
+
+
+def compute_maps(
+    explainer: Explainer,
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor,
+    ctx: ExplainContext,
+    batch_size: int = 8,
+    with_delta: bool = False,
+    reference: nn.Module | None = None,
+) -> Maps:
+    """Run ``explainer`` in batches; record seconds and model evaluations.
+
+    ``reference``: the model ``ctx``'s layers belong to, when ``model`` is a copy of it.
+    """
+    ctx = ctx_for(model, reference if reference is not None else model, ctx)
+    parts, deltas = [], []
+    start = time.perf_counter()
+    with count_model_evals(model) as count:
+        for i in range(0, len(x), batch_size):
+            xb, tb = x[i : i + batch_size], targets[i : i + batch_size]
+            if with_delta:
+                attr, delta = explainer.attribute_with_delta(model, xb, tb, ctx)
+                deltas.append(None if delta is None else delta.detach().reshape(-1).cpu())
+            else:
+                attr = explainer.attribute(model, xb, tb, ctx)
+            parts.append(attr.detach().float().cpu())
+    seconds = time.perf_counter() - start
+    delta_t = torch.cat(deltas) if deltas and all(d is not None for d in deltas) else None
+    return Maps(torch.cat(parts), seconds, count.n, delta_t)
+
+
+def trained_maps(inp: AuditInput, explainer: Explainer, split: str, images: AuditImages) -> Maps:
+    """Maps of the trained model, cached per (method, split, image ids)."""
+    key = ("maps", explainer.label, split, tuple(images.ids))
+    if key not in inp.cache:
+        inp.cache[key] = compute_maps(explainer, inp.model, images.x, images.targets, inp.ctx)
+        cost = inp.cache.setdefault("maps_cost", {"seconds": 0.0, "model_evals": 0})
+        cost["seconds"] += inp.cache[key].seconds
+        cost["model_evals"] += inp.cache[key].model_evals
+    return inp.cache[key]
+
+
+@torch.no_grad()
+def class_scores(
+    model: nn.Module, x: Tensor, targets: Tensor, batch_size: int = 32, kind: str = "prob"
+) -> Tensor:
+    """Softmax probability (or logit) of ``targets`` for each image, batched."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i : i + batch_size]).float()
+        scores = logits.softmax(dim=1) if kind == "prob" else logits
+        out.append(scores.gather(1, targets[i : i + batch_size].view(-1, 1)).squeeze(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def safe_name(label: str) -> str:
+    """A method label usable in a file name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+
+
+def nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- running
+
+
+# Run order: correctness last, so it can join the per-image statistics of the others.
+ORDER = (
+    "convergence",
+    "baseline_sensitivity",
+    "model_randomization",
+    "label_randomization",
+    "faithfulness",
+    "localization",
+    "shortcut",
+    "correctness",
+)
+
+
+def resolve_specs(specs: list[dict] | None) -> list[dict]:
+    """The recipe's entries (or every audit with defaults), in run order."""
+    specs = [{"name": s} if isinstance(s, str) else dict(s) for s in (specs or [])]
+    specs = specs or [{"name": name} for name in AUDITS.names()]
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(specs, key=lambda s: rank.get(s["name"], len(ORDER)))
+
+
+def run_audits(inp: AuditInput, specs: list[dict], run_dir: Any, n_images: int) -> dict:
+    """Run the listed audits (empty = all), write tables and figures, return the summary section.
+
+    Tables: ``tables/audit_<name>.csv`` per audit and ``tables/scorecard.csv``; figures:
+    ``figures/audit_*.png``. The returned mapping is documented in docs/audits.md.
+    """
+    from ..run import write_csv
+    from .scorecard import scorecard_rows, summarize_cells, verdict
+
+    validate_audit_specs(specs)
+    specs = resolve_specs(specs)
+    figures_dir = Path(run_dir.figures)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    results: list[AuditResult] = []
+    for spec in specs:
+        name = spec["name"]
+        params = {k: v for k, v in spec.items() if k != "name"}
+        if "n_images" in audit_params(name) and params.get("n_images") is None:
+            params["n_images"] = n_images
+        start = time.perf_counter()
+        result = AUDITS.get(name)(inp, figures_dir, **params)
+        result.seconds = result.seconds or time.perf_counter() - start
+        results.append(result)
+        inp.cache.setdefault("results", {})[name] = result
+        if result.rows:
+            write_csv(run_dir.table(f"audit_{name}"), result.rows, _columns(result.rows))
+
+    cells = [c for r in results for c in r.cells]
+    rows = scorecard_rows(cells)
+    write_csv(
+        run_dir.table("scorecard"),
+        rows,
+        _columns(rows) if rows else ["method", "audit", "metric", "mean", "ci_lo", "ci_hi"],
+    )
+    summary: dict[str, Any] = {}
+    for result in results:
+        section = summarize_cells([c for c in result.cells if c.audit == result.name])
+        section.update(result.summary)
+        summary[result.name] = section
+    text, trusted = verdict(cells, [e.label for e in inp.explainers], summary.get("shortcut"))
+    summary["verdict"] = text
+    summary["trusted"] = trusted
+    summary["sections"] = [
+        {
+            "title": r.title,
+            "text": r.text,
+            "figures": r.figures,
+            "tables": [f"audit_{r.name}"] if r.rows else [],
+        }
+        for r in results
+    ] + [{"title": "Scorecard", "text": text, "figures": [], "tables": ["scorecard"]}]
+    summary["cost"] = {
+        r.name: {"seconds": round(r.seconds, 3), "model_evals": int(r.model_evals)} for r in results
+    }
+    maps_cost = inp.cache.get("maps_cost")
+    if maps_cost:
+        summary["cost"]["maps"] = {
+            "seconds": round(maps_cost["seconds"], 3),
+            "model_evals": int(maps_cost["model_evals"]),
+        }
+    return summary
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return columns

@@ -1,0 +1,157 @@
+"""Localization against evidence masks: pointing game, relevance mass / rank, AUROC.
+
+Metrics take one 2-D map and one boolean mask and use the signed map (evidence *for* the
+target class); pass ``absolute=True`` to the audit for methods whose sign is not meaningful.
+An empty mask (or a map without positive mass, for relevance mass) gives NaN.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import binary_dilation
+from scipy.stats import rankdata
+
+from . import plots
+from .base import (
+    AuditInput,
+    AuditResult,
+    Cell,
+    register_audit,
+    skipped,
+    stratified,
+    sub_generator,
+    trained_maps,
+)
+from .faithfulness import EDGE, RANDOM, centre_map, random_map, sobel_map
+from .scorecard import mean_ci
+from .similarity import as_map
+
+CENTRE = "centre (reference)"
+
+
+def _mask(mask) -> np.ndarray:
+    m = as_map(mask) > 0.5
+    return m
+
+
+def pointing_game(saliency, mask, tolerance: int = 0) -> float:
+    """1.0 if the map's maximum falls in the mask (dilated by ``tolerance`` pixels), else 0.0."""
+    s, m = as_map(saliency), _mask(mask)
+    if not m.any():
+        return float("nan")
+    if tolerance > 0:
+        m = binary_dilation(m, iterations=tolerance)
+    return float(m.flat[int(np.argmax(s))])
+
+
+def relevance_mass(saliency, mask) -> float:
+    """Share of the positive relevance that lies inside the mask (Arras et al. 2022)."""
+    s, m = np.clip(as_map(saliency), 0, None), _mask(mask)
+    total = s.sum()
+    if not m.any() or total <= 0:
+        return float("nan")
+    return float(s[m].sum() / total)
+
+
+def relevance_rank(saliency, mask) -> float:
+    """Share of the K highest-ranked pixels that lie inside the mask, K = mask size."""
+    s, m = as_map(saliency).ravel(), _mask(mask).ravel()
+    k = int(m.sum())
+    if k == 0:
+        return float("nan")
+    top = np.argsort(-s, kind="stable")[:k]
+    return float(m[top].mean())
+
+
+def auroc(saliency, mask) -> float:
+    """Area under the ROC curve of the map as a detector of mask pixels (ties count half)."""
+    s, m = as_map(saliency).ravel(), _mask(mask).ravel()
+    pos, neg = int(m.sum()), int((~m).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[m].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+METRIC_FNS = {
+    "relevance_mass": relevance_mass,
+    "auroc": auroc,
+    "pointing_game": pointing_game,
+    "relevance_rank": relevance_rank,
+}
+RULED = ("relevance_mass", "auroc")
+
+
+@register_audit("localization")
+def localization(
+    inp: AuditInput,
+    figures_dir: Path,
+    n_images: int | None = None,
+    absolute: bool = False,
+    tolerance: int = 0,
+) -> AuditResult:
+    """Map against the evidence masks, with a centre-of-image baseline."""
+    title = "Localization against evidence masks"
+    test = inp.splits["test"]
+    if test.masks is None:
+        return skipped("localization", title, "the dataset has no evidence masks")
+    has_mask = [i for i in range(len(test)) if bool(test.masks[i].any())]
+    if not has_mask:
+        return skipped("localization", title, "every evidence mask of the test images is empty")
+    images = stratified(test.subset(has_mask), n_images)
+    start = time.perf_counter()
+    n, _, h, w = images.x.shape
+    maps: dict[str, np.ndarray] = {}
+    costs: dict[str, tuple[float, int]] = {}
+    for explainer in inp.explainers:
+        m = trained_maps(inp, explainer, "test", images)
+        maps[explainer.label] = m.maps.numpy()
+        costs[explainer.label] = (m.seconds, m.model_evals)
+    maps[CENTRE] = centre_map(n, h, w).numpy()
+    maps[EDGE] = sobel_map(images.pixels).numpy()
+    maps[RANDOM] = random_map((n, h, w), sub_generator(inp.generator)).numpy()
+    masks = images.masks.numpy()
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    rows = []
+    for label, mp in maps.items():
+        mp = np.abs(mp) if absolute else mp
+        scores[label] = {}
+        for metric, fn in METRIC_FNS.items():
+            kw = {"tolerance": tolerance} if metric == "pointing_game" else {}
+            scores[label][metric] = np.array([fn(mp[i], masks[i], **kw) for i in range(n)])
+        for i, image_id in enumerate(images.ids):
+            rows.append({"method": label, "id": image_id,
+                         "mask_area": float(masks[i].mean()),
+                         **{k: float(v[i]) for k, v in scores[label].items()}})
+    cells = []
+    for label in maps:
+        reference = "(reference)" in label
+        for metric in METRIC_FNS:
+            values = scores[label][metric]
+            passed, rule = None, "reference: no rule" if reference else "no rule (reported for ranking)"
+            if metric in RULED and not reference:
+                mine, centre = mean_ci(values)[0], mean_ci(scores[CENTRE][metric])[0]
+                passed = bool(mine > centre) if np.isfinite(mine) else None
+                rule = f"mean {metric} above the centre baseline's ({centre:.2f})"
+            seconds, evals = costs.get(label, (0.0, 0))
+            cells.append(Cell(label, "localization", metric, values, True, passed, rule, seconds, evals))
+    figures = [plots.plot_overlays(
+        figures_dir / "audit_localization.png",
+        images.pixels.permute(0, 2, 3, 1).numpy(), masks,
+        {k: v for k, v in maps.items() if k != RANDOM},
+        "Maps with the evidence mask outlined (green)",
+    )]
+    summary = {"n_images": n, "absolute": absolute,
+               "centre_baseline": {k: mean_ci(v)[0] for k, v in scores[CENTRE].items()}}
+    text = (
+        "How much of each map falls on the annotated evidence: relevance mass (share of positive "
+        "relevance inside the mask), relevance rank (share of the top-K pixels inside, K = mask "
+        "size), AUROC of the map as a mask detector, and the pointing game (is the maximum inside?). "
+        "A method must beat a map that just favours the image centre."
+    )
+    return AuditResult("localization", title, text, rows, cells, figures, summary,
+                       time.perf_counter() - start, 0)
+

@@ -1,0 +1,182 @@
+"""Audit figures: matplotlib (Agg), one function per figure, each writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path) -> str:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path.name
+
+
+def _map_image(m: np.ndarray) -> np.ndarray:
+    m = np.abs(np.asarray(m, dtype=np.float64))
+    top = np.percentile(m, 99.5) if m.size else 0.0
+    return np.clip(m / top, 0, 1) if top > 0 else m
+
+
+def plot_convergence(
+    path: Path,
+    steps: list[int],
+    delta: dict[str, list[float]],
+    corr: dict[str, list[float]],
+    tolerance: float,
+    title: str,
+) -> str:
+    """Relative completeness delta and Spearman with the finest map against n_steps."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for rule, values in delta.items():
+        ax1.plot(steps, values, marker="o", label=rule)
+    ax1.axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g}")
+    ax1.set(xscale="log", yscale="log", xlabel="n_steps", ylabel="|delta| / |f(x) - f(b)|")
+    ax1.set_xticks(steps, [str(s) for s in steps])
+    ax1.legend(fontsize=7)
+    for rule, values in corr.items():
+        ax2.plot(steps, values, marker="o", label=rule)
+    ax2.set(xscale="log", xlabel="n_steps", ylabel="Spearman with finest map", ylim=(-0.05, 1.05))
+    ax2.set_xticks(steps, [str(s) for s in steps])
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_similarity_matrix(path: Path, names: list[str], matrix: np.ndarray, title: str) -> str:
+    """A symmetric similarity matrix (e.g. maps under different baselines)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(names), 1 + 0.7 * len(names)))
+    im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_randomization(
+    path: Path,
+    image: np.ndarray,
+    strip: list[tuple[str, np.ndarray]],
+    steps: list[str],
+    curves: dict[str, list[float]],
+    random_pair: dict[str, float],
+    title: str,
+) -> str:
+    """Top: one image's map as blocks are randomised; bottom: similarity with the random-pair line."""
+    n = len(strip) + 1
+    fig = plt.figure(figsize=(max(8, 1.3 * n), 5.2))
+    grid = fig.add_gridspec(2, n, height_ratios=[1, 1.6])
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(np.clip(image, 0, 1))
+    ax.set_title("image", fontsize=7)
+    ax.axis("off")
+    for k, (label, m) in enumerate(strip, start=1):
+        ax = fig.add_subplot(grid[0, k])
+        ax.imshow(_map_image(m), cmap="magma", vmin=0, vmax=1)
+        ax.set_title(label, fontsize=6)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    xs = np.arange(len(steps))
+    for i, (metric, values) in enumerate(curves.items()):
+        line = ax.plot(xs, values, marker="o", label=metric, color=f"C{i}")[0]
+        if metric in random_pair and np.isfinite(random_pair[metric]):
+            ax.axhline(random_pair[metric], color=line.get_color(), ls=":", lw=1)
+    ax.set_xticks(xs, steps, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="similarity to trained-model map", ylim=(-0.3, 1.05))
+    ax.legend(fontsize=7, title="dotted: random pair", title_fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_curves(
+    path: Path,
+    panels: list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]],
+    title: str,
+) -> str:
+    """Side-by-side mean curves; each panel: (title, xlabel, x values, {method: y values})."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (panel_title, xlabel, xs, curves) in zip(axes[0], panels, strict=True):
+        for i, (method, ys) in enumerate(curves.items()):
+            ref = "(reference)" in method
+            ax.plot(xs, ys, label=method, ls="--" if ref else "-", color=f"C{i}")
+        ax.set(title=panel_title, xlabel=xlabel, ylabel="class score", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_overlays(
+    path: Path,
+    images: np.ndarray,
+    masks: np.ndarray,
+    maps: dict[str, np.ndarray],
+    title: str,
+    max_images: int = 4,
+) -> str:
+    """Rows: images; columns: the image with its mask outline, then each method's map."""
+    n = min(max_images, len(images))
+    cols = 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(np.clip(images[i], 0, 1))
+        axes[i, 0].contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+        for j, (method, m) in enumerate(maps.items(), start=1):
+            axes[i, j].imshow(_map_image(m[i]), cmap="magma", vmin=0, vmax=1)
+            axes[i, j].contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.6)
+            if i == 0:
+                axes[i, j].set_title(method, fontsize=7)
+        for ax in axes[i]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_shortcut(
+    path: Path,
+    classes: list[str],
+    regions: list[str],
+    share: np.ndarray,
+    threshold: np.ndarray,
+    flagged: np.ndarray,
+    title: str,
+) -> str:
+    """Bars: attribution share per class and region; ticks: the flag threshold; red = flagged."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(classes) * len(regions) + 2), 3.4))
+    width = 0.8 / max(1, len(regions))
+    xs = np.arange(len(classes))
+    for r, region in enumerate(regions):
+        pos = xs + r * width
+        colors = ["C3" if flagged[c, r] else f"C{r % 3}" for c in range(len(classes))]
+        ax.bar(pos, share[:, r], width=width, color=colors, label=region, alpha=0.85)
+        ax.scatter(pos, threshold[:, r], marker="_", color="k", s=120, zorder=3)
+    ax.set_xticks(xs + width * (len(regions) - 1) / 2, classes, rotation=20, ha="right")
+    ax.set(ylabel="share of |attribution|", ylim=(0, 1))
+    ax.legend(fontsize=7, title="black tick: flag threshold; red: flagged", title_fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_group_bars(
+    path: Path, labels: list[str], groups: dict[str, list[float]], title: str
+) -> str:
+    """Grouped bars, e.g. a statistic for correctly and wrongly predicted images."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) + 2), 3.4))
+    width = 0.8 / max(1, len(groups))
+    xs = np.arange(len(labels))
+    for g, (name, values) in enumerate(groups.items()):
+        ax.bar(xs + g * width, values, width=width, label=name)
+    ax.set_xticks(xs + width * (len(groups) - 1) / 2, labels, rotation=30, ha="right", fontsize=7)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

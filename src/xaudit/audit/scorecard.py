@@ -1,0 +1,140 @@
+"""The scorecard: methods × audits, each cell a mean with a 95% interval, a rule and a cost.
+
+Intervals are Student-t intervals over the audited images (mean ± t(0.975, n−1)·s/√n), NaN
+values skipped; with fewer than two finite values the interval is undefined (NaN / null).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+from .base import Cell, nan_to_none
+
+# Cells of these audits describe the model, not the method: they never decide trust.
+MODEL_AUDITS = ("shortcut", "correctness")
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) of the finite ``values`` with a Student-t interval."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    n = int(v.size)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(v.mean())
+    if n < 2:
+        return mean, float("nan"), float("nan"), n
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half, n
+
+
+def rank_cells(cells: list[Cell]) -> dict[int, int]:
+    """Rank (1 = best) of each cell among the cells with the same audit and metric."""
+    ranks: dict[int, int] = {}
+    groups: dict[tuple[str, str], list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.audit, cell.metric), []).append(cell)
+    for group in groups.values():
+        scored = []
+        for cell in group:
+            mean = mean_ci(cell.values)[0]
+            if math.isfinite(mean):
+                scored.append((-mean if cell.higher_is_better else mean, id(cell)))
+        for rank, (_, key) in enumerate(sorted(scored), start=1):
+            ranks[key] = rank
+    return ranks
+
+
+def scorecard_rows(cells: list[Cell]) -> list[dict]:
+    ranks = rank_cells(cells)
+    rows = []
+    for cell in cells:
+        mean, lo, hi, n = mean_ci(cell.values)
+        rows.append(
+            {
+                "method": cell.method,
+                "audit": cell.audit,
+                "metric": cell.metric,
+                "mean": mean,
+                "ci_lo": lo,
+                "ci_hi": hi,
+                "n": n,
+                "direction": "higher" if cell.higher_is_better else "lower",
+                "pass": "" if cell.passed is None else ("pass" if cell.passed else "fail"),
+                "rank": ranks.get(id(cell), ""),
+                "rule": cell.rule,
+                "seconds": round(cell.seconds, 3),
+                "model_evals": int(cell.model_evals),
+            }
+        )
+    return rows
+
+
+def cell_summary(cell: Cell) -> dict:
+    mean, lo, hi, n = mean_ci(cell.values)
+    return {
+        "metric": cell.metric,
+        "score": nan_to_none(mean),
+        "ci": [nan_to_none(lo), nan_to_none(hi)],
+        "n": n,
+        "pass": cell.passed,
+        "higher_is_better": cell.higher_is_better,
+        "rule": cell.rule,
+        "seconds": round(cell.seconds, 3),
+        "model_evals": int(cell.model_evals),
+    }
+
+
+def summarize_cells(cells: list[Cell]) -> dict:
+    """``{method: headline cell}`` plus ``{method: {"metrics": [...]}}`` for every cell.
+
+    The headline is the first cell of a method (audits list their main metric first).
+    """
+    out: dict[str, dict] = {}
+    for cell in cells:
+        entry = cell_summary(cell)
+        if cell.method not in out:
+            out[cell.method] = {**entry, "metrics": [entry]}
+        else:
+            out[cell.method]["metrics"].append(entry)
+    return out
+
+
+def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tuple[str, list[str]]:
+    """Plain-language verdict and the methods whose maps can be trusted.
+
+    A method is trusted when it failed no stated rule of the method audits (cells with a
+    rule) and passed at least one; model-level audits (shortcut, correctness) never decide it.
+    """
+    lines: list[str] = []
+    trusted: list[str] = []
+    for method in methods:
+        own = [c for c in cells if c.method == method and c.audit not in MODEL_AUDITS]
+        judged = [c for c in own if c.passed is not None]
+        failed = [c for c in judged if not c.passed]
+        if not judged:
+            lines.append(f"{method}: no audit with a pass/fail rule ran, so no verdict.")
+            continue
+        if failed:
+            reasons = "; ".join(f"{c.audit} ({c.metric}): fails '{c.rule}'" for c in failed)
+            lines.append(
+                f"{method}: do not trust — failed {len(failed)} of {len(judged)} checks: {reasons}."
+            )
+        else:
+            trusted.append(method)
+            names = ", ".join(sorted({c.audit for c in judged}))
+            lines.append(f"{method}: trusted — passed all {len(judged)} checks ({names}).")
+    if trusted:
+        head = f"This model's maps can be trusted with {', '.join(trusted)}."
+    else:
+        head = "None of the audited methods passed every check: read its maps with caution."
+    if shortcut and shortcut.get("flagged"):
+        classes = ", ".join(shortcut.get("classes", [])) or "some classes"
+        head += (
+            f" Warning: the shortcut screening found evidence off the object for {classes};"
+            " the model may rely on a shortcut, whatever the method."
+        )
+    return " ".join([head, *lines]), trusted
