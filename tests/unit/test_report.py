@@ -343,5 +343,6 @@ def test_table_cells_keep_names_and_format_numbers():
     table = csv_table([{"class": "1.50", "id": "007", "f1": "0.912345", "n": "12"}] * 3, limit=2)
     assert table["rows"][0] == ["1.50", "007", "0.912", "12"]
     assert table["more"] == 1
+    assert table["numeric"] == [False, False, True, True]  # names stay left-aligned
     assert fmt_number(2227715) == "2,227,715" and fmt_number(True) == "yes"
     assert fmt_number(1.5e-5) == "1.50e-05"

@@ -29,6 +29,7 @@ FIXED_FIGURES = ("dataset_examples.png", "history.png", "confusion_matrix.png", 
 TEXT_COLUMNS = {"id", "class", "true", "pred", "predicted", "file", "path", "name", "method",
                 "label", "split", "reason"}
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+|\.\d+[eE][+-]?\d+)$")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?$")
 SPLIT_ORDER = ("train", "val", "test")
 
 
@@ -91,7 +92,20 @@ def csv_table(rows: list[dict[str, str]], limit: int = MAX_TABLE_ROWS) -> dict:
     """A CSV (as read by ``read_csv``) as {columns, rows, more}: cells formatted, rows capped."""
     columns = list(rows[0].keys()) if rows else []
     body = [[_fmt_cell(c, row.get(c) or "") for c in columns] for row in rows[:limit]]
-    return {"columns": columns, "rows": body, "more": max(0, len(rows) - limit)}
+    return {"columns": columns, "rows": body, "more": max(0, len(rows) - limit),
+            "numeric": _numeric_columns(columns, body)}
+
+
+def _numeric_columns(columns: list[str], body: list[list[str]]) -> list[bool]:
+    """Columns whose every non-empty cell is a number (right-aligned in the report)."""
+    def is_num(cell: str) -> bool:
+        return bool(_NUMBER.match(cell.replace(",", "")))
+
+    return [
+        bool(body) and columns[i].lower() not in TEXT_COLUMNS
+        and all(is_num(row[i]) for row in body if row[i] not in ("", "–"))
+        for i in range(len(columns))
+    ]
 
 
 # ---------------------------------------------------------------- inputs -------------------------
@@ -192,6 +206,7 @@ def _dataset(run: RunDir, summary: dict, figures: dict[str, dict]) -> dict | Non
         "per_class": {
             "columns": ["class", *splits, "total"],
             "rows": rows,
+            "numeric": [False] + [True] * (len(splits) + 1),
             "totals": ["total", *(fmt_number(n) for n in totals), fmt_number(sum(totals))],
         } if splits else None,
         "skipped": fmt_value(ds.get("skipped", len(skipped_rows or []))),
@@ -276,6 +291,7 @@ def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> d
             "columns": ["method", "images", "seconds", "s / image", "model evaluations",
                         "parameters"],
             "rows": cost_rows,
+            "numeric": [False, True, True, True, True, False],
         },
         "panels": panels,
         "methods": [(lab, methods[lab]) for lab in labels if methods[lab]],
