@@ -1,0 +1,210 @@
+"""Class activation maps and layer methods: Grad-CAM, guided Grad-CAM, layer conductance,
+layer integrated gradients. All return N×1×H×W maps (guided Grad-CAM: N×3×H×W),
+bilinearly upsampled from the layer's resolution to the input's.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import torch
+from captum.attr import (
+    GuidedGradCam,
+    LayerAttribution,
+    LayerConductance,
+    LayerGradCam,
+    LayerIntegratedGradients,
+)
+from torch import nn
+
+from ..errors import ConfigError, XauditError
+from .base import BASELINES, ExplainContext, Explainer, register
+from .gradient import baseline_for, captum_call, check_choice, check_int, refuse_unguided
+
+# ---------------------------------------------------------------- target layers
+
+
+def _named(model: nn.Module, module: nn.Module) -> tuple[str, nn.Module]:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name, module
+    raise XauditError(f"layer {module} is not part of the model")  # unreachable for our callers
+
+
+def find_target_layer(model: nn.Module) -> tuple[str, nn.Module]:
+    """The last spatial (convolutional) block: the usual Grad-CAM layer for the model's family."""
+    family = type(model).__name__
+    if family in {"VisionTransformer", "SwinTransformer", "MaxVit"}:
+        raise XauditError(
+            f"{family} has no convolutional feature map for CAM methods to upsample. "
+            f"Name a layer with a spatial N×C×h×w output (explain.layer), or use gradient "
+            f"or perturbation methods."
+        )
+    if family == "ResNet":
+        return _named(model, model.layer4)
+    if family == "VGG":
+        relus = [m for m in model.features if isinstance(m, (nn.ReLU, nn.Conv2d))]
+        return _named(model, relus[-1])
+    if family in {"MobileNetV2", "MobileNetV3", "EfficientNet", "ConvNeXt"}:
+        return _named(model, model.features[-1])
+    if family == "DenseNet":
+        return _named(model, model.features)
+    if family == "RegNet":
+        return _named(model, model.trunk_output)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise XauditError(
+            f"{family} has no nn.Conv2d layer, so no default target layer for CAM methods. "
+            f"Name a layer with a spatial output (explain.layer)."
+        )
+    return _named(model, convs[-1])
+
+
+def resolve_layer(layer: str | None, ctx: ExplainContext, method: str) -> nn.Module:
+    """``None`` -> the context's target layer; a name -> the model's module of that name."""
+    if layer is None:
+        if ctx.target_layer is None:
+            raise ConfigError(
+                f"{method}: no target layer known for this model; name one with 'layer'."
+            )
+        return ctx.target_layer
+    if layer in ctx.layers:
+        return ctx.layers[layer]
+    names = [n for n in ctx.layers if n]
+    close = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
+    shown = close or names[-5:]
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"{method}: unknown layer {layer!r}. The model has {len(names)} named layers, "
+        f"e.g. {', '.join(shown)}.{hint}"
+    )
+
+
+def upsample(attr: torch.Tensor, x: torch.Tensor, method: str) -> torch.Tensor:
+    if attr.dim() != 4:
+        raise XauditError(
+            f"{method}: the layer's attributions have shape {tuple(attr.shape)}, not N×C×h×w; "
+            f"choose a layer with a spatial (convolutional) output."
+        )
+    return LayerAttribution.interpolate(attr, tuple(x.shape[-2:]), interpolate_mode="bilinear")
+
+
+def check_layer(layer: Any) -> None:
+    if layer is not None and (not isinstance(layer, str) or not layer):
+        raise ValueError(f"layer must be a module name such as 'layer4' or omitted, got {layer!r}")
+
+
+# ---------------------------------------------------------------- CAM methods
+
+
+@register("grad_cam")
+class GradCamExplainer(Explainer):
+    kind = "cam"
+
+    def __init__(self, layer: str | None = None, relu: bool = True):
+        check_layer(layer)
+        if not isinstance(relu, bool):
+            raise ValueError(f"relu must be true or false, got {relu!r}")
+        self.layer = layer
+        self.relu = relu
+
+    @property
+    def label(self) -> str:
+        return self.name if self.layer is None else f"{self.name}[{self.layer}]"
+
+    def attribute(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
+    ) -> torch.Tensor:
+        layer = resolve_layer(self.layer, ctx, self.name)
+        with captum_call():
+            attr = LayerGradCam(model, layer).attribute(
+                x, target=target, relu_attributions=self.relu
+            )
+        return upsample(attr.detach(), x, self.name).float()
+
+
+@register("guided_grad_cam")
+class GuidedGradCamExplainer(Explainer):
+    kind = "cam"
+
+    def __init__(self, layer: str | None = None):
+        check_layer(layer)
+        self.layer = layer
+
+    @property
+    def label(self) -> str:
+        return self.name if self.layer is None else f"{self.name}[{self.layer}]"
+
+    def attribute(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
+    ) -> torch.Tensor:
+        layer = resolve_layer(self.layer, ctx, self.name)
+        refuse_unguided(self.name, model)
+        with captum_call():
+            attr = GuidedGradCam(model, layer).attribute(
+                x, target=target, interpolate_mode="bilinear"
+            )
+        return attr.detach().float()
+
+
+# ---------------------------------------------------------------- layer methods
+
+
+class _LayerPathExplainer(Explainer):
+    """A Captum layer path method: its attributions summed over channels, then upsampled."""
+
+    kind = "layer"
+
+    def __init__(self, layer: str | None = None, n_steps: int = 32, baseline: str = "black"):
+        check_layer(layer)
+        check_int("n_steps", n_steps, 1)
+        check_choice("baseline", baseline, BASELINES)
+        self.layer = layer
+        self.n_steps = n_steps
+        self.baseline = baseline
+
+    @property
+    def label(self) -> str:
+        return self.name if self.layer is None else f"{self.name}[{self.layer}]"
+
+    def captum(self, model: nn.Module, layer: nn.Module) -> Any:
+        raise NotImplementedError
+
+    def attribute(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
+    ) -> torch.Tensor:
+        return self.attribute_with_delta(model, x, target, ctx)[0]
+
+    def attribute_with_delta(
+        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = resolve_layer(self.layer, ctx, self.name)
+        with captum_call():
+            attr, delta = self.captum(model, layer).attribute(
+                x,
+                baselines=baseline_for(self.baseline, x, ctx),
+                target=target,
+                n_steps=self.n_steps,
+                return_convergence_delta=True,
+            )
+        if isinstance(attr, tuple):  # a layer with several outputs
+            raise XauditError(
+                f"{self.name}: layer {self.layer or 'target layer'} has several outputs; name one."
+            )
+        if attr.dim() != 4:
+            upsample(attr, x, self.name)  # raises the shape error
+        summed = attr.detach().sum(dim=1, keepdim=True)
+        return upsample(summed, x, self.name).float(), delta.detach().float().reshape(-1)
+
+
+@register("layer_conductance")
+class LayerConductanceExplainer(_LayerPathExplainer):
+    def captum(self, model: nn.Module, layer: nn.Module) -> Any:
+        return LayerConductance(model, layer)
+
+
+@register("layer_integrated_gradients")
+class LayerIntegratedGradientsExplainer(_LayerPathExplainer):
+    def captum(self, model: nn.Module, layer: nn.Module) -> Any:
+        return LayerIntegratedGradients(model, layer)
