@@ -205,7 +205,7 @@ def infidelity_scores(
         attributions.to(x),
         target=targets,
         n_perturb_samples=n_samples,
-        max_examples_per_batch=batch_size,
+        max_examples_per_batch=min(max(batch_size, len(x)), len(x) * n_samples),
         normalize=True,
     )
     return scores.detach().cpu().numpy().astype(np.float64)
@@ -234,9 +234,15 @@ def sensitivity_scores(
     return np.asarray(out, dtype=np.float64)
 
 
-def _explain_fn(explainer: Explainer, model: nn.Module, ctx: ExplainContext):
-    def fn(inputs: Tensor, target: Tensor) -> Tensor:
-        return explainer.attribute(model, inputs, target, ctx).detach()
+def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainContext):
+    """Captum's sensitivity calls this with a tuple of inputs; None = the edge reference."""
+
+    def fn(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> Tensor:
+        x = inputs[0] if isinstance(inputs, tuple) else inputs
+        if explainer is None:
+            return sobel_map(ctx.input_to_pixel(x)).unsqueeze(1)
+        with torch.enable_grad():  # Captum runs the metric under no_grad
+            return explainer.attribute(model, x, target, ctx).detach()
 
     return fn
 
@@ -307,11 +313,7 @@ def faithfulness(
             )
             sens = np.full(n, np.nan)
             if sensitivity_samples > 0 and label != RANDOM:
-                fn = (
-                    _explain_fn(explainer, model, ctx)
-                    if explainer is not None
-                    else (lambda inputs, target: sobel_map(ctx.input_to_pixel(inputs)).unsqueeze(1))
-                )
+                fn = _explain_fn(explainer, model, ctx)
                 sens = sensitivity_scores(
                     fn, images.x, images.targets, gen, sensitivity_samples, sensitivity_radius
                 )

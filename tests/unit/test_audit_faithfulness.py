@@ -1,0 +1,123 @@
+"""Faithfulness: deletion/insertion orderings on a linear model, ROAD imputation, infidelity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.unit.test_audit_toys import (
+    FunctionExplainer,
+    GradientExplainer,
+    LinearNet,
+    audit_input,
+    images_for,
+)
+from xaudit.audit.faithfulness import (
+    EDGE,
+    RANDOM,
+    auc,
+    faithfulness,
+    infidelity_scores,
+    noisy_linear_impute,
+    relevance_ranks,
+    reveal_curve,
+    sobel_map,
+)
+
+SIZE = 12
+
+
+@pytest.fixture
+def linear():
+    g = torch.Generator().manual_seed(0)
+    weight = torch.stack([torch.rand(3, SIZE, SIZE, generator=g), -torch.rand(3, SIZE, SIZE, generator=g)])
+    model = LinearNet(SIZE, weight).eval()
+    x = torch.rand(3, 3, SIZE, SIZE, generator=g) + 0.2
+    return model, weight, x
+
+
+def deletion_auc(model, x, maps, targets, steps=20):
+    fractions = np.linspace(0, 1, steps + 1)
+    ranks = relevance_ranks(maps, torch.Generator().manual_seed(0))
+    curves = reveal_curve(model, torch.zeros_like(x), x, ranks, targets, fractions, score="logit")
+    return auc(curves, fractions)
+
+
+def test_deletion_exact_ordering_beats_random_beats_reversed(linear):
+    model, weight, x = linear
+    targets = torch.zeros(len(x), dtype=torch.long)
+    exact = (weight[0] * x).sum(1)  # exact attribution w ⊙ (x − 0), summed over channels
+    rand = torch.rand(exact.shape, generator=torch.Generator().manual_seed(3))
+    perfect = deletion_auc(model, x, exact, targets)
+    random_ = deletion_auc(model, x, rand, targets)
+    reversed_ = deletion_auc(model, x, -exact, targets)
+    assert np.all(perfect < random_)
+    assert np.all(random_ < reversed_)
+
+
+def test_reveal_curve_ends_are_start_and_source(linear):
+    model, _, x = linear
+    targets = torch.zeros(len(x), dtype=torch.long)
+    ranks = relevance_ranks(torch.rand(len(x), SIZE, SIZE), torch.Generator().manual_seed(0))
+    curves = reveal_curve(model, torch.zeros_like(x), x, ranks, targets, np.array([0.0, 1.0]), score="logit")
+    with torch.no_grad():
+        full = model(x)[:, 0].numpy()
+    assert curves[:, 0] == pytest.approx(full, rel=1e-5)
+    assert curves[:, 1] == pytest.approx(np.zeros(len(x)), abs=1e-5)
+
+
+def test_relevance_ranks_order_and_ties():
+    maps = torch.tensor([[[3.0, 1.0], [2.0, 0.0]]])
+    assert relevance_ranks(maps, torch.Generator()).tolist() == [[0, 2, 1, 3]]
+    flat = torch.zeros(1, 4, 4)
+    r1 = relevance_ranks(flat, torch.Generator().manual_seed(0))
+    r2 = relevance_ranks(flat, torch.Generator().manual_seed(1))
+    assert sorted(r1[0].tolist()) == list(range(16)) and not torch.equal(r1, r2)
+
+
+def test_imputation_recovers_a_linear_ramp():
+    ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(1, 3, 16, 16).contiguous()
+    removed = torch.zeros(1, 16, 16, dtype=torch.bool)
+    removed[0, 4:12, 5:11] = True
+    filled = noisy_linear_impute(ramp, removed, torch.Generator(), noise=0.0, iterations=60)
+    assert torch.allclose(filled, ramp, atol=1e-3)
+    noisy = noisy_linear_impute(ramp, removed, torch.Generator().manual_seed(0), noise=0.05)
+    assert torch.equal(noisy[:, :, ~removed[0]], ramp[:, :, ~removed[0]])  # known pixels kept
+
+
+def test_sobel_finds_a_vertical_edge():
+    pixels = torch.zeros(1, 3, 8, 8)
+    pixels[..., 4:] = 1.0
+    edges = sobel_map(pixels)[0]
+    assert edges[:, 3:5].min() > 0 and edges[:, :2].abs().max() == 0
+
+
+def test_infidelity_of_the_exact_gradient_on_a_linear_model_is_zero(linear):
+    model, weight, x = linear
+    targets = torch.zeros(len(x), dtype=torch.long)
+    exact = weight[0].expand_as(x)  # gradient of the logit: perturbation · w = f(x) − f(x − I)
+    scores = infidelity_scores(model, x, exact, targets, torch.Generator().manual_seed(0), 4, 0.1, 8)
+    wrong = infidelity_scores(model, x, torch.rand_like(x), targets, torch.Generator().manual_seed(0), 4, 0.1, 8)
+    assert scores == pytest.approx(np.zeros(len(x)), abs=1e-6)
+    assert np.all(wrong > 1e-3)
+
+
+def test_audit_compares_methods_with_references(tmp_path, linear):
+    model, weight, x = linear
+    images = images_for(model, n=4, size=SIZE)
+    exact = FunctionExplainer(lambda xx, t: weight[t] * xx, label="exact")
+    edges = FunctionExplainer(lambda xx, t: sobel_map(xx), label="edges_again")
+    inp = audit_input(model, [exact, GradientExplainer(), edges], images)
+    result = faithfulness(inp, tmp_path, steps=6, road_percentages=[0.5],
+                          infidelity_samples=2, sensitivity_samples=1)
+    methods = {c.method for c in result.cells}
+    assert {"exact", "toy_gradient", "edges_again", RANDOM, EDGE} <= methods
+    cell = next(c for c in result.cells if c.method == "exact" and c.metric == "deletion_auc")
+    assert cell.values.shape == (4,) and cell.passed is True and not cell.higher_is_better
+    assert cell.model_evals > 0
+    # A method that is the edge detector does no better than the edge detector: flagged.
+    assert "edges_again" in result.summary["flagged_no_better_than_edge"]
+    assert len(result.rows) == 5 * 4
+    assert all((tmp_path / f).is_file() for f in result.figures)
+    assert result.model_evals > 0
