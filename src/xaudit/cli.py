@@ -198,9 +198,9 @@ def main() -> None:
     except XauditError as err:
         if STATE["debug"]:
             raise
-        console.print(f"error: {err}", style="red", highlight=False, markup=False)
+        console.print(f"error: {err}", style="red", highlight=False, markup=False, soft_wrap=True)
         if err.hint:
-            console.print(f"hint: {err.hint}", highlight=False, markup=False)
+            console.print(f"hint: {err.hint}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("interrupted: finished stages and chunks are kept; run the same command to resume")
@@ -219,7 +219,7 @@ def main() -> None:
             raise
         console.print(
             f"error: {type(err).__name__}: {err} (run with --debug for the traceback)",
-            style="red", highlight=False, markup=False,
+            style="red", highlight=False, markup=False, soft_wrap=True,
         )
         sys.exit(1)
 

@@ -19,6 +19,7 @@ from . import __version__
 from .config import Recipe, load_recipe, to_dict
 from .data import load_dataset
 from .data.base import DatasetBundle, Record
+from .data.checks import cross_split_pairs, leakage_message
 from .data.transforms import DecodedStore, Preprocessing, preprocessing_from, require_records
 from .errors import DataError, XauditError
 from .evaluate import most_confused, predict, prediction_rows, summarize
@@ -165,6 +166,12 @@ class Pipeline:
                 bundle.splits[split] = good
                 skipped += bad
             bundle.skipped = skipped
+            pairs = cross_split_pairs(
+                {s: [(r.id, store.digests[r.id]) for r in rs] for s, rs in bundle.splits.items()}
+            )
+            bundle.info["leakage"] = {"pairs": len(pairs), "message": leakage_message(pairs)}
+            if pairs:
+                self.log(f"warning: {leakage_message(pairs)}")
             if not self.recipe.train.skip:
                 require_records(bundle.splits["train"], "the train split")
             require_records(bundle.splits["test"], "the test split")

@@ -71,6 +71,9 @@ def atomic_path(path: str | Path):
         raise XauditError(f"cannot write to output folder {path.parent}: {err.strerror}") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -13,7 +13,7 @@ from PIL import Image
 from ..registry import Registry
 
 # An image reference: a file path, encoded bytes, a PIL image, or a function making one.
-ImageRef = Union[Path, bytes, Image.Image, np.ndarray, Callable[[], Any]]
+ImageRef = Path | bytes | Image.Image | np.ndarray | Callable[[], Any]
 
 SPLITS = ("train", "val", "test")
 

@@ -22,6 +22,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..errors import DataError
 from .base import Record
+from .checks import image_digest
 from .io import BadImageError, load_mask, load_rgb
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,14 +67,8 @@ class Preprocessing:
         arr = np.asarray(img, dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
-    def mask_tensor(self, mask: np.ndarray, image_size: tuple[int, int], name: str) -> torch.Tensor:
-        """A mask to the same geometry as its image; ``image_size`` is the image's (W, H)."""
-        if (mask.shape[1], mask.shape[0]) != image_size:
-            raise BadImageError(
-                name,
-                f"mask size {mask.shape[1]}×{mask.shape[0]} differs from its image "
-                f"{image_size[0]}×{image_size[1]}",
-            )
+    def mask_tensor(self, mask: np.ndarray) -> torch.Tensor:
+        """A mask (already checked against its image's size) to the image's geometry."""
         img = Image.fromarray(mask.astype(np.uint8) * 255)
         img = self.geometry(img, Image.Resampling.NEAREST)
         return torch.from_numpy(np.asarray(img) > 127)
@@ -123,16 +118,18 @@ class DecodedStore:
         self.max_bytes = max_bytes
         self._items: OrderedDict[str, Decoded] = OrderedDict()
         self._bytes = 0
+        self.digests: dict[str, str] = {}  # id -> content hash of the decoded image (leakage check)
 
     def decode(self, record: Record) -> Decoded:
         img = load_rgb(record.image, self.max_pixels, name=record.source or record.id)
+        self.digests[record.id] = image_digest(img)
         size = img.size
         item = Decoded(self.pre.image_tensor(img))
         name = record.source or record.id
         if record.mask is not None:
-            item.mask = self.pre.mask_tensor(load_mask(record.mask, name), size, name)
+            item.mask = self.pre.mask_tensor(load_mask(record.mask, name, size=size))
         if record.object_mask is not None:
-            item.object_mask = self.pre.mask_tensor(load_mask(record.object_mask, name), size, name)
+            item.object_mask = self.pre.mask_tensor(load_mask(record.object_mask, name, size=size))
         return item
 
     def get(self, record: Record) -> Decoded:

