@@ -37,12 +37,15 @@ QUADRATURE_RULES = (
 
 
 def with_params(explainer: Explainer, **changes) -> Explainer | None:
-    """A copy of ``explainer`` with some hyper-parameters changed; None if it lacks them."""
+    """A copy of ``explainer`` with some hyper-parameters changed; None if it refuses them."""
     allowed = constructor_params(type(explainer))
     if any(k not in allowed for k in changes):
         return None
     params = {k: v for k, v in explainer.params().items() if k in allowed}
-    return type(explainer)(**{**params, **changes})
+    try:
+        return type(explainer)(**{**params, **changes})
+    except ValueError:  # e.g. a quadrature rule the method does not offer
+        return None
 
 
 @torch.no_grad()
@@ -92,7 +95,7 @@ def convergence(
     figures_dir: Path,
     n_images: int | None = None,
     steps: list[int] = (8, 16, 32, 64, 128),
-    rules: list[str] = ("gausslegendre", "riemann_trapezoid"),
+    rules: list[str] = ("gausslegendre", "riemann_middle"),
     tolerance: float = 0.05,
     min_spearman: float = 0.9,
     batch_size: int = 8,
@@ -114,16 +117,20 @@ def convergence(
     summary: dict = {"tolerance": tolerance, "steps": steps, "rules": list(rules), "methods": {}}
     total_evals = 0
     for explainer in path_methods:
-        if with_params(explainer, n_steps=steps[0], method=rules[0]) is None:
-            summary["methods"][explainer.label] = {"skipped": "no n_steps/method parameters"}
+        usable = [r for r in rules if with_params(explainer, n_steps=steps[-1], method=r)]
+        if not usable:
+            summary["methods"][explainer.label] = {
+                "skipped": f"the method takes no n_steps/method, or none of the rules {list(rules)}"
+            }
             continue
+        refused = [r for r in rules if r not in usable]
         with count_model_evals(inp.model) as count:
             gap = completeness_gap(explainer, inp.model, images.x, images.targets, inp.ctx)
         total_evals += count.n
         maps: dict[tuple[str, int], Tensor] = {}
         rel: dict[tuple[str, int], np.ndarray] = {}
         cost: dict[tuple[str, int], tuple[float, int]] = {}
-        for rule in rules:
+        for rule in usable:
             for n in steps:
                 variant = with_params(explainer, n_steps=n, method=rule)
                 m = compute_maps(
@@ -133,7 +140,7 @@ def convergence(
                 rel[(rule, n)] = relative_delta(m.attributions, gap, m.delta)
                 cost[(rule, n)] = (m.seconds, m.model_evals)
                 total_evals += m.model_evals
-        finest = maps[(rules[0], steps[-1])]
+        finest = maps[(usable[0], steps[-1])]
         corr = {
             key: np.array([spearman(finest[i], mp[i], absolute=True) for i in range(len(images))])
             for key, mp in maps.items()
@@ -152,14 +159,14 @@ def convergence(
                         "model_evals": cost[(rule, n)][1] / len(images),
                     }
                 )
-        mean_delta = {r: [mean_ci(rel[(r, n)])[0] for n in steps] for r in rules}
-        mean_corr = {r: [mean_ci(corr[(r, n)])[0] for n in steps] for r in rules}
+        mean_delta = {r: [mean_ci(rel[(r, n)])[0] for n in steps] for r in usable}
+        mean_corr = {r: [mean_ci(corr[(r, n)])[0] for n in steps] for r in usable}
         needed = {}
-        for r in rules:
+        for r in usable:
             ok = [n for n in steps if np.all(rel[(r, n)][np.isfinite(rel[(r, n)])] <= tolerance)
                   and np.isfinite(rel[(r, n)]).any()]
             needed[r] = ok[0] if ok else None
-        flagged = [r for r in rules if non_monotone(mean_delta[r])]
+        flagged = [r for r in usable if non_monotone(mean_delta[r])]
         # The configured setting, computed if the sweep did not contain it.
         params = explainer.params()
         key = (params.get("method", "gausslegendre"), int(params.get("n_steps", 50)))
@@ -182,10 +189,11 @@ def convergence(
             Cell(explainer.label, "convergence", "spearman_vs_finest", corr[key], True,
                  bool(mean_ci(corr[key])[0] >= min_spearman),
                  f"mean Spearman(|map|) of the configured setting with the finest map "
-                 f"({rules[0]}, n_steps={steps[-1]}) ≥ {min_spearman:g}", 0.0, 0)
+                 f"({usable[0]}, n_steps={steps[-1]}) ≥ {min_spearman:g}", 0.0, 0)
         )
         summary["methods"][explainer.label] = {
             "configured": setting,
+            "rules_refused_by_method": refused,
             "n_steps_needed": needed,
             "non_monotone": flagged,
             "mean_rel_delta": mean_delta,
