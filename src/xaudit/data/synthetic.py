@@ -202,7 +202,7 @@ def _leaf_geometry(rng: np.random.Generator, size: int) -> _Leaf:
     major = np.maximum(midrib, secondary)
 
     # Veinlets: two oblique families of slightly warped lines -> small angular cells.
-    cell_size = length / 224 * 224 / 22 * rng.uniform(0.8, 1.2)
+    cell_size = length / 22 * rng.uniform(0.8, 1.2)
     a1, a2 = angle + rng.uniform(0.6, 1.0), angle - rng.uniform(0.6, 1.0)
     psi1 = (xx * np.float32(np.cos(a1)) + yy * np.float32(np.sin(a1))) / cell_size
     psi2 = (xx * np.float32(np.cos(a2)) + yy * np.float32(np.sin(a2))) / cell_size
@@ -278,7 +278,7 @@ def _angular_leaf_spot(
     core = (uniform[leaf.cell] < p_cell) & leaf.interior
     # Spots need at least a few pixels to be seen; tiny specks at the image scale are dropped.
     core = ndimage.binary_opening(core, iterations=max(1, round(px)))
-    if not core.any():  # a leaf with this disease always shows it
+    if not core.any() and leaf.interior.any():  # a leaf with this disease always shows it
         core = leaf.interior & (leaf.cell == leaf.cell[leaf.interior][0])
     soft = ndimage.gaussian_filter(core.astype(np.float32), sigma=1.6 * px + 0.3)
     brown = np.array([0.42, 0.27, 0.12], np.float32)
