@@ -332,6 +332,19 @@ def nan_to_none(value: Any) -> Any:
     return value
 
 
+def plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    return nan_to_none(value)
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -416,7 +429,7 @@ def run_audits(inp: AuditInput, specs: list[dict], run_dir: Any, n_images: int) 
             "seconds": round(maps_cost["seconds"], 3),
             "model_evals": int(maps_cost["model_evals"]),
         }
-    return summary
+    return plain(summary)
 
 
 def _columns(rows: list[dict]) -> list[str]:

@@ -1,0 +1,124 @@
+"""Scorecard statistics, verdict, spec validation and run_audits end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from tests.unit.test_audit_toys import TinyNet, audit_input, images_for
+from xaudit.audit import AUDITS, Cell, run_audits, validate_audit_specs
+from xaudit.audit.scorecard import mean_ci, rank_cells, scorecard_rows, verdict
+from xaudit.errors import ConfigError
+from xaudit.explain import build_explainer
+from xaudit.run import RunDir, read_csv
+
+
+def test_mean_ci_is_a_t_interval_around_the_mean():
+    values = np.array([1.0, 2.0, 4.0, 7.0, np.nan])
+    mean, lo, hi, n = mean_ci(values)
+    assert n == 4 and mean == pytest.approx(3.5)
+    half = stats.t.ppf(0.975, 3) * np.std(values[:4], ddof=1) / 2
+    assert (lo, hi) == pytest.approx((3.5 - half, 3.5 + half))
+    assert lo < mean < hi
+    assert math.isnan(mean_ci([5.0])[1]) and mean_ci([])[3] == 0
+
+
+def cell(method, mean, higher=True, passed=None, audit="faithfulness"):
+    return Cell(method, audit, "m", np.array([mean - 0.1, mean, mean + 0.1]), higher, passed, "rule")
+
+
+def test_rows_rank_by_direction():
+    lower = [cell("a", 0.2, higher=False), cell("b", 0.5, higher=False)]
+    rows = scorecard_rows(lower)
+    assert [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["direction"] == "lower" and rows[0]["ci_lo"] < rows[0]["mean"] < rows[0]["ci_hi"]
+    higher = [cell("a", 0.2), cell("b", 0.5)]
+    ranks = rank_cells(higher)
+    assert ranks[id(higher[1])] == 1
+
+
+def test_verdict_trusts_only_methods_that_fail_nothing():
+    cells = [
+        cell("good", 0.9, passed=True),
+        cell("bad", 0.1, passed=False, audit="model_randomization"),
+        cell("bad", 0.9, passed=True),
+        cell("good", 0.5, passed=None, audit="shortcut"),
+    ]
+    text, trusted = verdict(cells, ["good", "bad", "untested"], {"flagged": True, "classes": ["x"]})
+    assert trusted == ["good"]
+    assert "bad: do not trust" in text and "model_randomization" in text
+    assert "untested: no audit" in text and "shortcut" in text.lower()
+
+
+def test_validate_specs_names_unknown_audits_and_params():
+    validate_audit_specs([{"name": "faithfulness", "steps": 10}, {"name": "shortcut"}])
+    with pytest.raises(ConfigError, match="unknown audit 'faithfullness'.*Did you mean 'faithfulness'"):
+        validate_audit_specs([{"name": "faithfullness"}])
+    with pytest.raises(ConfigError, match="no parameter 'stepz'.*Allowed: .*steps"):
+        validate_audit_specs([{"name": "faithfulness", "stepz": 3}])
+    with pytest.raises(ConfigError, match="steps: expected int"):
+        validate_audit_specs([{"name": "faithfulness", "steps": "many"}])
+    with pytest.raises(ConfigError, match="listed twice"):
+        validate_audit_specs(["shortcut", "shortcut"])
+    with pytest.raises(ConfigError, match="n_images must be at least 1"):
+        validate_audit_specs([{"name": "shortcut", "n_images": 0}])
+
+
+@pytest.mark.parametrize("name", AUDITS.names())
+def test_every_audit_takes_n_images(name):
+    validate_audit_specs([{"name": name, "n_images": 2}])
+
+
+def test_run_audits_end_to_end(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=4, size=16)
+    explainers = [
+        build_explainer({"name": "integrated_gradients", "n_steps": 8}),
+        build_explainer("saliency"),
+    ]
+    inp = audit_input(model, explainers, images, splits={"test": images, "train": images},
+                      retrain_shuffled=lambda seed: TinyNet())
+    specs = [
+        {"name": "convergence", "steps": [4, 8], "n_images": 2},
+        {"name": "baseline_sensitivity", "baselines": ["black", "blur"], "n_images": 2},
+        {"name": "model_randomization", "max_steps": 2, "independent": False},
+        {"name": "label_randomization"},
+        {"name": "faithfulness", "steps": 4, "road_percentages": [0.5], "infidelity_samples": 2,
+         "sensitivity_samples": 0},
+        {"name": "localization"},
+        {"name": "shortcut"},
+        {"name": "correctness"},
+    ]
+    run = RunDir(tmp_path / "run").create()
+    summary = run_audits(inp, specs, run, n_images=4)
+    json.dumps(summary, allow_nan=False)  # strict JSON: NaN became null
+    for key in ("verdict", "trusted", "sections", "cost", "shortcut", *AUDITS.names()):
+        assert key in summary, key
+    assert set(summary["cost"]) >= set(AUDITS.names())
+    assert summary["cost"]["faithfulness"]["model_evals"] > 0
+    head = summary["faithfulness"]["integrated_gradients"]
+    assert set(head) >= {"metric", "score", "ci", "pass", "higher_is_better"}
+    assert isinstance(summary["shortcut"]["flagged"], bool)
+    rows = read_csv(run.table("scorecard"))
+    assert {r["audit"] for r in rows} >= {"faithfulness", "model_randomization", "localization"}
+    for name in ("faithfulness", "localization", "model_randomization", "shortcut", "correctness"):
+        assert run.table(f"audit_{name}").is_file(), name
+    figures = [f for s in summary["sections"] for f in s["figures"]]
+    assert figures and all((run.figures / f).is_file() for f in figures)
+    assert set(summary["trusted"]) <= {"integrated_gradients", "saliency"}
+
+
+def test_skipped_audits_state_their_reason(tmp_path):
+    model = TinyNet()
+    images = images_for(model, n=2, size=16, masks=False)
+    inp = audit_input(model, [build_explainer("saliency")], images)
+    summary = run_audits(inp, [{"name": "convergence"}, {"name": "localization"},
+                               {"name": "label_randomization"}], RunDir(tmp_path).create(), 2)
+    for name in ("convergence", "localization", "label_randomization"):
+        assert summary[name]["skipped"] is True and summary[name]["reason"]
