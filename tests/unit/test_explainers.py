@@ -262,6 +262,30 @@ def test_layer_integrated_gradients_completeness():
     assert float(delta.abs().max()) < 1e-4
 
 
+class InplaceAfterLayer(SmoothNet):
+    """Modifies conv2's output in place, as DenseNet does with its features."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv2(self.act(self.conv1(x)))
+        return self.fc(F.softplus(h.mul_(2)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("name", ["layer_integrated_gradients", "layer_conductance"])
+def test_layer_methods_survive_in_place_ops_after_the_layer(name):
+    model = seeded(InplaceAfterLayer())
+    x, t = images(2, 8), torch.tensor([0, 1])
+    ctx = context(model)
+    spec = {"name": name, "layer": "conv2", "n_steps": 32}
+    attr, delta = build_explainer(spec).attribute_with_delta(model, x, t, ctx)
+    with torch.no_grad():
+        change = (model(x) - model(make_baseline("black", x, ctx)))[[0, 1], t]
+    # conv2 keeps 8×8, so the map's sum is the layer attributions' sum: it misses
+    # f(x) - f(baseline) by exactly Captum's delta, which is small
+    torch.testing.assert_close(attr.sum(dim=(1, 2, 3)) - change, delta, atol=1e-4, rtol=1e-3)
+    assert float(delta.abs().max()) < 0.05 * float(change.abs().max())
+    assert model.conv2 is model._modules["conv2"] and isinstance(model.conv2, nn.Conv2d)
+
+
 # ---------------------------------------------------------------- DeepLift and guided methods
 
 

@@ -20,7 +20,14 @@ from torch import nn
 
 from ..errors import ConfigError, XauditError
 from .base import BASELINES, ExplainContext, Explainer, register
-from .gradient import baseline_for, captum_call, check_choice, check_int, refuse_unguided
+from .gradient import (
+    baseline_for,
+    captum_call,
+    check_choice,
+    check_int,
+    refuse_unguided,
+    swapped_modules,
+)
 
 # ---------------------------------------------------------------- target layers
 
@@ -151,6 +158,23 @@ class GuidedGradCamExplainer(Explainer):
 # ---------------------------------------------------------------- layer methods
 
 
+class _OutputCopy(nn.Module):
+    """Runs a layer and copies its output.
+
+    Captum's layer path methods substitute the layer's output with a leaf tensor; a model
+    that then modifies that output in place (DenseNet: ``F.relu(features, inplace=True)``)
+    would fail, so the rest of the model gets a copy.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.layer(*args, **kwargs)
+        return out.clone() if isinstance(out, torch.Tensor) else out
+
+
 class _LayerPathExplainer(Explainer):
     """A Captum layer path method: its attributions summed over channels, then upsampled."""
 
@@ -180,7 +204,7 @@ class _LayerPathExplainer(Explainer):
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
     ) -> tuple[torch.Tensor, torch.Tensor]:
         layer = resolve_layer(self.layer, ctx, self.name)
-        with captum_call():
+        with swapped_modules(model, {layer: _OutputCopy(layer)}), captum_call():
             attr, delta = self.captum(model, layer).attribute(
                 x,
                 baselines=baseline_for(self.baseline, x, ctx),

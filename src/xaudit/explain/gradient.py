@@ -355,7 +355,7 @@ def deeplift_coverage_problem(model: nn.Module, x: torch.Tensor) -> str | None:
     x2 = x1.flip(-1) + torch.randn(x1.shape, generator=torch.Generator().manual_seed(2_718_281)).to(
         x1
     )
-    with _swapped(model, stand_ins), torch.no_grad():
+    with swapped_modules(model, stand_ins), torch.no_grad():
         f1, f2, f_mid = model(x1).double(), model(x2).double(), model((x1 + x2) / 2).double()
     error = float((f_mid - (f1 + f2) / 2).abs().max())
     scale = float(torch.cat([f1, f2]).abs().max())
@@ -390,7 +390,7 @@ def _call_counts(
 
 
 @contextlib.contextmanager
-def _swapped(model: nn.Module, replace: dict[nn.Module, nn.Module]) -> Iterator[None]:
+def swapped_modules(model: nn.Module, replace: dict[nn.Module, nn.Module]) -> Iterator[None]:
     """Temporarily replace child modules (by identity) wherever they are attached."""
     swaps = [
         (parent, name, child)
@@ -433,7 +433,7 @@ class DeepLiftExplainer(PathExplainer):
             raise XauditError(f"deeplift cannot explain this model: {problem}. Use {ALTERNATIVES}.")
         counts = _call_counts(model, x[:1], tuple(DEEPLIFT_RULES))
         reused = {m: _PerCall(m, n) for m, n in counts.items() if n > 1}
-        with _swapped(model, reused):
+        with swapped_modules(model, reused):
             yield model
 
 
