@@ -126,6 +126,8 @@ class AuditConfig:
     enabled: bool = False
     n_images: int = 12  # images per audit, shared by all audits
     audits: list[dict[str, Any]] = field(default_factory=list)  # empty = every registered audit
+    blocks: list[str] | None = None  # model-randomization blocks, output side first; else automatic
+    regions: dict[str, list[float]] | None = None  # shortcut screening: name -> [x0, y0, x1, y1] fractions
 
 
 @dataclass

@@ -346,12 +346,17 @@ class Pipeline:
             generator=torch.Generator().manual_seed(self.recipe.seed + seed_offset),
         )
 
-    def explained_rows(self) -> list[dict]:
+    def explained_rows_all(self) -> list[dict]:
+        """The stored predictions table of the test split, typed."""
         rows = read_csv(self.run.table("predictions"))
         for r in rows:
             for k in ("true_idx", "pred_idx", "correct"):
                 r[k] = int(r[k])
             r["loss"], r["prob"] = float(r["loss"]), float(r["prob"])
+        return rows
+
+    def explained_rows(self) -> list[dict]:
+        rows = self.explained_rows_all()
         ids = select_ids(rows, self.recipe.explain.select, self.recipe.seed)
         by_id = {r["id"]: r for r in rows}
         return [by_id[i] for i in ids]
