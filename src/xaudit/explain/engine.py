@@ -9,14 +9,17 @@ is not in it, and memory stays flat in the number of images.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..data.base import Record
 from ..errors import XauditError
@@ -24,6 +27,21 @@ from ..run import atomic_path, read_json, write_json
 from ..safety import safe_name
 from .base import ExplainContext, Explainer
 from .counting import count_model_evals
+from .fastpath import (
+    FastModel,
+    FastPath,
+    ForwardCache,
+    activation_bytes,
+    default_budget_bytes,
+    prepare_model,
+    relative_error,
+    samples_per_pass,
+    step_ladder,
+    target_outputs,
+    unique_forward,
+    with_backoff,
+)
+from .gradient import PathExplainer, captum_call
 
 
 def select_ids(rows: list[dict], cfg, seed: int) -> list[str]:
@@ -76,10 +94,11 @@ def resolve_targets(rows: list[dict], target: str, classes: list[str]) -> list[i
 class MapStore:
     """Chunked attribution maps of one method, with an index by image id."""
 
-    def __init__(self, root: Path, label: str):
+    def __init__(self, root: Path, label: str, part: str | None = None):
         self.label = label
+        self.part = part  # a shard's own chunks and index (distributed runs), merged later
         self.dir = root / safe_name(label)
-        self.index_path = self.dir / "index.json"
+        self.index_path = self.dir / ("index.json" if part is None else f"index.{safe_name(part)}.json")
 
     def index(self) -> dict:
         if self.index_path.is_file():
@@ -94,9 +113,21 @@ class MapStore:
             for f in self.dir.iterdir():
                 f.unlink()
 
+    def merge_parts(self, parts: Sequence[str]) -> None:
+        """Write the main index from the shards' indexes (chunk files stay where they are)."""
+        chunks = list(self.index()["chunks"]) if self.part is None else []
+        known = {c["file"] for c in chunks}
+        for part in parts:
+            for chunk in MapStore(self.dir.parent, self.label, part).index()["chunks"]:
+                if chunk["file"] not in known:
+                    chunks.append(chunk)
+                    known.add(chunk["file"])
+        write_json(self.dir / "index.json", {"label": self.label, "chunks": chunks})
+
     def write_chunk(self, ids: list[str], maps: torch.Tensor, targets: torch.Tensor, delta: torch.Tensor | None) -> None:
         index = self.index()
-        name = f"chunk_{len(index['chunks']):05d}.safetensors"
+        prefix = "chunk_" if self.part is None else f"chunk_{safe_name(self.part)}_"
+        name = f"{prefix}{len(index['chunks']):05d}.safetensors"
         tensors = {"maps": maps.float().contiguous(), "targets": targets.long().contiguous()}
         if delta is not None:
             tensors["delta"] = delta.float().contiguous()
@@ -137,8 +168,243 @@ def default_internal_batch(image_size: int) -> int:
     return max(4, int(64 * (224 / image_size) ** 2))
 
 
+# ---------------------------------------------------------------- running one method on a batch
+
+
+@dataclass
+class MethodStats:
+    """Cost and fast-path bookkeeping of one method over a run."""
+
+    seconds: float = 0.0
+    model_evals: int = 0  # images through the model (shared forwards included when computed here)
+    n_new: int = 0
+    fp32_recomputed: int = 0  # images whose bf16 result missed the tolerance and were redone
+    refined: int = 0  # images that needed the full step count (adaptive steps)
+    steps_used: int = 0  # Σ integration steps over images (path methods)
+    samples_per_pass: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Runner:
+    """Runs one explainer on batches with the fast-path settings."""
+
+    model: nn.Module
+    explainer: Explainer
+    ctx: ExplainContext
+    fast: FastPath
+    forwards: ForwardCache
+    chunk: int  # samples per forward(/backward) pass
+    stats: MethodStats = field(default_factory=MethodStats)
+
+    def __post_init__(self) -> None:
+        self.fp32 = FastModel(self.model, bf16=False, channels_last=self.fast.channels_last)
+        self.fast_model = FastModel(self.model, self.fast.precision == "bf16", self.fast.channels_last)
+
+    @property
+    def bf16(self) -> bool:
+        return self.fast_model.bf16
+
+    def run(self, x: torch.Tensor, target: torch.Tensor, ids: list[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with count_model_evals(self.model) as count, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+            if isinstance(self.explainer, PathExplainer) and "n_steps" in self.explainer.params():
+                attr, delta = self._path(x, target, ids)
+            else:
+                attr, delta = self._generic(x, target, ids)
+        self.stats.model_evals += count.n
+        return attr, delta
+
+    # -- path methods: completeness against fp32 endpoints shared with other methods
+    def _path(self, x, target, ids):
+        e = self.explainer
+        kwargs = e.kwargs(x, self.ctx)
+        fx = target_outputs(self.forwards.get(self.fp32, ids, x), target)
+        gap = fx - unique_forward(self.fp32, kwargs["baselines"], target)
+        attr = torch.zeros(x.shape, dtype=torch.float32)
+        delta = torch.zeros(len(x))
+        pending = torch.arange(len(x))
+        ladder = step_ladder(e.n_steps, self.fast.adaptive_steps)
+        passes = [(self.fast_model, s) for s in ladder]
+        if self.bf16:
+            passes.append((self.fp32, e.n_steps))
+        for k, (model, steps) in enumerate(passes):
+            if k == len(ladder):
+                self.stats.fp32_recomputed += len(pending)
+            elif k > 0:
+                self.stats.refined += len(pending)
+            sub = self._integrate(model, x[pending], target[pending], kwargs["baselines"][pending], steps)
+            self.stats.steps_used += steps * len(pending)
+            total = sub.flatten(1).sum(1)
+            ok = relative_error(total, gap[pending].cpu()) <= self.fast.tolerance
+            last = k == len(passes) - 1
+            keep = torch.ones_like(ok) if last else ok
+            attr[pending[keep]] = sub[keep]
+            delta[pending[keep]] = (total[keep].double() - gap[pending][keep].double().cpu()).float()
+            pending = pending[~keep]
+            if len(pending) == 0:
+                break
+        return attr, delta
+
+    def _integrate(self, model, x, target, baselines, steps) -> torch.Tensor:
+        e = self.explainer
+
+        def run(chunk: int) -> torch.Tensor:
+            with captum_call():
+                out = e.captum(model).attribute(
+                    x, target=target, baselines=baselines, n_steps=steps, method=e.method,
+                    internal_batch_size=max(chunk, len(x)) if e.internal_batch_size is None
+                    else e.internal_batch_size,
+                )
+            return out.detach().float().cpu()
+
+        return with_backoff(run, self.chunk, self._shrink)
+
+    def _shrink(self, chunk: int) -> None:
+        self.chunk = chunk
+
+    # -- everything else: run as the explainer does; bf16 guarded by its delta or its logits
+    def _generic(self, x, target, ids):
+        attr, delta = self._attribute(self.fast_model, x, target)
+        if not self.bf16:
+            return attr, delta
+        if delta is not None:
+            gap = attr.flatten(1).sum(1).double() - delta.double().cpu()
+            bad = relative_error(attr.flatten(1).sum(1), gap) > self.fast.tolerance
+        else:
+            ref = self.forwards.get(self.fp32, ids, x).cpu()
+            with torch.inference_mode():
+                low = self.fast_model(x).float().cpu()
+            spread = (ref.amax(1) - ref.amin(1)).clamp_min(1e-12)
+            err = (target_outputs(low, target.cpu()) - target_outputs(ref, target.cpu())).abs()
+            bad = err / spread > self.fast.tolerance
+        if bool(bad.any()):
+            idx = bad.nonzero().flatten()
+            self.stats.fp32_recomputed += len(idx)
+            redo, redo_delta = self._attribute(self.fp32, x[idx.to(x.device)], target[idx.to(target.device)])
+            attr[idx] = redo
+            if delta is not None and redo_delta is not None:
+                delta[idx] = redo_delta
+        return attr, delta
+
+    def _attribute(self, model, x, target):
+        e = self.explainer
+        per_image = max(1, len(x))
+
+        def run(chunk: int):
+            if hasattr(e, "perturbations_per_eval"):
+                e.perturbations_per_eval = max(1, chunk // per_image)
+            if hasattr(e, "internal_batch_size") and self._own_internal:
+                e.internal_batch_size = max(chunk, per_image)
+            mode = torch.inference_mode() if not e.needs_gradients else contextlib.nullcontext()
+            with mode:
+                a, d = e.attribute_with_delta(model, x, target, self.ctx)
+            return a.detach().float().cpu(), (None if d is None else d.detach().float().reshape(-1).cpu())
+
+        return with_backoff(run, self.chunk, self._shrink)
+
+    _own_internal: bool = False
+
+
+def _chunk_size(model: nn.Module, explainer: Explainer, x1: torch.Tensor, fast: FastPath, device) -> int:
+    budget = (fast.memory_budget_mb << 20) if fast.memory_budget_mb else default_budget_bytes(device)
+    per_sample = activation_bytes(model, x1)
+    if fast.precision == "bf16":
+        per_sample //= 2
+    return samples_per_pass(per_sample, budget, explainer.needs_gradients)
+
+
+# ---------------------------------------------------------------- dataset-scale streams
+
+
+def explain_dataset(
+    model: nn.Module,
+    explainers: Sequence[Explainer],
+    records: Sequence[Record],
+    targets: Sequence[int],
+    batch_fn: Callable[[Sequence[Record]], torch.Tensor],
+    ctx: ExplainContext,
+    stores: Sequence[MapStore],
+    batch_size: int,
+    chunk_size: int,
+    device: torch.device,
+    progress: Callable[[str, int, int], None] | None = None,
+    *,
+    fast: FastPath | None = None,
+    forwards: ForwardCache | None = None,
+) -> dict[str, dict]:
+    """Explain N images × M methods as one stream of image batches, writing chunks.
+
+    Each batch is built once and handed to every method that still lacks some of its
+    images (chunks already stored are skipped, so a killed run resumes). Returns each
+    method's cost: seconds, model evaluations, images computed, fp32 recomputes.
+    """
+    fast = fast or FastPath()
+    forwards = forwards if forwards is not None else ForwardCache()
+    if len(stores) != len(explainers):
+        raise XauditError(f"explain_dataset: {len(explainers)} methods but {len(stores)} map stores")
+    done = [s.done_ids() for s in stores]
+    todo_ids = {r.id for r in records if any(r.id not in d for d in done)}
+    todo = [(r, t) for r, t in zip(records, targets, strict=True) if r.id in todo_ids]
+    runners: list[Runner] = []
+    saved = [{k: getattr(e, k) for k in ("internal_batch_size", "perturbations_per_eval") if hasattr(e, k)}
+             for e in explainers]
+    pending = [{"ids": [], "maps": [], "targets": [], "delta": []} for _ in explainers]
+    n_done = len(records) - len(todo)
+    try:
+        if todo:
+            prepare_model(model, fast)
+            x1 = batch_fn([todo[0][0]]).to(device)
+            for e in explainers:
+                runner = Runner(model, e, ctx, fast, forwards, _chunk_size(model, e, x1, fast, device))
+                runner._own_internal = getattr(e, "internal_batch_size", 0) is None
+                runner.stats.samples_per_pass = runner.chunk
+                runners.append(runner)
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            x_all = batch_fn([r for r, _ in batch]).to(device)
+            for m, runner in enumerate(runners):
+                keep = [n for n, (r, _) in enumerate(batch) if r.id not in done[m]]
+                if not keep:
+                    continue
+                ids = [batch[n][0].id for n in keep]
+                x = x_all[keep] if len(keep) < len(batch) else x_all
+                target = torch.tensor([batch[n][1] for n in keep], dtype=torch.long, device=device)
+                t0 = time.perf_counter()
+                attr, delta = runner.run(x, target, ids)
+                runner.stats.seconds += time.perf_counter() - t0
+                runner.stats.n_new += len(ids)
+                buf = pending[m]
+                buf["ids"] += ids
+                buf["maps"].append(attr.float().sum(dim=1).cpu())
+                buf["targets"].append(target.cpu())
+                if delta is not None:
+                    buf["delta"].append(delta.float().reshape(-1).cpu())
+                while len(buf["ids"]) >= chunk_size:
+                    _flush(stores[m], buf, chunk_size)
+            n_done += len(batch)
+            if progress is not None:
+                for e in explainers:
+                    progress(e.label, n_done, len(records))
+        for m, buf in enumerate(pending):
+            if buf["ids"]:
+                _flush(stores[m], buf, chunk_size)
+    finally:
+        for e, attrs in zip(explainers, saved, strict=True):
+            for k, v in attrs.items():
+                setattr(e, k, v)
+    out = {}
+    for m, e in enumerate(explainers):
+        stats = runners[m].stats if runners else MethodStats()
+        out[e.label] = {**stats.as_dict(), "shared_forward_evals": forwards.evals,
+                        "precision": fast.precision}
+    return out
+
+
 def explain_records(
-    model: torch.nn.Module,
+    model: nn.Module,
     explainer: Explainer,
     records: Sequence[Record],
     targets: Sequence[int],
@@ -149,44 +415,15 @@ def explain_records(
     chunk_size: int,
     device: torch.device,
     progress: Callable[[str, int, int], None] | None = None,
+    *,
+    fast: FastPath | None = None,
+    forwards: ForwardCache | None = None,
 ) -> dict:
-    """Explain ``records`` in batches, writing chunks; skip chunks already stored."""
-    done = maps.done_ids()
-    todo = [(r, t) for r, t in zip(records, targets, strict=True) if r.id not in done]
-    if hasattr(explainer, "internal_batch_size") and explainer.internal_batch_size is None:
-        explainer.internal_batch_size = default_internal_batch(_size(batch_fn, records))
-    seconds, evals = 0.0, 0
-    pending: dict[str, list] = {"ids": [], "maps": [], "targets": [], "delta": []}
-    n_done = len(records) - len(todo)
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        recs = [r for r, _ in batch]
-        x = batch_fn(recs).to(device)
-        target = torch.tensor([t for _, t in batch], dtype=torch.long, device=device)
-        t0 = time.perf_counter()
-        with count_model_evals(model) as count, warnings.catch_warnings():
-            # Captum notes that it switched requires_grad on for the inputs: expected here.
-            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
-            attr, delta = explainer.attribute_with_delta(model, x, target, ctx)
-        seconds += time.perf_counter() - t0
-        evals += count.n
-        pending["ids"] += [r.id for r in recs]
-        pending["maps"].append(attr.detach().float().sum(dim=1).cpu())
-        pending["targets"].append(target.cpu())
-        if delta is not None:
-            pending["delta"].append(delta.detach().float().reshape(-1).cpu())
-        while len(pending["ids"]) >= chunk_size:
-            _flush(maps, pending, chunk_size)
-        n_done += len(recs)
-        if progress is not None:
-            progress(explainer.label, n_done, len(records))
-    if pending["ids"]:
-        _flush(maps, pending, chunk_size)
-    return {"seconds": seconds, "model_evals": evals, "n_new": len(todo)}
-
-
-def _size(batch_fn, records) -> int:
-    return int(batch_fn(records[:1]).shape[-1]) if records else 224
+    """Explain ``records`` with one method in batches, writing chunks; skip chunks already stored."""
+    return explain_dataset(
+        model, [explainer], records, targets, batch_fn, ctx, [maps], batch_size, chunk_size,
+        device, progress, fast=fast, forwards=forwards,
+    )[explainer.label]
 
 
 def _flush(maps: MapStore, pending: dict, chunk_size: int) -> None:

@@ -1,0 +1,224 @@
+"""How the engine runs explainers fast: precision, memory layout, chunk sizes, shared forwards.
+
+Nothing here changes what an explainer computes, only how: the model is wrapped so that
+its inputs are channels-last and (optionally) its forward runs under bf16 autocast; the
+number of samples per forward/backward pass (IG steps, occlusion windows) is chosen from a
+memory budget measured on the model and halved on out-of-memory; forwards of the same
+images (f(x) for completeness, the bf16 guard, audits) are computed once and shared.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, XauditError
+
+PRECISIONS = ("fp32", "bf16")
+T = TypeVar("T")
+
+
+@dataclass
+class FastPath:
+    """Execution settings of the engine (the recipe's ``explain`` section)."""
+
+    precision: str = "fp32"  # fp32 | bf16 (autocast; results checked, failures redone in fp32)
+    tolerance: float = 0.05  # relative completeness error allowed before an fp32 recompute
+    adaptive_steps: bool = False  # path methods: coarse steps first, refine only failing images
+    memory_budget_mb: int | None = None  # None: chosen from the device's free memory
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"explain.precision: {self.precision!r} is not allowed. Allowed: {', '.join(PRECISIONS)}"
+            )
+        if not self.tolerance > 0:
+            raise ConfigError(f"explain.tolerance must be > 0, got {self.tolerance!r}")
+        if self.memory_budget_mb is not None and self.memory_budget_mb < 1:
+            raise ConfigError(f"explain.memory_budget_mb must be >= 1 or omitted, got {self.memory_budget_mb!r}")
+
+    @classmethod
+    def from_config(cls, cfg) -> FastPath:
+        """From an ``ExplainConfig`` (keys it lacks keep their defaults)."""
+        names = ("precision", "tolerance", "adaptive_steps", "memory_budget_mb", "channels_last")
+        return cls(**{k: getattr(cfg, k) for k in names if hasattr(cfg, k)})
+
+
+# ---------------------------------------------------------------- precision and layout
+
+
+class FastModel(nn.Module):
+    """``model`` with channels-last inputs and optional bf16 autocast; outputs in float32.
+
+    The wrapped model's modules are the original ones, so layer hooks (CAM methods) and
+    evaluation counting on the original model keep working.
+    """
+
+    def __init__(self, model: nn.Module, bf16: bool, channels_last: bool = True):
+        super().__init__()
+        self.model = model
+        self.bf16 = bf16
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(x)
+        return out.float()
+
+
+def prepare_model(model: nn.Module, fast: FastPath) -> None:
+    """Store the weights channels-last (in place; values unchanged) where inputs will be."""
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+
+# ---------------------------------------------------------------- memory budget
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: CUDA's free memory, else the host's MemAvailable."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def default_budget_bytes(device: torch.device) -> int:
+    """Half of free GPU memory; on the host a quarter of what is available, at most 4 GiB."""
+    free = available_bytes(device)
+    return free // 2 if device.type == "cuda" else min(free // 4, 4 << 30)
+
+
+def activation_bytes(model: nn.Module, x1: torch.Tensor) -> int:
+    """Bytes of all leaf-module outputs for one sample: what a backward pass keeps."""
+    total = 0
+
+    def hook(_m, _args, out) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.inference_mode():
+            model(x1[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total, x1[:1].numel() * 4)
+
+
+def samples_per_pass(per_sample: int, budget: int, gradients: bool, limit: int = 1024) -> int:
+    """Samples per forward(/backward) pass that fit ``budget`` bytes.
+
+    A backward pass keeps every activation and a gradient of each as it goes (≈ 2× the
+    activations); an inference pass holds a few layers at a time (≈ ¼).
+    """
+    cost = per_sample * 2 if gradients else max(1, per_sample // 4)
+    return int(max(1, min(limit, budget // max(1, cost))))
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def with_backoff(run: Callable[[int], T], chunk: int, on_shrink: Callable[[int], None] | None = None) -> T:
+    """``run(chunk)``, halving ``chunk`` after each out-of-memory error, down to 1."""
+    while True:
+        try:
+            return run(chunk)
+        except (RuntimeError, torch.OutOfMemoryError) as err:
+            if not is_out_of_memory(err) or chunk <= 1:
+                if is_out_of_memory(err):
+                    raise XauditError(
+                        f"out of memory with one sample per pass: {err}. Use a smaller "
+                        f"image size or batch_size."
+                    ) from None
+                raise
+            chunk = max(1, chunk // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if on_shrink is not None:
+                on_shrink(chunk)
+
+
+# ---------------------------------------------------------------- shared forwards
+
+
+@dataclass
+class ForwardCache:
+    """fp32 logits per image id, computed once and shared by methods and audits."""
+
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    evals: int = 0  # images this cache pushed through the model
+    hits: int = 0  # images served without a forward
+
+    def get(self, model: nn.Module, ids: Sequence[str], x: torch.Tensor) -> torch.Tensor:
+        """N×K fp32 logits of ``x`` (rows named by ``ids``), on ``x``'s device."""
+        missing = [n for n, i in enumerate(ids) if i not in self.logits]
+        self.hits += len(ids) - len(missing)
+        if missing:
+            with torch.inference_mode():
+                out = model(x[missing]).float().cpu()
+            self.evals += len(missing)
+            for n, row in zip(missing, out, strict=True):
+                self.logits[ids[n]] = row
+        return torch.stack([self.logits[i] for i in ids]).to(x.device)
+
+
+def target_outputs(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, target.view(-1, 1)).squeeze(1)
+
+
+def unique_forward(model: nn.Module, baseline: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """f(baseline)[target] per image, running each distinct baseline image once."""
+    flat = baseline.flatten(1)
+    first = [0]
+    same_as = [0]
+    for i in range(1, len(flat)):
+        match = next((k for k, j in enumerate(first) if torch.equal(flat[i], flat[j])), None)
+        if match is None:
+            first.append(i)
+            match = len(first) - 1
+        same_as.append(match)
+    with torch.inference_mode():
+        out = model(baseline[first]).float()
+    return target_outputs(out[same_as], target)
+
+
+def relative_error(total: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
+    """|Σ attr − gap| / |gap| per image (the convergence audit's definition)."""
+    return (total.double() - gap.double()).abs() / gap.double().abs().clamp_min(1e-12)
+
+
+def step_ladder(n_steps: int, adaptive: bool) -> list[int]:
+    """Step counts tried in turn: n_steps alone, or a quarter of it first.
+
+    Quadrature nodes of different step counts do not nest, so a refined image costs the
+    coarse pass plus the full one (1.25×) while an image that passes costs a quarter.
+    """
+    coarse = max(4, n_steps // 4)
+    return [coarse, n_steps] if adaptive and coarse < n_steps else [n_steps]
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
