@@ -318,7 +318,7 @@ def test_imagenet_occlusion_at_two_windows_for_right_and_wrong(imagenet):
     assert set(ex) == {"integrated_gradients", "occlusion_w60", "occlusion_w15"}
     explained = table(run, "explained_images")
     assert sorted(r["correct"] for r in explained) == ["0", "1"]
-    assert ex["occlusion_w60"]["model_evals"] == 2 * occlusion_evals(224, 60, 30)
+    assert ex["occlusion_w60"]["model_evals"] == 2 * occlusion_evals(224, 60, 50)
     assert ex["occlusion_w15"]["model_evals"] == 2 * occlusion_evals(224, 15, 8)
     ids = [r["id"] for r in explained]
     large, small = maps(run, "occlusion_w60", ids), maps(run, "occlusion_w15", ids)
