@@ -125,3 +125,13 @@ def test_label_randomization_uses_the_shuffled_model(tmp_path):
     assert label_randomization(same, tmp_path).cells[0].passed is False
     skipped = label_randomization(audit_input(model, [GradientExplainer()], images), tmp_path)
     assert skipped.summary["skipped"] is True
+
+
+def test_costly_methods_are_skipped_with_a_stated_reason(tmp_path):
+    model = TinyNet()
+    images = images_for(model, n=3, size=16)
+    inp = audit_input(model, [GradientExplainer()], images)
+    result = model_randomization(inp, tmp_path, max_method_evals=0)
+    assert result.cells == []
+    assert "max_method_evals" in result.summary["skipped_methods"]["toy_gradient"]
+    assert "too costly" in result.text

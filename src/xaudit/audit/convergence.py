@@ -94,7 +94,7 @@ def convergence(
     inp: AuditInput,
     figures_dir: Path,
     n_images: int | None = None,
-    steps: list[int] = (8, 16, 32, 64, 128),
+    steps: list[int] = (8, 16, 32, 64),
     rules: list[str] = ("gausslegendre", "riemann_middle"),
     tolerance: float = 0.05,
     min_spearman: float = 0.9,

@@ -139,9 +139,10 @@ def model_randomization(
     inp: AuditInput,
     figures_dir: Path,
     n_images: int | None = None,
-    max_steps: int = 6,
+    max_steps: int = 4,
     independent: bool = True,
     margin: float = 0.1,
+    max_method_evals: int = 64,
     batch_size: int = 8,
 ) -> AuditResult:
     """Cascading and independent re-initialisation; pass if the map decorrelates fully."""
@@ -157,10 +158,18 @@ def model_randomization(
     depths = pick_steps(len(blocks), max_steps)
     rows, cells, figures = [], [], []
     summary: dict = {"blocks": [b[0] for b in blocks], "cascade_steps": [blocks[d][0] for d in depths],
-                     "margin": margin}
+                     "margin": margin, "skipped_methods": {}}
     total_evals = 0
     for explainer in inp.explainers:
-        ref = trained_maps(inp, explainer, "test", images).maps
+        trained = trained_maps(inp, explainer, "test", images)
+        per_image = trained.model_evals / len(images)
+        if per_image > max_method_evals:  # stated in the summary, never silent
+            summary["skipped_methods"][explainer.label] = (
+                f"costs {per_image:.0f} model evaluations per image, above max_method_evals="
+                f"{max_method_evals}; raise it to include this method"
+            )
+            continue
+        ref = trained.maps
         pair = random_pair(inp, explainer, images)
         seconds, evals = 0.0, 0
         cascade: list[dict[str, np.ndarray]] = []
@@ -211,7 +220,9 @@ def model_randomization(
             f"{explainer.label}: cascading randomization (blocks re-initialised down to ...)",
         ))
     text = (
-        "Blocks of a copy of the model are re-initialised from the logits down; a method that "
+        ("Not run (too costly, see max_method_evals): "
+         + ", ".join(summary["skipped_methods"]) + ". " if summary["skipped_methods"] else "")
+        + "Blocks of a copy of the model are re-initialised from the logits down; a method that "
         "explains the model must give maps that stop resembling the trained model's maps. The "
         "dotted lines are the random-pair baseline (maps of two different images under the trained "
         f"model). Rule: at full randomization the Spearman(|map|) must fall below that line + {margin:g}."
