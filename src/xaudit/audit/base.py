@@ -272,11 +272,14 @@ def compute_maps(
     x: Tensor,
     targets: Tensor,
     ctx: ExplainContext,
-    batch_size: int = 8,
+    batch_size: int = 2,
     with_delta: bool = False,
     reference: nn.Module | None = None,
 ) -> Maps:
     """Run ``explainer`` in batches; record seconds and model evaluations.
+
+    Small batches by default: a path method expands each image n_steps times, and the
+    audits re-run methods on CPU next to other work (2 images × 32 steps at 224 px ≈ 2 GB).
 
     ``reference``: the model ``ctx``'s layers belong to, when ``model`` is a copy of it.
     """

@@ -98,7 +98,7 @@ def convergence(
     rules: list[str] = ("gausslegendre", "riemann_middle"),
     tolerance: float = 0.05,
     min_spearman: float = 0.9,
-    batch_size: int = 8,
+    batch_size: int = 2,
 ) -> AuditResult:
     """Sweep n_steps and quadrature rules for every path method."""
     title = "Integration convergence of path methods"
@@ -223,7 +223,7 @@ def baseline_sensitivity(
     figures_dir: Path,
     n_images: int | None = None,
     baselines: list[str] = ("black", "blur", "noise", "mean"),
-    batch_size: int = 8,
+    batch_size: int = 2,
 ) -> AuditResult:
     """The same map under several baselines, with their pairwise Spearman(|map|)."""
     title = "Baseline sensitivity"

@@ -143,7 +143,7 @@ def model_randomization(
     independent: bool = True,
     margin: float = 0.1,
     max_method_evals: int = 64,
-    batch_size: int = 8,
+    batch_size: int = 2,
 ) -> AuditResult:
     """Cascading and independent re-initialisation; pass if the map decorrelates fully."""
     title = "Model randomization (cascading and independent)"
@@ -237,7 +237,7 @@ def label_randomization(
     figures_dir: Path,
     n_images: int | None = None,
     margin: float = 0.1,
-    batch_size: int = 8,
+    batch_size: int = 2,
 ) -> AuditResult:
     """Maps of a model retrained on shuffled labels against the real model's."""
     title = "Label randomization (data randomization test)"
