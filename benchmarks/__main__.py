@@ -1,0 +1,56 @@
+"""``python -m benchmarks [--quick] [--only NAME ...]``: every ratio with its target.
+
+All timings of one ratio are taken in this process, one after the other, so they share
+the machine's state; on a shared machine only such side-by-side ratios mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from .attribution import bench_gradcam, bench_ig, bench_occlusion, quiet
+from .beans import bench_beans
+from .common import Results
+from .memory import bench_memory
+
+# (images, resolution) where the issue's sizes do not fit ~15 minutes on 2 cores; the ratios
+# compare per-image costs, so they do not depend on the image count
+FULL = {"ig": (16, 224), "occlusion": (2, 224), "gradcam": (256, 224), "beans": ((1034, 133, 128), 1),
+        "memory": (200, 2000)}
+QUICK = {"ig": (2, 96), "occlusion": (1, 96), "gradcam": (16, 96), "beans": ((60, 12, 12), 1),
+         "memory": (50, 200)}
+
+
+def main(argv: list[str] | None = None) -> Results:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of a minute or two")
+    parser.add_argument("--only", nargs="*", choices=list(FULL), help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    quiet()
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; GPU: {'yes' if torch.cuda.is_available() else 'none (CPU figures only)'}")
+    res = Results()
+    t0 = time.perf_counter()
+    wanted = args.only or list(FULL)
+    if "ig" in wanted:
+        bench_ig(res, *sizes["ig"])
+    if "occlusion" in wanted:
+        bench_occlusion(res, *sizes["occlusion"])
+    if "gradcam" in wanted:
+        bench_gradcam(res, *sizes["gradcam"])
+    if "beans" in wanted:
+        bench_beans(res, *sizes["beans"])
+    if "memory" in wanted:
+        bench_memory(res, *sizes["memory"])
+    print(f"\nratios (higher is better; {time.perf_counter() - t0:.0f} s in all):")
+    print(res.table())
+    return res
+
+
+if __name__ == "__main__":
+    main()
