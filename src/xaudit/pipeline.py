@@ -26,6 +26,7 @@ from .evaluate import most_confused, predict, prediction_rows, summarize
 from .explain import ExplainContext, validate_method_specs
 from .explain.cam import find_target_layer
 from .explain.engine import MapStore, explain_records, resolve_targets, select_ids
+from .explain.fastpath import FastPath, ForwardCache
 from .models import (
     BuiltModel,
     build_model,
@@ -372,6 +373,7 @@ class Pipeline:
         records = [by_id[row["id"]] for row in rows]
         ctx = self.explain_context(model)
         explainers = validate_method_specs(r.explain.methods)
+        fast, forwards = FastPath.from_config(r.explain), ForwardCache()
         stats = {}
         for explainer in explainers:
             maps = MapStore(self.run.maps, explainer.label)
@@ -385,6 +387,7 @@ class Pipeline:
                     model, explainer, records, targets,
                     lambda recs: pre.normalize(store.batch(recs)),
                     ctx, maps, r.explain.batch_size, r.explain.chunk_size, self.device, self.progress,
+                    fast=fast, forwards=forwards,
                 )
             stored = maps.load([row["id"] for row in rows])
             info = {
@@ -393,6 +396,9 @@ class Pipeline:
                 "model_evals": res["model_evals"],
                 "params": explainer.params(),
                 "kind": explainer.kind,
+                "precision": fast.precision,
+                "fp32_recomputed": res["fp32_recomputed"],
+                "refined": res["refined"],
             }
             if "delta" in stored:
                 info["mean_abs_delta"] = float(stored["delta"].abs().mean())
