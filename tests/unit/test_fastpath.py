@@ -171,7 +171,7 @@ def test_backoff_halves_on_out_of_memory_and_gives_up_at_one():
 
 def test_budget_arithmetic_and_step_ladder():
     assert samples_per_pass(per_sample=10 << 20, budget=1 << 30, gradients=True) == 51
-    assert samples_per_pass(per_sample=10 << 20, budget=1 << 30, gradients=False) == 409
+    assert samples_per_pass(per_sample=10 << 20, budget=1 << 30, gradients=False) == 204
     assert samples_per_pass(per_sample=1 << 40, budget=1 << 20, gradients=True) == 1
     assert step_ladder(32, adaptive=False) == [32]
     assert step_ladder(32, adaptive=True) == [8, 32]
@@ -203,3 +203,11 @@ def test_shard_stores_merge_into_one_index(tmp_path):
     loaded = main.load(["d", "a"])
     assert loaded["ids"] == ["d", "a"]
     torch.testing.assert_close(loaded["maps"], maps[[3, 0]])
+
+
+def test_bf16_occlusion_is_redone_in_fp32_when_its_error_is_not_small_next_to_the_map(tmp_path):
+    spec = {"name": "occlusion", "window": 5, "stride": 3, "baseline": "zero"}
+    fp32, _, _ = run(tmp_path, spec, FastPath(), name="fp32")
+    strict, stats, _ = run(tmp_path, spec, FastPath(precision="bf16", tolerance=1e-12), name="bf16")
+    assert stats["fp32_recomputed"] == N
+    torch.testing.assert_close(strict["maps"], fp32["maps"])

@@ -128,9 +128,10 @@ def samples_per_pass(per_sample: int, budget: int, gradients: bool, limit: int =
     """Samples per forward(/backward) pass that fit ``budget`` bytes.
 
     A backward pass keeps every activation and a gradient of each as it goes (≈ 2× the
-    activations); an inference pass holds a few layers at a time (≈ ¼).
+    activations); an inference pass holds a few layers at a time, but perturbation methods
+    also hold the perturbed copies of the inputs and the allocator keeps freed blocks (½).
     """
-    cost = per_sample * 2 if gradients else max(1, per_sample // 4)
+    cost = per_sample * 2 if gradients else max(1, per_sample // 2)
     return int(max(1, min(limit, budget // max(1, cost))))
 
 
