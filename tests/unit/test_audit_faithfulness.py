@@ -10,8 +10,10 @@ from tests.unit.test_audit_toys import (
     FunctionExplainer,
     GradientExplainer,
     LinearNet,
+    TinyNet,
     audit_input,
     images_for,
+    plain_ctx,
 )
 from xaudit.audit.faithfulness import (
     EDGE,
@@ -121,3 +123,27 @@ def test_audit_compares_methods_with_references(tmp_path, linear):
     assert len(result.rows) == 5 * 4
     assert all((tmp_path / f).is_file() for f in result.figures)
     assert result.model_evals > 0
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_max_sensitivity_of_a_constant_explainer_is_zero_and_of_the_input_is_its_noise(channels):
+    """Known answers for Captum's max-sensitivity through our wrapper, for C = 1 and C = 3."""
+    from xaudit.audit.faithfulness import _explain_fn
+
+    x = torch.rand(2, 3, 8, 8) + 1.0
+    targets = torch.zeros(2, dtype=torch.long)
+    const = FunctionExplainer(lambda xx, t: torch.ones(len(xx), channels, 8, 8), "const")
+    ident = FunctionExplainer(lambda xx, t: xx[:, :channels], "ident")
+    model = TinyNet()
+    zero = _run_sensitivity(_explain_fn(const, model, plain_ctx()), x, targets)
+    assert zero == pytest.approx([0.0, 0.0])
+    moved = _run_sensitivity(_explain_fn(ident, model, plain_ctx()), x, targets)
+    # |noise| ≤ 0.02 per pixel, so the relative change is at most 0.02·√n / ‖x‖.
+    bound = 0.02 * np.sqrt(channels * 64) / torch.linalg.norm(x[:, :channels].flatten(1), dim=1)
+    assert np.all(moved > 0) and np.all(moved <= bound.numpy() + 1e-6)
+
+
+def _run_sensitivity(fn, x, targets):
+    from xaudit.audit.faithfulness import sensitivity_scores
+
+    return sensitivity_scores(fn, x, targets, torch.Generator().manual_seed(0), 3, 0.02)

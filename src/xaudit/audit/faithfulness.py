@@ -235,14 +235,18 @@ def sensitivity_scores(
 
 
 def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainContext):
-    """Captum's sensitivity calls this with a tuple of inputs; None = the edge reference."""
+    """Tuple in, tuple out, as Captum's sensitivity expects; None = the edge reference.
 
-    def fn(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> Tensor:
+    (Captum iterates over the explanation of the unperturbed input: a bare tensor would be
+    split along its batch dimension and silently broadcast.)
+    """
+
+    def fn(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> tuple[Tensor]:
         x = inputs[0] if isinstance(inputs, tuple) else inputs
         if explainer is None:
-            return sobel_map(ctx.input_to_pixel(x)).unsqueeze(1)
+            return (sobel_map(ctx.input_to_pixel(x)).unsqueeze(1),)
         with torch.enable_grad():  # Captum runs the metric under no_grad
-            return explainer.attribute(model, x, target, ctx).detach()
+            return (explainer.attribute(model, x, target, ctx).detach(),)
 
     return fn
 
