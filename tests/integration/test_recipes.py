@@ -295,7 +295,20 @@ needs_offline_weights = pytest.mark.skipif(
 def imagenet(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("imagenet")
     standin = write_imagenet_photos(tmp / "photos")
-    return run_recipe_on("imagenet-correct-vs-wrong", standin, tmp / "runs", []), standin
+    # The model's own 224 px (the predictions depend on it); fewer IG steps and a small window
+    # that tiles the image in 15 positions a side instead of 28, to keep the test quick.
+    methods = (
+        "explain.methods=[{name: integrated_gradients, n_steps: 16, baseline: black}, "
+        "{name: occlusion, window: 60, stride: 50, baseline: zero}, "
+        "{name: occlusion, window: 15, stride: 15, baseline: zero}]"
+    )
+    return run_recipe_on("imagenet-correct-vs-wrong", standin, tmp / "runs", [methods]), standin
+
+
+def test_imagenet_recipe_compares_two_occlusion_windows():
+    methods = load_recipe(CONFIGS / "imagenet-correct-vs-wrong.yaml").explain.methods
+    windows = {(m["window"], m["stride"]) for m in methods if m["name"] == "occlusion"}
+    assert windows == {(60, 50), (15, 8)}  # Captum's ImageNet tutorial: large and small
 
 
 @needs_offline_weights
@@ -319,7 +332,7 @@ def test_imagenet_occlusion_at_two_windows_for_right_and_wrong(imagenet):
     explained = table(run, "explained_images")
     assert sorted(r["correct"] for r in explained) == ["0", "1"]
     assert ex["occlusion_w60"]["model_evals"] == 2 * occlusion_evals(224, 60, 50)
-    assert ex["occlusion_w15"]["model_evals"] == 2 * occlusion_evals(224, 15, 8)
+    assert ex["occlusion_w15"]["model_evals"] == 2 * occlusion_evals(224, 15, 15)
     ids = [r["id"] for r in explained]
     large, small = maps(run, "occlusion_w60", ids), maps(run, "occlusion_w15", ids)
     assert large.shape[0] == small.shape[0] == 2
