@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -64,10 +65,12 @@ def test_run_tiny_synthetic_end_to_end(tmp_path):
     ex = summary["explanations"]
     assert set(ex) == {"saliency", "integrated_gradients", "grad_cam", "occlusion_w16"}
     assert all(v["n_images"] == n for v in ex.values())
-    # cost known answers: saliency = one forward per image; IG = n_steps + 2 (delta) per image;
-    # occlusion at 64 px with 16-px windows, stride 16 = 16 windows + 1 reference per image
+    # cost known answers: saliency = one forward per image; IG = n_steps per image, plus f(x)
+    # per image for the delta and one forward of the black baseline (the same image for the
+    # whole batch) per batch; occlusion at 64 px with 16-px windows, stride 16 = 16 windows
+    # + 1 reference per image
     assert ex["saliency"]["model_evals"] == n
-    assert ex["integrated_gradients"]["model_evals"] == n * (4 + 2)
+    assert ex["integrated_gradients"]["model_evals"] == n * 4 + n + math.ceil(n / 16)
     assert ex["occlusion_w16"]["model_evals"] == n * (16 + 1)
     assert ex["integrated_gradients"]["mean_abs_delta"] >= 0
     html = (run / "report.html").read_text()
