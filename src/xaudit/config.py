@@ -32,6 +32,7 @@ class SyntheticConfig:
     image_size: int = 224
     shortcut: bool = False  # plant a class-correlated corner tag in the training split only
     shortcut_strength: float = 1.0  # fraction of training images of a class that carry its tag
+    shortcut_size: float = 0.1  # tag side as a fraction of the image side
 
 
 @dataclass
@@ -288,6 +289,10 @@ def _check_range(recipe: Recipe) -> None:
         raise ConfigError(
             "data.synthetic.shortcut_strength: must be in [0, 1], got "
             f"{recipe.data.synthetic.shortcut_strength}"
+        )
+    if not 0 < recipe.data.synthetic.shortcut_size <= 0.3:
+        raise ConfigError(
+            f"data.synthetic.shortcut_size: must be in (0, 0.3], got {recipe.data.synthetic.shortcut_size}"
         )
     splits = recipe.data.splits
     allowed = {"train", "val", "test"}

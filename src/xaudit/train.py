@@ -267,6 +267,8 @@ def train(
         result.backbone_passes = sum(len(v) for v in cache.train_views) + len(cache.val)
     else:
         result = fit_full(built, trained, store, train_records, val_records, pre, cfg, device, generator, progress)
-    built.model.eval()
+    # Trained in channels_last for speed; handed on in the ordinary layout, which every
+    # library downstream (Captum's .view calls among them) expects.
+    built.model.to(memory_format=torch.contiguous_format).eval()
     result.seconds = time.perf_counter() - t0
     return result, cache

@@ -245,8 +245,12 @@ def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainConte
         x = inputs[0] if isinstance(inputs, tuple) else inputs
         if explainer is None:
             return (sobel_map(ctx.input_to_pixel(x)).unsqueeze(1),)
+        # Captum passes one target for a whole perturbed batch: give every image its own.
+        t = torch.as_tensor(target).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(len(x))
         with torch.enable_grad():  # Captum runs the metric under no_grad
-            return (explainer.attribute(model, x, target, ctx).detach(),)
+            return (explainer.attribute(model, x, t, ctx).detach().contiguous(),)
 
     return fn
 

@@ -91,7 +91,7 @@ def localization(
     figures_dir: Path,
     n_images: int | None = None,
     absolute: bool = False,
-    tolerance: int = 0,
+    tolerance: int | None = None,
 ) -> AuditResult:
     """Map against the evidence masks, with a centre-of-image baseline."""
     title = "Localization against evidence masks"
@@ -99,6 +99,8 @@ def localization(
     if test.masks is None:
         return skipped("localization", title, "the dataset has no evidence masks")
     has_mask = [i for i in range(len(test)) if bool(test.masks[i].any())]
+    # Zhang et al. (2018) count a hit within 15 pixels of the mask at 224 px; scaled to the size.
+    tol = tolerance if tolerance is not None else max(0, round(15 * test.masks.shape[-1] / 224))
     if not has_mask:
         return skipped("localization", title, "every evidence mask of the test images is empty")
     images = stratified(test.subset(has_mask), n_images)
@@ -120,7 +122,7 @@ def localization(
         mp = np.abs(mp) if absolute else mp
         scores[label] = {}
         for metric, fn in METRIC_FNS.items():
-            kw = {"tolerance": tolerance} if metric == "pointing_game" else {}
+            kw = {"tolerance": tol} if metric == "pointing_game" else {}
             scores[label][metric] = np.array([fn(mp[i], masks[i], **kw) for i in range(n)])
         for i, image_id in enumerate(images.ids):
             rows.append({"method": label, "id": image_id,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .base import SOURCES, SPLITS, DatasetBundle, Record
+from .base import SOURCES, SPLITS, DatasetBundle, Record, readable_class_name
 from .io import IMAGE_EXTENSIONS
 
 SPLIT_ALIASES = {
@@ -117,6 +117,9 @@ def _finish(
             f"{name}: class {empty[0]!r} has no images "
             f"(allowed extensions: {', '.join(IMAGE_EXTENSIONS)})"
         )
+    readable = [readable_class_name(c) for c in classes]
+    if len(set(readable)) == len(readable):  # PlantVillage "Plant___Disease" -> "Plant: Disease"
+        classes = readable
     splits: dict[str, list[Record]] = {s: [] for s in SPLITS}
     if all(split for *_, split in items):
         assigned = {s: [i for i, it in enumerate(items) if it[3] == s] for s in SPLITS}

@@ -353,8 +353,8 @@ def _bean_rust(
 # --------------------------------------------------------------------------- rendering
 
 
-def _tag_mask(size: int) -> np.ndarray:
-    side = max(3, round(TAG_FRACTION * size))
+def _tag_mask(size: int, fraction: float = TAG_FRACTION) -> np.ndarray:
+    side = max(3, round(fraction * size))
     margin = max(1, round(TAG_MARGIN * size))
     mask = np.zeros((size, size), bool)
     mask[margin : margin + side, margin : margin + side] = True  # top-left corner
@@ -362,7 +362,11 @@ def _tag_mask(size: int) -> np.ndarray:
 
 
 def render_leaf(
-    seed: int | np.random.SeedSequence, label: int, size: int = 224, shortcut: bool = False
+    seed: int | np.random.SeedSequence,
+    label: int,
+    size: int = 224,
+    shortcut: bool = False,
+    tag_fraction: float = TAG_FRACTION,
 ) -> SyntheticLeaf:
     """Render one leaf of class ``CLASSES[label]``; ``shortcut`` adds the class's corner tag."""
     if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < 3:
@@ -390,7 +394,7 @@ def render_leaf(
     image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
     leaf_mask = leaf.alpha >= 0.5
     lesion_mask = lesions & leaf_mask
-    tag = _tag_mask(size) if shortcut else np.zeros((size, size), bool)
+    tag = _tag_mask(size, tag_fraction) if shortcut else np.zeros((size, size), bool)
     if shortcut:
         image[tag] = TAG_COLOURS[CLASSES[label]]
         leaf_mask &= ~tag
@@ -408,6 +412,7 @@ class _Key(NamedTuple):
     i: int
     size: int
     tagged: bool
+    tag_fraction: float = TAG_FRACTION
 
 
 def _record_seed(key: _Key) -> np.random.SeedSequence:
@@ -461,7 +466,7 @@ def _render_key(key: _Key) -> SyntheticLeaf:
     global RENDER_COUNT
     leaf = _RENDERS.get(key)
     if leaf is None:
-        leaf = render_leaf(_record_seed(key), key.class_index, key.size, key.tagged)
+        leaf = render_leaf(_record_seed(key), key.class_index, key.size, key.tagged, key.tag_fraction)
         RENDER_COUNT += 1
         _RENDERS.put(key, leaf, leaf.image.nbytes + 3 * leaf.leaf_mask.nbytes)
         packed = (np.packbits(leaf.lesion_mask), np.packbits(leaf.leaf_mask))
@@ -521,7 +526,7 @@ def _plan(syn: SyntheticConfig, seed: int, names: list[str], max_per_class: int 
                 else set()
             )
             for i in range(n):
-                yield split, name, i, _Key(seed, split, ci, i, syn.image_size, i in tagged)
+                yield split, name, i, _Key(seed, split, ci, i, syn.image_size, i in tagged, syn.shortcut_size)
 
 
 def _shortcut_info(syn: SyntheticConfig, names: list[str]) -> dict:
@@ -531,7 +536,7 @@ def _shortcut_info(syn: SyntheticConfig, names: list[str]) -> dict:
         "enabled": True,
         "splits": ["train"],
         "corner": TAG_CORNER,
-        "size_px": max(3, round(TAG_FRACTION * syn.image_size)),
+        "size_px": max(3, round(syn.shortcut_size * syn.image_size)),
         "strength": syn.shortcut_strength,
         "colours": {name: list(TAG_COLOURS[name]) for name in names},
     }
@@ -577,7 +582,7 @@ def write_synthetic(out_dir: str | Path, cfg: SyntheticConfig, seed: int) -> Pat
     out = Path(out_dir)
     names = list(CLASSES)
     for split, name, i, key in _plan(cfg, seed, names, None):
-        leaf = render_leaf(_record_seed(key), key.class_index, key.size, key.tagged)
+        leaf = render_leaf(_record_seed(key), key.class_index, key.size, key.tagged, key.tag_fraction)
         rel = Path(split) / name / f"{i:04d}.png"
         atomic_write_bytes(out / "images" / rel, _png(leaf.image))
         atomic_write_bytes(out / "masks" / rel, _png(leaf.lesion_mask))

@@ -52,12 +52,15 @@ class Preprocessing:
         return (x - mean) / std
 
     def geometry(self, img: Image.Image, resample: int) -> Image.Image:
+        # As torchvision's Resize(int) + CenterCrop: the long side is truncated, the crop
+        # offset rounded, so pixels match the weights' own transforms.
         w, h = img.size
-        scale = self.resize_size / min(w, h)
-        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        short, long = (w, h) if w <= h else (h, w)
+        new_long = max(1, int(self.resize_size * long / short))
+        nw, nh = (self.resize_size, new_long) if w <= h else (new_long, self.resize_size)
         img = img.resize((nw, nh), resample=resample)
-        left = (nw - self.image_size) // 2
-        top = (nh - self.image_size) // 2
+        left = int(round((nw - self.image_size) / 2.0))
+        top = int(round((nh - self.image_size) / 2.0))
         if left < 0 or top < 0:  # resize_size < image_size: pad by resizing to fit
             return img.resize((self.image_size, self.image_size), resample=resample)
         return img.crop((left, top, left + self.image_size, top + self.image_size))
