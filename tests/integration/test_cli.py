@@ -161,3 +161,16 @@ def test_corrupt_image_skipped_or_failed_per_policy(tmp_path):
     assert [Path(r["file"]).name for r in skipped] == ["broken.jpg"]
     summary = json.loads((tmp_path / "f" / "summary.json").read_text())
     assert summary["dataset"]["skipped"] == 1 and sum(summary["dataset"]["n"].values()) == 12
+
+
+def test_unusable_output_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", f"output_dir={blocker}",
+            "--set", "data.synthetic.n_train=2", "--set", "data.synthetic.n_val=1",
+            "--set", "data.synthetic.n_test=1", "--set", "data.synthetic.image_size=32"]
+    res = xaudit(*args, cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "cannot create run folder" in errors[0], res.stderr
+    assert blocker.read_text() == "not a folder"  # nothing written was lost
