@@ -157,7 +157,7 @@ def xaudit_workflow(data, n_explain: int, size: int = 128) -> dict:
         store.prepare(records, workers=2)
     model = frozen_resnet18()
     built = BuiltModel(model, "resnet18", "fc", None, "none")
-    cfg = TrainConfig(epochs=3, lr=1e-3, batch_size=16, cached_views=1,
+    cfg = TrainConfig(epochs=3, lr=1e-3, batch_size=16, cached_views=1, precision="bf16",
                       augment=AugmentConfig(hflip=True, rotation=10))
     train(built, ["fc"], "frozen", store, splits["train"], splits["val"], pre, cfg,
           torch.device("cpu"), torch.Generator().manual_seed(479))

@@ -87,6 +87,7 @@ class TrainConfig:
     cached_views: int = 4  # frozen mode with augmentation: augmented views cached per image
     num_workers: int = 0
     skip: bool = False  # no training: use the pretrained classifier as it is (ImageNet classes)
+    precision: Literal["fp32", "bf16"] = "fp32"  # frozen mode: backbone feature pass under bf16 autocast
 
 
 @dataclass

@@ -67,15 +67,18 @@ def extract_features(
     generator: torch.Generator | None = None,
     progress: Progress = _noop,
     desc: str = "features",
+    precision: str = "fp32",
 ) -> torch.Tensor:
     backbone.eval()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     out = []
     for start in range(0, len(records), batch_size):
         images = store.batch(records[start : start + batch_size])
         if augment is not None:
             images = augment_batch(augment, images, generator)
         x = pre.normalize(images).to(device).contiguous(memory_format=torch.channels_last)
-        out.append(backbone(x).float().flatten(1).cpu())
+        with autocast:
+            out.append(backbone(x).float().flatten(1).cpu())
         progress(desc, min(start + batch_size, len(records)), len(records))
     return torch.cat(out) if out else torch.empty(0)
 
@@ -109,11 +112,13 @@ def build_feature_cache(
     views = [
         extract_features(
             backbone, store, train, pre, cfg.batch_size, device, aug, generator, progress,
-            f"train features (view {v + 1}/{n_views})",
+            f"train features (view {v + 1}/{n_views})", cfg.precision,
         )
         for v in range(n_views)
     ]
-    val_feats = extract_features(backbone, store, val, pre, cfg.batch_size, device, None, None, progress, "val features")
+    val_feats = extract_features(
+        backbone, store, val, pre, cfg.batch_size, device, None, None, progress, "val features", cfg.precision
+    )
     return FeatureCache(
         views,
         torch.tensor([r.label for r in train]),

@@ -1,0 +1,52 @@
+import torch
+
+from xaudit.config import AugmentConfig, TrainConfig
+from xaudit.data.base import Record
+from xaudit.data.transforms import DecodedStore, Preprocessing
+from xaudit.models import build_model, configure_trainable
+from xaudit.train import HeadInput, extract_features, train
+
+
+def _records(n=12, size=32):
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(n):
+        label = i % 2
+        img = (torch.rand(size, size, 3, generator=gen) * 80).to(torch.uint8)
+        img[..., label] += 150
+        out.append(Record(id=f"r{i}", label=label, image=img.numpy()))
+    return out
+
+
+def test_frozen_training_runs_the_backbone_once_per_view_and_is_seeded():
+    pre = Preprocessing(32, 32)
+    records = _records()
+    store = DecodedStore(pre)
+    store.prepare(records, workers=1)
+    cfg = TrainConfig(epochs=4, batch_size=4, cached_views=2, augment=AugmentConfig(hflip=True))
+    results = []
+    for _ in range(2):
+        built = build_model("resnet18", 2, "none", seed=0)
+        trained = configure_trainable(built, "frozen")
+        res, cache = train(built, trained, "frozen", store, records[:8], records[8:], pre, cfg,
+                           torch.device("cpu"), torch.Generator().manual_seed(1))
+        results.append((res, built.model.fc.weight.detach().clone()))
+        assert res.backbone_passes == 2 * 8 + 4 and len(res.history) == 4
+        assert len(cache.train_views) == 2 and cache.train_views[0].shape == (8, 512)
+    assert torch.equal(results[0][1], results[1][1])
+    assert [r["train_loss"] for r in results[0][0].history] == [r["train_loss"] for r in results[1][0].history]
+
+
+def test_bf16_feature_pass_stays_close_to_fp32():
+    pre = Preprocessing(32, 32)
+    records = _records()
+    store = DecodedStore(pre)
+    store.prepare(records, workers=1)
+    built = build_model("resnet18", 2, "none", seed=0)
+    backbone = HeadInput(built.model, built.head)
+    args = (backbone, store, records, pre, 4, torch.device("cpu"))
+    fp32 = extract_features(*args)
+    bf16 = extract_features(*args, precision="bf16")
+    assert fp32.dtype == bf16.dtype == torch.float32
+    rel = (bf16 - fp32).norm() / fp32.norm()
+    assert 0 < rel < 0.05
