@@ -105,6 +105,11 @@ def check_layer(layer: Any) -> None:
 # ---------------------------------------------------------------- CAM methods
 
 
+def layer_label(self) -> str:
+    """``name`` or ``name[layer]``: the same method on two layers gets two labels."""
+    return self.name if self.layer is None else f"{self.name}[{self.layer}]"
+
+
 @register("grad_cam")
 class GradCamExplainer(Explainer):
     kind = "cam"
@@ -116,9 +121,7 @@ class GradCamExplainer(Explainer):
         self.layer = layer
         self.relu = relu
 
-    @property
-    def label(self) -> str:
-        return self.name if self.layer is None else f"{self.name}[{self.layer}]"
+    label = property(layer_label)
 
     def attribute(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
@@ -139,9 +142,7 @@ class GuidedGradCamExplainer(Explainer):
         check_layer(layer)
         self.layer = layer
 
-    @property
-    def label(self) -> str:
-        return self.name if self.layer is None else f"{self.name}[{self.layer}]"
+    label = property(layer_label)
 
     def attribute(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
@@ -188,9 +189,7 @@ class _LayerPathExplainer(Explainer):
         self.n_steps = n_steps
         self.baseline = baseline
 
-    @property
-    def label(self) -> str:
-        return self.name if self.layer is None else f"{self.name}[{self.layer}]"
+    label = property(layer_label)
 
     def captum(self, model: nn.Module, layer: nn.Module) -> Any:
         raise NotImplementedError
