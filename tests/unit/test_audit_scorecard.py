@@ -55,6 +55,20 @@ def test_verdict_trusts_only_methods_that_fail_nothing():
     assert "untested: no audit" in text and "shortcut" in text.lower()
 
 
+def test_verdict_names_the_closest_method_when_none_is_trusted():
+    cells = [
+        cell("a", 0.1, passed=False, audit="model_randomization"),
+        cell("a", 0.9, passed=True),
+        cell("a", 0.9, passed=True, audit="localization"),
+        cell("b", 0.1, passed=False, audit="model_randomization"),
+        cell("b", 0.1, passed=False, audit="localization"),
+        cell("b", 0.9, passed=True),
+    ]
+    text, trusted = verdict(cells, ["a", "b"], None)
+    assert trusted == []
+    assert "Closest to trustworthy: a (2 of 3 checks)." in text and "b (1 of 3" not in text
+
+
 def test_validate_specs_names_unknown_audits_and_params():
     validate_audit_specs([{"name": "faithfulness", "steps": 10}, {"name": "shortcut"}])
     with pytest.raises(ConfigError, match="unknown audit 'faithfullness'.*Did you mean 'faithfulness'"):

@@ -111,10 +111,13 @@ def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tup
     """
     lines: list[str] = []
     trusted: list[str] = []
+    pass_rate: dict[str, tuple[int, int]] = {}
     for method in methods:
         own = [c for c in cells if c.method == method and c.audit not in MODEL_AUDITS]
         judged = [c for c in own if c.passed is not None]
         failed = [c for c in judged if not c.passed]
+        if judged:
+            pass_rate[method] = (len(judged) - len(failed), len(judged))
         if not judged:
             lines.append(f"{method}: no audit with a pass/fail rule ran, so no verdict.")
             continue
@@ -131,6 +134,11 @@ def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tup
         head = f"This model's maps can be trusted with {', '.join(trusted)}."
     else:
         head = "None of the audited methods passed every check: read its maps with caution."
+        if pass_rate:
+            best = max(p / n for p, n in pass_rate.values())
+            closest = [m for m, (p, n) in pass_rate.items() if p / n == best]
+            shown = ", ".join(f"{m} ({pass_rate[m][0]} of {pass_rate[m][1]} checks)" for m in closest)
+            head += f" Closest to trustworthy: {shown}."
     if shortcut and shortcut.get("flagged"):
         classes = ", ".join(shortcut.get("classes", [])) or "some classes"
         head += (
