@@ -89,8 +89,34 @@ def _accuracy_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, f
     return acc, loss
 
 
-def _better(acc: float, loss: float, best: tuple[float, float] | None) -> bool:
-    return best is None or acc > best[0] or (acc == best[0] and loss < best[1])
+class BestKeeper:
+    """Keeps the best-on-validation state (accuracy, then loss) and decides early stopping.
+
+    Without a validation split every epoch counts as the best, so the last one is kept.
+    """
+
+    def __init__(self, module: nn.Module, patience: int | None):
+        self.module, self.patience = module, patience
+        self.score: tuple[float, float] | None = None
+        self.state = copy.deepcopy(module.state_dict())
+        self.epoch, self.stale = 0, 0
+
+    def update(self, epoch: int, row: dict) -> bool:
+        """Record an epoch's history row; True when training should stop."""
+        has_val = row["val_acc"] is not None
+        score = (row["val_acc"], row["val_loss"]) if has_val else (0.0, row["train_loss"])
+        best = self.score
+        if not has_val or best is None or score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
+            self.score, self.state, self.stale = score, copy.deepcopy(self.module.state_dict()), 0
+            self.epoch = epoch
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale > self.patience
+
+    def restore(self, has_val: bool) -> float | None:
+        """Load the best state back; return its validation accuracy (None without validation)."""
+        self.module.load_state_dict(self.state)
+        return self.score[0] if self.score is not None and has_val else None
 
 
 class FeatureCache:
@@ -135,7 +161,7 @@ def fit_head(
     labels = cache.train_labels if labels is None else labels
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(labels)
-    best, best_state, stale = None, copy.deepcopy(head.state_dict()), 0
+    keeper = BestKeeper(head, cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         head.train()
@@ -163,16 +189,10 @@ def fit_head(
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         progress("epochs", epoch, cfg.epochs)
-        score = (row["val_acc"], row["val_loss"]) if row["val_acc"] is not None else (0.0, row["train_loss"])
-        if row["val_acc"] is None or _better(*score, best):
-            best, best_state, stale = score, copy.deepcopy(head.state_dict()), 0
-            result.best_epoch = epoch
-        else:
-            stale += 1
-        if cfg.patience is not None and stale > cfg.patience:
+        if keeper.update(epoch, row):
             break
-    head.load_state_dict(best_state)
-    result.best_val_accuracy = best[0] if best is not None and len(cache.val_labels) else None
+    result.best_epoch = keeper.epoch
+    result.best_val_accuracy = keeper.restore(bool(len(cache.val_labels)))
     return result
 
 
@@ -186,7 +206,7 @@ def fit_full(
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     aug = build_augment(cfg.augment, pre.image_size)
     labels = torch.tensor([r.label for r in train])
-    best, best_state, stale = None, copy.deepcopy(model.state_dict()), 0
+    keeper = BestKeeper(model, cfg.patience)
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -219,17 +239,11 @@ def fit_full(
             row.update(val_loss=None, val_acc=None)
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
-        score = (row["val_acc"], row["val_loss"]) if val else (0.0, row["train_loss"])
-        if not val or _better(*score, best):
-            best, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
-            result.best_epoch = epoch
-        else:
-            stale += 1
-        if cfg.patience is not None and stale > cfg.patience:
+        if keeper.update(epoch, row):
             break
-    model.load_state_dict(best_state)
+    result.best_epoch = keeper.epoch
+    result.best_val_accuracy = keeper.restore(bool(val))
     model.eval()
-    result.best_val_accuracy = best[0] if best is not None and val else None
     return result
 
 

@@ -50,3 +50,20 @@ def test_bf16_feature_pass_stays_close_to_fp32():
     assert fp32.dtype == bf16.dtype == torch.float32
     rel = (bf16 - fp32).norm() / fp32.norm()
     assert 0 < rel < 0.05
+
+
+def test_best_keeper_keeps_best_accuracy_then_loss_and_stops_on_patience():
+    from torch import nn
+
+    from xaudit.train import BestKeeper
+
+    layer = nn.Linear(1, 1, bias=False)
+    keeper = BestKeeper(layer, patience=1)
+    history = [(0.5, 1.0), (0.8, 0.9), (0.8, 0.7), (0.7, 0.5), (0.6, 0.4)]
+    stops = []
+    for epoch, (acc, loss) in enumerate(history, start=1):
+        layer.weight.data.fill_(epoch)
+        stops.append(keeper.update(epoch, {"val_acc": acc, "val_loss": loss, "train_loss": 0.0}))
+    assert stops == [False, False, False, False, True]  # two epochs without improvement
+    assert keeper.epoch == 3  # tie on accuracy broken by the lower loss
+    assert keeper.restore(True) == 0.8 and layer.weight.item() == 3.0
