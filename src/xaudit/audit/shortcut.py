@@ -88,7 +88,7 @@ def shortcut(
     figures_dir: Path,
     n_images: int | None = None,
     border: float = 0.1,
-    corner: float = 0.2,
+    corner: float = 0.25,
     margin: float = 0.25,
     gap: float = 0.1,
 ) -> AuditResult:
