@@ -28,6 +28,16 @@ def test_mean_ci_is_a_t_interval_around_the_mean():
     assert math.isnan(mean_ci([5.0])[1]) and mean_ci([])[3] == 0
 
 
+def test_hit_rates_get_a_wilson_interval():
+    # Published values: 8 of 10 -> [0.490, 0.943]; 0 of 10 -> [0, 0.278] (Wilson 1927).
+    mean, lo, hi, n = mean_ci([1.0] * 8 + [0.0] * 2)
+    assert (mean, n) == (0.8, 10) and (lo, hi) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert mean_ci([0.0] * 10)[1:3] == pytest.approx((0.0, 0.2775), abs=1e-4)
+    # A t-interval would collapse to a point at 10/10; Wilson keeps its width and stays in [0, 1].
+    _, lo, hi, _ = mean_ci([1.0] * 10)
+    assert lo == pytest.approx(0.7225, abs=1e-4) and hi == pytest.approx(1.0)
+
+
 def cell(method, mean, higher=True, passed=None, audit="faithfulness"):
     return Cell(method, audit, "m", np.array([mean - 0.1, mean, mean + 0.1]), higher, passed, "rule")
 

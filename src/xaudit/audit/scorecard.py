@@ -17,14 +17,28 @@ from .base import Cell, nan_to_none
 MODEL_AUDITS = ("shortcut", "correctness")
 
 
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion: inside [0, 1], sensible at 0/n and n/n."""
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n) of the finite ``values`` with a Student-t interval."""
+    """(mean, lo, hi, n) of the finite ``values``: a Student-t interval, or a Wilson score
+    interval when every value is 0 or 1 (a hit rate such as the pointing game's), where a
+    t-interval would leave [0, 1] or collapse to a point at 0/n and n/n."""
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     n = int(v.size)
     if n == 0:
         return float("nan"), float("nan"), float("nan"), 0
     mean = float(v.mean())
+    if np.isin(v, (0.0, 1.0)).all():
+        lo, hi = wilson_ci(int(v.sum()), n, level)
+        return mean, lo, hi, n
     if n < 2:
         return mean, float("nan"), float("nan"), n
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
