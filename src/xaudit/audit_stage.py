@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .audit import AuditImages, AuditInput, run_audits
+from .audit.base import clear_audit_state
 from .data.base import Record
 from .explain import validate_method_specs
 from .explain.engine import resolve_targets
+from .run import fingerprint
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -91,6 +95,9 @@ def make_retrain_shuffled(pipe: Pipeline):
         built = build_model(r.model.name, len(bundle.classes), r.model.weights, seed=seed)
         trained = configure_trainable(built, r.model.mode, r.model.n_blocks)
         if r.model.mode == "frozen":
+            # Features from channels-last weights, as training computes them, so a cache built
+            # here equals the one training left behind when both ran in one process.
+            built.model.to(pipe.device).to(memory_format=torch.channels_last)
             if pipe._feature_cache is None:
                 pipe._feature_cache = training.build_feature_cache(
                     built, store, train_records, bundle.splits["val"], pre, r.train, pipe.device,
@@ -101,7 +108,7 @@ def make_retrain_shuffled(pipe: Pipeline):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 training.fit_head(head, cache, r.train, gen, labels=shuffled_labels)
-            return built.model.eval().to(pipe.device)
+            return built.model.to(memory_format=torch.contiguous_format).eval().to(pipe.device)
         relabelled = [copy.copy(rec) for rec in train_records]
         for rec, lab in zip(relabelled, shuffled_labels.tolist(), strict=True):
             rec.label = lab
@@ -116,6 +123,10 @@ def make_retrain_shuffled(pipe: Pipeline):
 def run_audit_stage(pipe: Pipeline) -> dict:
     r = pipe.recipe
     bundle, model = pipe.dataset(), pipe.model()
+    # The explain stage stores the weights channels-last when it runs in the same process;
+    # audit in the layout the model is loaded in, so a resumed or separate `xaudit audit`
+    # run computes the same numbers to the last bit.
+    model.to(memory_format=torch.contiguous_format)
     specs = list(r.audit.audits)
     n = max([r.audit.n_images] + [int(s.get("n_images") or 0) for s in specs if isinstance(s, dict)])
     rows = pipe.explained_rows_all()
@@ -145,6 +156,24 @@ def run_audit_stage(pipe: Pipeline) -> dict:
     pipe.log(f"auditing {len(inp.explainers)} methods on {len(test_records)} test images")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(r.seed + 6)
-        summary = run_audits(inp, specs, pipe.run, r.audit.n_images)
+        summary = run_audits(inp, specs, pipe.run, r.audit.n_images, state=_state_key(pipe), log=pipe.log)
     pipe.run.update_summary(audits=summary)
+    clear_audit_state(pipe.run)
     return summary
+
+
+def _state_key(pipe: Pipeline) -> str:
+    """What saved audit results depend on: the recipe up to the audit stage, the trained
+    model and the predictions it made (a retrained model invalidates them)."""
+    files = [pipe.run.model_dir / "model.safetensors", pipe.run.table("predictions")]
+    return fingerprint({"stage": pipe.fingerprints["audit"], "files": [_digest(f) for f in files]})
+
+
+def _digest(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

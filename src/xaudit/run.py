@@ -115,14 +115,19 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    """The text ``write_csv`` writes: header, then one line per row (floats as ``repr``)."""
     columns = list(columns or (rows[0].keys() if rows else []))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+    atomic_write_text(path, csv_text(rows, columns))
 
 
 def _csv_value(value: Any) -> Any:

@@ -126,3 +126,124 @@ def test_class_name_with_html_is_escaped_in_the_report(tmp_path):
     assert evil not in html
     figures = [p.name for p in (tmp_path / "x" / "figures").iterdir()]
     assert all("<" not in f and ">" not in f and "/" not in f for f in figures)
+
+
+AUDITS = ("[{name: convergence, steps: [4, 8]}, {name: model_randomization, max_steps: 2}, "
+          "{name: label_randomization}, {name: faithfulness, steps: 4, road_percentages: [0.5], "
+          "infidelity_samples: 2, sensitivity_samples: 0}, {name: localization}, {name: shortcut}, "
+          "{name: correctness}]")
+AUDIT_RUN = [
+    "data.synthetic.n_test=4", "explain.select.all=false", "explain.select.per_class=1",
+    "explain.methods=[{name: saliency}, {name: integrated_gradients, n_steps: 8}]",
+    "audit.enabled=true", "audit.n_images=3", f"audit.audits={AUDITS}",
+]
+
+
+def audit_args(out: Path, name: str) -> list[str]:
+    return cli_args(out, name, AUDIT_RUN)
+
+
+def one_thread_env() -> dict:
+    # One intra-op thread: on a shared 2-core machine this is several times faster than two.
+    return {**env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _without_seconds(obj):
+    if isinstance(obj, dict):
+        return {k: _without_seconds(v) for k, v in obj.items() if "seconds" not in k}
+    if isinstance(obj, list):
+        return [_without_seconds(v) for v in obj]
+    return obj
+
+
+def _table_without_timing(path: Path) -> tuple[list[str], list[list[str]], dict]:
+    """Columns, rows without timing columns and the ranks of each (audit, metric, mean) group.
+
+    Tied scorecard means are ranked in an arbitrary order (``rank_cells`` breaks ties by
+    object identity), so ranks are compared as a set within a tie; everything else exactly.
+    """
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for c in (rows[0] if rows else {}) if "seconds" not in c and c != "rank"]
+    ties: dict[tuple, list[str]] = {}
+    for r in rows:
+        if "rank" in r:
+            ties.setdefault((r["audit"], r["metric"], r["mean"]), []).append(r["rank"])
+    return columns, [[r[c] for c in columns] for r in rows], {k: sorted(v) for k, v in ties.items()}
+
+
+@needs_offline
+def test_kill_9_during_audit_then_resume_keeps_finished_audits_and_matches(tmp_path):
+    ref = subprocess.run(audit_args(tmp_path, "ref"), env=one_thread_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "killed"
+    state = run / "audit_state"
+    proc = subprocess.Popen(audit_args(tmp_path, "killed"), env=one_thread_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_dir() and any(state.glob("*.json")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.stem for p in state.glob("*.json"))
+    assert 1 <= len(done) < 7, done
+    assert "audits" not in json.loads((run / "summary.json").read_text())  # the stage had not finished
+    kept = {}
+    for name in done:
+        saved = json.loads((state / f"{name}.json").read_text())
+        figures = [run / "figures" / f for f in saved["result"]["figures"]]
+        paths = [run / "tables" / f"audit_{name}.csv", *figures]
+        kept.update({p: p.stat().st_mtime_ns for p in paths if p.is_file()})
+    assert kept
+
+    res = subprocess.run(audit_args(tmp_path, "killed"), env=one_thread_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    for stage in ("train", "evaluate", "explain"):
+        assert f"{stage}: already done, kept" in res.stderr
+    for name in done:  # finished audits were reloaded, not recomputed
+        assert f"audit {name}: already done, kept" in res.stderr
+    for path, mtime in kept.items():
+        assert path.stat().st_mtime_ns == mtime, path
+    assert not state.exists()  # saved results are removed once the stage has finished
+
+    # The same results as the uninterrupted run: every table byte for byte except timing
+    # columns (seconds) and the order of ranks among tied scores.
+    ref_tables = sorted(p.name for p in (tmp_path / "ref" / "tables").glob("audit_*.csv"))
+    assert ref_tables == sorted(p.name for p in (run / "tables").glob("audit_*.csv"))
+    assert len(ref_tables) == 7
+    for name in [*ref_tables, "scorecard.csv"]:
+        a, b = tmp_path / "ref" / "tables" / name, run / "tables" / name
+        if a.read_bytes() != b.read_bytes():
+            assert _table_without_timing(a) == _table_without_timing(b), name
+    a = json.loads((tmp_path / "ref" / "summary.json").read_text())["audits"]
+    b = json.loads((run / "summary.json").read_text())["audits"]
+    assert _without_seconds(a) == _without_seconds(b)
+    assert a["cost"]["maps"]["model_evals"] == b["cost"]["maps"]["model_evals"] > 0
+
+
+def test_saved_audit_results_round_trip_exactly():
+    from xaudit.audit import AuditResult, Cell
+    from xaudit.audit.base import _decode, _encode
+
+    cell = Cell("ig", "faithfulness", "auc", np.array([0.1, np.nan, np.inf], np.float32), True,
+                np.bool_(True), "rule", 1.5, 7)
+    result = AuditResult(
+        "faithfulness", "T", "text", [{"id": "a", "v": np.float32(0.1), "w": 0.1, "n": 3, "x": None}],
+        [cell], ["f.png"], {"per_image": {("ig", 2): [float("nan"), -float("inf")]}, "ok": False}, 2.0, 9,
+    )
+    encoded = json.loads(json.dumps(_encode(result.__dict__), allow_nan=False))
+    back = _decode(encoded)
+    assert back["rows"] == result.rows and type(back["rows"][0]["v"]) is np.float32
+    c = back["cells"][0]
+    assert c.values.dtype == np.float32 and np.array_equal(c.values, cell.values, equal_nan=True)
+    assert type(c.passed) is np.bool_ and (c.seconds, c.model_evals) == (1.5, 7)
+    assert list(back["summary"]["per_image"]) == [("ig", 2)]
+    nan, neg_inf = back["summary"]["per_image"][("ig", 2)]
+    assert np.isnan(nan) and neg_inf == -np.inf

@@ -7,9 +7,13 @@ reads them from the signature, so the recipe, the CLI and the tests see one list
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -372,40 +376,74 @@ def resolve_specs(specs: list[dict] | None) -> list[dict]:
     return sorted(specs, key=lambda s: rank.get(s["name"], len(ORDER)))
 
 
-def run_audits(inp: AuditInput, specs: list[dict], run_dir: Any, n_images: int) -> dict:
+def audit_seed(seed: int, name: str) -> int:
+    """The seed of audit ``name``: from the run's audit seed and the name alone.
+
+    Each audit draws from its own generator (and a global RNG seeded the same way), so its
+    numbers do not depend on which audits ran before it, or were reloaded on resume.
+    """
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+STATE_DIR = "audit_state"  # run_dir/audit_state/<audit>.json: finished audits of an unfinished stage
+
+
+def run_audits(
+    inp: AuditInput,
+    specs: list[dict],
+    run_dir: Any,
+    n_images: int,
+    state: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Run the listed audits (empty = all), write tables and figures, return the summary section.
 
     Tables: ``tables/audit_<name>.csv`` per audit and ``tables/scorecard.csv``; figures:
     ``figures/audit_*.png``. The returned mapping is documented in docs/audits.md.
+
+    ``state``: a key of everything the audits depend on (recipe, model, predictions). With it,
+    each finished audit's result is saved to ``run_dir/audit_state/<name>.json`` and an
+    audit whose saved key matches (and whose figures exist) is reloaded instead of re-run,
+    so a killed stage resumes where it stopped, with the same numbers.
     """
-    from ..run import write_csv
+    from ..run import fingerprint
     from .scorecard import scorecard_rows, summarize_cells, verdict
 
+    log = log or (lambda message: None)
     validate_audit_specs(specs)
     specs = resolve_specs(specs)
     figures_dir = Path(run_dir.figures)
     figures_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(run_dir.root) / STATE_DIR if state is not None else None
+    base_seed = inp.generator.initial_seed()
     results: list[AuditResult] = []
+    maps_cost: dict[Any, tuple[float, int]] = {}  # trained-map cache key -> (seconds, evals)
     for spec in specs:
         name = spec["name"]
         params = {k: v for k, v in spec.items() if k != "name"}
         if "n_images" in audit_params(name) and params.get("n_images") is None:
             params["n_images"] = n_images
-        start = time.perf_counter()
-        result = AUDITS.get(name)(inp, figures_dir, **params)
-        result.seconds = result.seconds or time.perf_counter() - start
+        key = fingerprint({"state": state, "audit": name, "params": params})
+        loaded = _load_checkpoint(state_dir, name, key, figures_dir) if state_dir else None
+        if loaded is not None:
+            result, new_maps = loaded
+            log(f"audit {name}: already done, kept")
+        else:
+            result, new_maps = _run_one(inp, name, params, audit_seed(base_seed, name), figures_dir)
+        for map_key, cost in new_maps.items():
+            maps_cost.setdefault(map_key, cost)
         results.append(result)
         inp.cache.setdefault("results", {})[name] = result
         if result.rows:
-            write_csv(run_dir.table(f"audit_{name}"), result.rows, _columns(result.rows))
+            _write_table(run_dir.table(f"audit_{name}"), result.rows, only_if_changed=loaded is not None)
+        if state_dir is not None and loaded is None:
+            _save_checkpoint(state_dir, name, key, result, new_maps, log)
 
     cells = [c for r in results for c in r.cells]
     rows = scorecard_rows(cells)
-    write_csv(
-        run_dir.table("scorecard"),
-        rows,
-        _columns(rows) if rows else ["method", "audit", "metric", "mean", "ci_lo", "ci_hi"],
-    )
+    _write_table(run_dir.table("scorecard"), rows,
+                 columns=None if rows else ["method", "audit", "metric", "mean", "ci_lo", "ci_hi"])
     summary: dict[str, Any] = {}
     for result in results:
         section = summarize_cells([c for c in result.cells if c.audit == result.name])
@@ -426,13 +464,157 @@ def run_audits(inp: AuditInput, specs: list[dict], run_dir: Any, n_images: int) 
     summary["cost"] = {
         r.name: {"seconds": round(r.seconds, 3), "model_evals": int(r.model_evals)} for r in results
     }
-    maps_cost = inp.cache.get("maps_cost")
     if maps_cost:
         summary["cost"]["maps"] = {
-            "seconds": round(maps_cost["seconds"], 3),
-            "model_evals": int(maps_cost["model_evals"]),
+            "seconds": round(sum(s for s, _ in maps_cost.values()), 3),
+            "model_evals": int(sum(e for _, e in maps_cost.values())),
         }
     return plain(summary)
+
+
+def clear_audit_state(run_dir: Any) -> None:
+    """Remove the saved audit results of a stage that has finished."""
+    shutil.rmtree(Path(run_dir.root) / STATE_DIR, ignore_errors=True)
+
+
+def _shared(key: Any) -> bool:
+    """Cache entries every audit sees: earlier results and the trained model's maps.
+
+    Other entries (e.g. a random pairing of images) stay private to the audit that made
+    them, so an audit's numbers never depend on whether another ran before it.
+    """
+    return key in ("results", "maps_cost") or (isinstance(key, tuple) and bool(key) and key[0] == "maps")
+
+
+def _run_one(
+    inp: AuditInput, name: str, params: dict, seed: int, figures_dir: Path
+) -> tuple[AuditResult, dict[Any, tuple[float, int]]]:
+    """Run one audit with its own generator, global RNG seed and cache view.
+
+    Returns its result and the trained maps it computed (cache key -> seconds, evals).
+    """
+    view = {k: v for k, v in inp.cache.items() if _shared(k)}
+    before = set(view)
+    own = dataclasses.replace(inp, generator=torch.Generator().manual_seed(seed), cache=view)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        result = AUDITS.get(name)(own, figures_dir, **params)
+    result.seconds = result.seconds or time.perf_counter() - start
+    new_maps: dict[Any, tuple[float, int]] = {}
+    for key, value in view.items():
+        if not _shared(key):
+            continue
+        inp.cache[key] = value
+        if key not in before and isinstance(value, Maps):
+            new_maps[key] = (float(value.seconds), int(value.model_evals))
+    return result, new_maps
+
+
+def _write_table(path: Path, rows: list[dict], only_if_changed: bool = False, columns=None) -> None:
+    from ..run import atomic_write_text, csv_text
+
+    text = csv_text(rows, columns or _columns(rows))
+    if only_if_changed and path.is_file() and path.read_text(encoding="utf-8") == text:
+        return  # a reloaded audit's table is already there: leave it untouched
+    atomic_write_text(path, text)
+
+
+# ---- checkpoints: exact JSON round trip of results (numpy arrays and scalars, tuples, NaN)
+
+_TAG = "__xaudit__"
+
+
+class _NotSaveable(TypeError):
+    pass
+
+
+def _encode(value: Any) -> Any:
+    if value is None or isinstance(value, bool) or type(value) in (int, str):
+        return value
+    if type(value) is float:
+        return value if math.isfinite(value) else {_TAG: "float", "v": repr(value)}
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.hasobject:
+            raise _NotSaveable("numpy object array")
+        array = np.asarray(value)  # 0-d for a scalar (ascontiguousarray would make it 1-d)
+        return {_TAG: "ndarray" if isinstance(value, np.ndarray) else "scalar",
+                "dtype": array.dtype.str, "shape": list(array.shape),
+                "data": base64.b64encode(array.tobytes()).decode("ascii")}
+    if isinstance(value, Cell):
+        return {_TAG: "cell", "fields": {f.name: _encode(getattr(value, f.name))
+                                          for f in dataclasses.fields(Cell)}}
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "items": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {_TAG: "dict", "items": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    raise _NotSaveable(type(value).__name__)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    kind = value[_TAG]
+    if kind == "float":
+        return float(value["v"])
+    if kind in ("ndarray", "scalar"):
+        raw = base64.b64decode(value["data"])
+        array = np.frombuffer(raw, dtype=np.dtype(value["dtype"])).reshape(value["shape"]).copy()
+        return array if kind == "ndarray" else array[()]
+    if kind == "cell":
+        return Cell(**{k: _decode(v) for k, v in value["fields"].items()})
+    if kind == "tuple":
+        return tuple(_decode(v) for v in value["items"])
+    if kind == "dict":
+        return {_decode(k): _decode(v) for k, v in value["items"]}
+    raise ValueError(f"unknown tag {kind!r}")
+
+
+def _checkpoint_path(state_dir: Path, name: str) -> Path:
+    return state_dir / f"{safe_name(name)}.json"
+
+
+def _save_checkpoint(
+    state_dir: Path, name: str, key: str, result: AuditResult, maps: dict, log: Callable[[str], None]
+) -> None:
+    from ..run import atomic_write_text
+
+    try:
+        data = {
+            "key": key,
+            "result": {f.name: _encode(getattr(result, f.name)) for f in dataclasses.fields(AuditResult)},
+            "maps": [[_encode(k), s, e] for k, (s, e) in maps.items()],
+        }
+    except _NotSaveable as err:
+        log(f"audit {name}: its result holds a {err} and is not saved; a resumed run redoes it")
+        return
+    atomic_write_text(_checkpoint_path(state_dir, name), json.dumps(data, allow_nan=False) + "\n")
+
+
+def _load_checkpoint(
+    state_dir: Path, name: str, key: str, figures_dir: Path
+) -> tuple[AuditResult, dict] | None:
+    """The saved result of audit ``name`` if its key matches and its figures exist."""
+    path = _checkpoint_path(state_dir, name)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("key") != key:
+            return None
+        result = AuditResult(**{k: _decode(v) for k, v in data["result"].items()})
+        maps = {_decode(k): (float(s), int(e)) for k, s, e in data["maps"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable or from another version: redo the audit
+    if not all((figures_dir / f).is_file() for f in result.figures):
+        return None
+    return result, maps
 
 
 def _columns(rows: list[dict]) -> list[str]:
