@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 from pathlib import Path
@@ -192,9 +193,21 @@ def data_synth(
     console.print(f"[green]wrote[/green] {path} (use data.source: folder, data.path: {path}/images, data.masks: {path}/masks)")
 
 
+_OUTPUT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}  # writes only
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        try:
+            app(standalone_mode=False)
+        except OSError as err:
+            # A full disk or read-only folder met outside xaudit's own atomic writes (a
+            # figure saved by matplotlib, say): the same one line as for those.
+            if STATE["debug"] or err.errno not in _OUTPUT_ERRNOS:
+                raise
+            from .run import output_error
+
+            raise output_error(err.filename or "a file", err) from None
     except XauditError as err:
         if STATE["debug"]:
             raise

@@ -18,6 +18,7 @@ killed run never leaves a half-written artifact behind.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -57,40 +58,76 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_NOT_ALLOWED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def output_error(path: str | Path, err: BaseException, action: str = "write") -> XauditError:
+    """One line for a failed write: the path, the reason, and what to do about it."""
+    code = getattr(err, "errno", None)
+    text = str(err)
+    if code in _NO_SPACE or "No space left" in text or "StorageFull" in text:
+        return XauditError(
+            f"cannot {action} {path}: no space left on the device",
+            hint="free some space (or set output_dir to another disk) and run the same command "
+            "again: finished stages are kept",
+        )
+    if code in _NOT_ALLOWED:
+        return XauditError(
+            f"cannot {action} {path}: {getattr(err, 'strerror', None) or text} (the folder is not writable)",
+            hint="make the folder writable or set output_dir to another folder",
+        )
+    reason = getattr(err, "strerror", None) or f"{type(err).__name__}: {text}"
+    return XauditError(f"cannot {action} {path}: {reason}")
+
+
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    On any failure (a full disk included) the temporary file is removed and ``path`` is left
+    as it was: the previous version, or nothing.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise XauditError(f"cannot create output folder {path.parent}: {err.strerror}") from None
+        raise output_error(path.parent, err, "create output folder") from None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:
-        raise XauditError(f"cannot write to output folder {path.parent}: {err.strerror}") from None
+        raise output_error(path.parent, err, "write to output folder") from None
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
         yield tmp_path
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except OSError as err:
-        raise XauditError(f"cannot write {path}: {err.strerror}") from None
+        raise output_error(path, err) from None
+    except Exception as err:
+        if "No space left" in str(err) or "StorageFull" in str(err):  # e.g. safetensors' own error
+            raise output_error(path, err) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
+def _write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to the disk."""
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_file(tmp, data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -196,7 +233,7 @@ class RunDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise XauditError(f"cannot create run folder {self.root}: {err.strerror}") from None
+            raise output_error(self.root, err, "create run folder") from None
         if not os.access(self.root, os.W_OK):
             raise XauditError(f"run folder {self.root} is not writable")
         return self

@@ -247,3 +247,95 @@ def test_saved_audit_results_round_trip_exactly():
     assert list(back["summary"]["per_image"]) == [("ig", 2)]
     nan, neg_inf = back["summary"]["per_image"][("ig", 2)]
     assert np.isnan(nan) and neg_inf == -np.inf
+
+
+def _tiny_folder_args(tmp_path: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    for label, cls in enumerate(["a", "b"]):
+        for i in range(6):
+            write_png(root / cls / f"{i}.png", class_image(label, rng, 16))
+    args = ["xaudit", "run", str(ROOT / "configs" / "demo.yaml")]
+    for s in (f"output_dir={tmp_path}", "name=full", "data.source=folder", f"data.path={root}",
+              "model.weights=none", "model.image_size=32", "model.resize_size=32", "train.epochs=1",
+              "audit.enabled=false", "explain.methods=[{name: saliency}]"):
+        args += ["--set", s]
+    return args
+
+
+def _run_main(monkeypatch, capsys, argv: list[str]) -> tuple[int, str]:
+    from xaudit import cli
+
+    monkeypatch.setattr(sys, "argv", argv)
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def test_full_disk_is_one_line_and_leaves_finished_work_intact(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from xaudit import run as run_module
+
+    real_write = run_module._write_file
+    fail_on = {"name": ""}
+
+    def full_disk(path: Path, data: bytes) -> None:
+        if Path(path).name.startswith(f".{fail_on['name']}."):
+            with open(path, "wb") as fh:  # part of the data got out, then the disk was full
+                fh.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, data)
+
+    monkeypatch.setattr(run_module, "_write_file", full_disk)
+    args = _tiny_folder_args(tmp_path)
+    run = tmp_path / "full"
+
+    # 1. The disk fills up in the explain stage, on a new file.
+    fail_on["name"] = "explained_images.csv"
+    code, err = _run_main(monkeypatch, capsys, args)
+    assert code == 2 and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    target = run / "tables" / "explained_images.csv"
+    assert errors == [f"error: cannot write {target}: no space left on the device"], err
+    assert "hint: free some space" in err
+    assert not target.exists()  # no half-written file under the real name
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]  # nor a temporary one
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"train", "evaluate"}  # finished stages are intact
+    assert json.loads((run / "summary.json").read_text())["test"]["n"] > 0
+    model_bytes = (run / "model" / "model.safetensors").read_bytes()
+    predictions = (run / "tables" / "predictions.csv").read_bytes()
+
+    # 2. Full again, now while replacing a file that exists: the old version stays whole.
+    fail_on["name"] = "summary.json"
+    before = (run / "summary.json").read_bytes()
+    code, err = _run_main(monkeypatch, capsys, args)
+    assert code == 2 and f"error: cannot write {run / 'summary.json'}: no space left" in err
+    assert (run / "summary.json").read_bytes() == before
+    assert not [p for p in run.rglob("*") if p.name.endswith(".tmp")]
+
+    # 3. Space freed: the same command finishes, keeping what was done.
+    fail_on["name"] = "no file has this name"
+    code, err = _run_main(monkeypatch, capsys, args)
+    assert code == 0, err
+    assert "train: already done, kept" in err and "evaluate: already done, kept" in err
+    assert (run / "model" / "model.safetensors").read_bytes() == model_bytes
+    assert (run / "tables" / "predictions.csv").read_bytes() == predictions
+    assert target.is_file() and (run / "report.html").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_output_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    args = _tiny_folder_args(tmp_path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full").chmod(0o555)
+    try:
+        code, err = _run_main(monkeypatch, capsys, args)
+    finally:
+        (tmp_path / "full").chmod(0o755)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "is not writable" in errors[0], err
