@@ -78,9 +78,34 @@ def test_centre_baseline_peaks_in_the_centre():
     assert m[0, 0, 0] < 0.05
 
 
+def test_smoothing_points_at_dense_evidence_not_a_lone_spike():
+    mask = np.zeros((50, 50), bool)
+    mask[10:20, 10:20] = True
+    saliency = np.zeros((50, 50))
+    saliency[10:20, 10:20] = 0.6  # dense evidence in the mask
+    saliency[40, 40] = 1.0  # one noisy pixel elsewhere
+    assert pointing_game(saliency, mask) == 0.0
+    assert pointing_game(saliency, mask, smooth=0.02) == 1.0  # σ = 1 px
+
+
+def test_audit_scores_correctly_classified_images_only(tmp_path):
+    model = TinyNet()
+    images = images_for(model, n=6, size=16)
+    images.labels = images.preds.clone()
+    images.labels[:2] = 1 - images.preds[:2]  # two mistakes
+    images.targets = images.preds.clone()
+    inp = audit_input(model, [GradientExplainer()], images)
+    result = localization(inp, tmp_path)
+    assert result.summary["n_images"] == 4
+    assert {r["id"] for r in result.rows} == {f"img{i}" for i in range(2, 6)}
+    images.labels = 1 - images.preds
+    assert localization(audit_input(model, [GradientExplainer()], images), tmp_path).summary["skipped"]
+
+
 def test_audit_scores_mask_explainer_above_centre_baseline(tmp_path):
     model = TinyNet()
     images = images_for(model, n=4, size=16)
+    images.labels = images.preds.clone()
     oracle = FunctionExplainer(lambda x, t: images.masks.float()[: len(x)], label="oracle")
     inp = audit_input(model, [oracle, GradientExplainer()], images)
     result = localization(inp, tmp_path)
