@@ -152,22 +152,14 @@ def _without_seconds(obj):
     return obj
 
 
-def _table_without_timing(path: Path) -> tuple[list[str], list[list[str]], dict]:
-    """Columns, rows without timing columns and the ranks of each (audit, metric, mean) group.
-
-    Tied scorecard means are ranked in an arbitrary order (``rank_cells`` breaks ties by
-    object identity), so ranks are compared as a set within a tie; everything else exactly.
-    """
+def _table_without_timing(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows without timing columns (seconds): everything else is compared exactly."""
     import csv
 
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    columns = [c for c in (rows[0] if rows else {}) if "seconds" not in c and c != "rank"]
-    ties: dict[tuple, list[str]] = {}
-    for r in rows:
-        if "rank" in r:
-            ties.setdefault((r["audit"], r["metric"], r["mean"]), []).append(r["rank"])
-    return columns, [[r[c] for c in columns] for r in rows], {k: sorted(v) for k, v in ties.items()}
+    columns = [c for c in (rows[0] if rows else {}) if "seconds" not in c]
+    return columns, [[r[c] for c in columns] for r in rows]
 
 
 @needs_offline
@@ -210,7 +202,7 @@ def test_kill_9_during_audit_then_resume_keeps_finished_audits_and_matches(tmp_p
     assert not state.exists()  # saved results are removed once the stage has finished
 
     # The same results as the uninterrupted run: every table byte for byte except timing
-    # columns (seconds) and the order of ranks among tied scores.
+    # columns (seconds).
     ref_tables = sorted(p.name for p in (tmp_path / "ref" / "tables").glob("audit_*.csv"))
     assert ref_tables == sorted(p.name for p in (run / "tables").glob("audit_*.csv"))
     assert len(ref_tables) == 7

@@ -12,10 +12,15 @@ import numpy as np  # noqa: E402
 
 
 def _save(fig, path: Path) -> str:
+    """Write the PNG atomically (a full disk leaves the previous figure, or none)."""
+    from ..run import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
     return path.name
 
 

@@ -56,9 +56,10 @@ def rank_cells(cells: list[Cell]) -> dict[int, int]:
         for cell in group:
             mean = mean_ci(cell.values)[0]
             if math.isfinite(mean):
-                scored.append((-mean if cell.higher_is_better else mean, id(cell)))
-        for rank, (_, key) in enumerate(sorted(scored), start=1):
-            ranks[key] = rank
+                scored.append((-mean if cell.higher_is_better else mean, cell))
+        # Ties keep the methods' order (a stable sort on the score alone), run after run.
+        for rank, (_, cell) in enumerate(sorted(scored, key=lambda t: t[0]), start=1):
+            ranks[id(cell)] = rank
     return ranks
 
 
