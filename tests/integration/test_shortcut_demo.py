@@ -2,7 +2,9 @@
 
 A control isolates the sticker: the shortcut recipe with ``shortcut: false`` (same faint
 lesions) is not flagged, and scores higher on the untagged test images than the model that
-learned the sticker. Checked at seeds 0-3 at this size (flag: always, on the top-left corner).
+learned the sticker. At seeds 0-3 at this size the tagged recipe was flagged on the top-left
+corner every time, the clean demo and the control never; the accuracy gap is asserted at
+seed 0 (at seeds 1, 2, 3 it was 0.12, 0.13, 0.03).
 """
 
 from __future__ import annotations
