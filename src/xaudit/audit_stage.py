@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .audit import AuditImages, AuditInput, run_audits
-from .audit.base import clear_audit_state
+from .audit.checkpoint import clear_audit_state
 from .data.base import Record
 from .explain import validate_method_specs
 from .explain.engine import resolve_targets

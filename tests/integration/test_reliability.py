@@ -218,7 +218,7 @@ def test_kill_9_during_audit_then_resume_keeps_finished_audits_and_matches(tmp_p
 
 def test_saved_audit_results_round_trip_exactly():
     from xaudit.audit import AuditResult, Cell
-    from xaudit.audit.base import _decode, _encode
+    from xaudit.audit.checkpoint import _decode, _encode
 
     cell = Cell("ig", "faithfulness", "auc", np.array([0.1, np.nan, np.inf], np.float32), True,
                 np.bool_(True), "rule", 1.5, 7)
