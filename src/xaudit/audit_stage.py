@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from .audit import AuditImages, AuditInput, run_audits
-from .audit.checkpoint import clear_audit_state
+from .audit.checkpoint import STATE_DIR, clear_audit_state
 from .data.base import Record
+from .distributed import claim, clear_claims, step
 from .explain import validate_method_specs
 from .explain.engine import resolve_targets
 from .run import fingerprint
@@ -154,9 +155,21 @@ def run_audit_stage(pipe: Pipeline) -> dict:
         regions=r.audit.regions,
     )
     pipe.log(f"auditing {len(inp.explainers)} methods on {len(test_records)} test images")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(r.seed + 6)
-        summary = run_audits(inp, specs, pipe.run, r.audit.n_images, state=_state_key(pipe), log=pipe.log)
+    world, state = pipe.world, _state_key(pipe)
+
+    def audits(claim=None) -> dict:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(r.seed + 6)
+            return run_audits(inp, specs, pipe.run, r.audit.n_images, state=state, log=pipe.log, claim=claim)
+
+    if world.size > 1:
+        # Every rank claims whole audits and saves them; rank 0 then reloads them all.
+        state_dir = Path(pipe.run.root) / STATE_DIR
+        step(world, lambda: clear_claims(state_dir), main_only=True)
+        step(world, lambda: audits(claim=lambda name: claim(state_dir, name)))
+        if not world.is_main:
+            return {}
+    summary = audits()
     pipe.run.update_summary(audits=summary)
     clear_audit_state(pipe.run)
     return summary

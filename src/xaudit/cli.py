@@ -69,12 +69,18 @@ def _progress() -> Progress:
 
 
 def _run_pipeline(make, action) -> Path:
+    from .distributed import init_from_env
+
     t0 = time.perf_counter()
+    world = init_from_env()  # under torchrun: join the job; otherwise one process
+    if not world.is_main:  # rank 0 speaks for the job; the others work quietly
+        return action(make())
     with _progress() as progress:
         bars = _Bars(progress)
         pipe = make(progress=bars, log=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
         report = action(pipe)
-    console.print(f"[green]done[/green] in {time.perf_counter() - t0:.1f} s: {report}")
+    ranks = f" ({world.size} processes)" if world.size > 1 else ""
+    console.print(f"[green]done[/green] in {time.perf_counter() - t0:.1f} s{ranks}: {report}")
     return report
 
 
@@ -197,6 +203,15 @@ _OUTPUT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.ER
 
 
 def main() -> None:
+    try:
+        _main()
+    finally:
+        from .distributed import leave
+
+        leave()
+
+
+def _main() -> None:
     try:
         try:
             app(standalone_mode=False)

@@ -21,6 +21,13 @@ from .data import load_dataset
 from .data.base import DatasetBundle, Record
 from .data.checks import cross_split_pairs, leakage_message
 from .data.transforms import DecodedStore, Preprocessing, preprocessing_from, require_records
+from .distributed import (
+    current_world,
+    explain_method_sharded,
+    keep_or_reset_maps,
+    local_device,
+    step,
+)
 from .errors import DataError, XauditError
 from .evaluate import most_confused, predict, prediction_rows, summarize
 from .explain import ExplainContext, validate_method_specs
@@ -35,7 +42,7 @@ from .models import (
     load_checkpoint,
     save_checkpoint,
 )
-from .run import STAGES, RunDir, read_csv, read_json, stage_fingerprints, write_csv
+from .run import STAGES, RunDir, fingerprint, read_csv, read_json, stage_fingerprints, write_csv
 from .safety import safe_name
 
 Progress = Callable[[str, int, int], None]
@@ -75,7 +82,9 @@ class Pipeline:
         self.run = RunDir(run_dir or recipe.run_dir)
         self.progress = progress or _quiet
         self.log = log or (lambda _m: None)
-        self.device = resolve_device(recipe.device)
+        # Under torchrun: this process's rank; rank 0 alone writes the run's shared files.
+        self.world = current_world()
+        self.device = local_device(resolve_device(recipe.device))
         self._bundle: DatasetBundle | None = None
         self._store: DecodedStore | None = None
         self._built: BuiltModel | None = None
@@ -182,6 +191,8 @@ class Pipeline:
         return self._store
 
     def _timing(self, key: str, seconds: float) -> None:
+        if not self.world.is_main:
+            return
         timing = self.run.summary().get("timing", {})
         timing[key] = round(seconds, 3)
         self.run.update_summary(timing=timing)
@@ -189,6 +200,8 @@ class Pipeline:
     def _write_dataset_tables(self, bundle: DatasetBundle) -> None:
         from .report import figures
 
+        if not self.world.is_main:
+            return
         counts = bundle.counts() if not self.recipe.train.skip else {
             s: _counts_by_name(rs, bundle.classes) for s, rs in bundle.splits.items()
         }
@@ -376,20 +389,28 @@ class Pipeline:
         fast, forwards = FastPath.from_config(r.explain), ForwardCache()
         stats = {}
         for explainer in explainers:
-            maps = MapStore(self.run.maps, explainer.label)
-            if not self.run.stage_done("explain", self.fingerprints["explain"]) and not maps.done_ids() <= {row["id"] for row in rows}:
-                maps.reset()
+
+            def compute(recs, tgts, maps, explainer=explainer):
+                ctx.generator = torch.Generator().manual_seed(r.seed + 1)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(r.seed + 1)
+                    return explain_records(
+                        model, explainer, recs, tgts, lambda batch: pre.normalize(store.batch(batch)),
+                        ctx, maps, r.explain.batch_size, r.explain.chunk_size, self.device,
+                        self.progress, fast=fast, forwards=forwards,
+                    )
+
             self.log(f"explaining {len(records)} images with {explainer.label}")
-            ctx.generator = torch.Generator().manual_seed(r.seed + 1)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(r.seed + 1)
-                res = explain_records(
-                    model, explainer, records, targets,
-                    lambda recs: pre.normalize(store.batch(recs)),
-                    ctx, maps, r.explain.batch_size, r.explain.chunk_size, self.device, self.progress,
-                    fast=fast, forwards=forwards,
-                )
-            stored = maps.load([row["id"] for row in rows])
+            key = self._maps_key(explainer, fast)
+            if self.world.size > 1:
+                res = explain_method_sharded(compute, self.run.maps, explainer.label, key, records,
+                                             targets, self.world)
+                if res is None:  # not rank 0: rank 0 writes the tables and figures
+                    continue
+            else:
+                keep_or_reset_maps(self.run.maps, explainer.label, key, [[rec.id for rec in records]])
+                res = compute(records, targets, MapStore(self.run.maps, explainer.label))
+            stored = MapStore(self.run.maps, explainer.label).load([row["id"] for row in rows])
             info = {
                 "n_images": len(records),
                 "seconds": round(res["seconds"], 3),
@@ -405,10 +426,24 @@ class Pipeline:
             bad = int((~torch.isfinite(stored["maps"])).flatten(1).any(1).sum())
             zero = int((stored["maps"].flatten(1).abs().amax(1) == 0).sum())
             info["maps_non_finite"], info["maps_all_zero"] = bad, zero
+            if "ranks" in res:
+                info["ranks"] = res["ranks"]
             stats[explainer.label] = info
+        if not self.world.is_main:
+            return
         self._explain_figures(rows, records, explainers, bundle, store)
         self.run.update_summary(explanations=stats, explain_target=r.explain.target)
         self._timing("explain", time.perf_counter() - t0)
+
+    def _maps_key(self, explainer, fast: FastPath) -> str:
+        """What a method's stored maps depend on: the model and predictions (the stages up
+        to evaluation), the method and its settings, the class explained and the precision."""
+        return fingerprint({
+            "upstream": self.fingerprints["evaluate"],
+            "method": [type(explainer).__name__, explainer.label, explainer.params()],
+            "target": self.recipe.explain.target,
+            "fast": [fast.precision, fast.tolerance, fast.adaptive_steps, fast.channels_last],
+        })
 
     def _explain_figures(self, rows, records, explainers, bundle, store) -> None:
         from .report import figures
@@ -446,7 +481,8 @@ class Pipeline:
 
     def stage_audit(self) -> None:
         if not self.recipe.audit.enabled:
-            self.run.update_summary(audits=None)
+            if self.world.is_main:
+                self.run.update_summary(audits=None)
             return
         from .audit_stage import run_audit_stage
 
@@ -462,12 +498,7 @@ class Pipeline:
     # ----------------------------------------------------------------- driver
     def run_stages(self, stages: list[str] | None = None, force: bool = False) -> Path:
         """Run ``stages`` (default: all); finished stages with a matching fingerprint are kept."""
-        self.run.create()
-        self.run.save_recipe(to_dict(self.recipe))
-        summary = self.run.summary()
-        if not summary.get("created"):
-            self.run.update_summary(name=self.recipe.name, created=datetime.now(UTC).isoformat(timespec="seconds"))
-        self.run.update_summary(seed=self.recipe.seed, versions=versions())
+        step(self.world, self._open_run, main_only=True)
         wanted = stages or list(STAGES)
         redo = force
         for stage in STAGES:
@@ -478,10 +509,27 @@ class Pipeline:
                 self.log(f"{stage}: already done, kept")
                 continue
             redo = True  # everything after a re-run stage is re-run too
-            self.run.invalidate(STAGES[STAGES.index(stage):])
-            getattr(self, f"stage_{stage}")()
-            self.run.mark_done(stage, fp)
+            self._stage(stage)
         return self.run.report_path
+
+    def _open_run(self) -> None:
+        self.run.create()
+        self.run.save_recipe(to_dict(self.recipe))
+        summary = self.run.summary()
+        if not summary.get("created"):
+            self.run.update_summary(name=self.recipe.name, created=datetime.now(UTC).isoformat(timespec="seconds"))
+        self.run.update_summary(seed=self.recipe.seed, versions=versions())
+
+    def _stage(self, stage: str) -> None:
+        """Invalidate ``stage`` and those after it, run it, mark it done.
+
+        Under torchrun, explain and audit run on every rank (each on its share); the other
+        stages run on rank 0 while the rest wait.
+        """
+        world = self.world
+        step(world, lambda: self.run.invalidate(STAGES[STAGES.index(stage):]), main_only=True)
+        step(world, getattr(self, f"stage_{stage}"), main_only=stage not in ("explain", "audit"))
+        step(world, lambda: self.run.mark_done(stage, self.fingerprints[stage]), main_only=True)
 
     def run_one(self, stage: str) -> Path:
         """Re-run one stage from what earlier stages stored."""
@@ -490,9 +538,7 @@ class Pipeline:
         needed = [s for s in previous if s not in manifest and not (s == "audit")]
         if needed:
             raise XauditError(f"{self.run.root}: stage {needed[0]!r} has not run yet; run `xaudit run` or `xaudit {needed[0]}` first")
-        self.run.invalidate(STAGES[STAGES.index(stage):])
-        getattr(self, f"stage_{stage}")()
-        self.run.mark_done(stage, self.fingerprints[stage])
+        self._stage(stage)
         return self.run.report_path
 
 

@@ -174,3 +174,26 @@ def test_unusable_output_folder_is_one_line(tmp_path):
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "cannot create run folder" in errors[0], res.stderr
     assert blocker.read_text() == "not a folder"  # nothing written was lost
+
+
+@needs_offline
+def test_a_changed_method_setting_recomputes_its_maps(tmp_path):
+    """Maps of another setting under the same label (IG with 4, then 32 steps) are never reused."""
+    from xaudit.explain.engine import MapStore
+
+    base = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", "name=steps", "--set",
+            f"output_dir={tmp_path}"]
+    for s in TINY[:-1]:
+        base += ["--set", s]
+    run = tmp_path / "steps"
+    found = {}
+    for steps in (4, 32):
+        res = xaudit(*base, "--set", f"explain.methods=[{{name: integrated_gradients, n_steps: {steps}}}]",
+                     cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        info = json.loads((run / "summary.json").read_text())["explanations"]["integrated_gradients"]
+        found[steps] = (info, MapStore(run / "maps", "integrated_gradients").load()["maps"])
+    (coarse, coarse_maps), (fine, fine_maps) = found[4], found[32]
+    assert fine["params"]["n_steps"] == 32 and fine["model_evals"] >= 32 * fine["n_images"]
+    assert not np.allclose(coarse_maps.numpy(), fine_maps.numpy())
+    assert fine["mean_abs_delta"] < coarse["mean_abs_delta"]

@@ -61,3 +61,41 @@ def test_two_gloo_ranks_write_the_maps_of_one_process(tmp_path: Path):
         for key in a:
             if key != "ids":
                 torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+FAILING = textwrap.dedent(
+    """
+    import sys
+    from xaudit.distributed import OtherRankFailed, init_from_env, step
+
+    world = init_from_env("gloo")
+
+    def work():
+        if world.rank == 1:
+            raise ValueError("rank 1 broke")
+        return "fine"
+
+    try:
+        step(world, work)
+    except OtherRankFailed as err:
+        print(f"rank {world.rank}: {err}")
+        sys.exit(3)
+    except ValueError as err:
+        print(f"rank {world.rank}: own error {err}")
+        sys.exit(4)
+    """
+)
+
+
+def test_a_failing_rank_stops_the_others_with_a_message(tmp_path: Path):
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING)
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+         "--tee", "3", str(script)],
+        capture_output=True, text=True, timeout=180,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "rank 1: own error rank 1 broke" in out
+    assert "rank 0: rank 1 of this torchrun job stopped with an error" in out

@@ -363,6 +363,8 @@ ORDER = (
     "shortcut",
     "correctness",
 )
+# Audits that read the other audits' results (run after them, in one process).
+NEEDS_OTHERS = ("correctness",)
 
 
 def resolve_specs(specs: list[dict] | None) -> list[dict]:
@@ -390,6 +392,7 @@ def run_audits(
     n_images: int,
     state: str | None = None,
     log: Callable[[str], None] | None = None,
+    claim: Callable[[str], bool] | None = None,
 ) -> dict:
     """Run the listed audits (empty = all), write tables and figures, return the summary section.
 
@@ -400,6 +403,11 @@ def run_audits(
     each finished audit's result is saved to ``run_dir/audit_state/<name>.json`` and an
     audit whose saved key matches (and whose figures exist) is reloaded instead of re-run,
     so a killed stage resumes where it stopped, with the same numbers.
+
+    ``claim`` (with ``state``): one process of several. Only the audits that ``claim(name)``
+    gives to this process are run and saved; audits that need the others' results
+    (``NEEDS_OTHERS``) are left to the final pass, and no scorecard or summary is written.
+    Returns ``{}`` then.
     """
     from ..run import fingerprint
     from .checkpoint import STATE_DIR, load_checkpoint, save_checkpoint
@@ -413,6 +421,7 @@ def run_audits(
     state_dir = Path(run_dir.root) / STATE_DIR if state is not None else None
     base_seed = inp.generator.initial_seed()
     results: list[AuditResult] = []
+    inp.cache["results"] = {}  # this call's results, in run order (correctness reads them)
     maps_cost: dict[Any, tuple[float, int]] = {}  # trained-map cache key -> (seconds, evals)
     for spec in specs:
         name = spec["name"]
@@ -421,6 +430,8 @@ def run_audits(
             params["n_images"] = n_images
         key = fingerprint({"state": state, "audit": name, "params": params})
         loaded = load_checkpoint(state_dir, name, key, figures_dir) if state_dir else None
+        if claim is not None and (loaded is not None or name in NEEDS_OTHERS or not claim(name)):
+            continue
         if loaded is not None:
             result, new_maps = loaded
             log(f"audit {name}: already done, kept")
@@ -435,6 +446,8 @@ def run_audits(
         if state_dir is not None and loaded is None:
             save_checkpoint(state_dir, name, key, result, new_maps, log)
 
+    if claim is not None:
+        return {}
     cells = [c for r in results for c in r.cells]
     rows = scorecard_rows(cells)
     _write_table(run_dir.table("scorecard"), rows,

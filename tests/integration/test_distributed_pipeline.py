@@ -1,0 +1,74 @@
+"""`xaudit run` under torchrun (2 gloo processes on CPU) gives the results of one process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.integration.test_reliability import (
+    AUDIT_RUN,
+    _table_without_timing,
+    _without_seconds,
+    cli_args,
+    env,
+    needs_offline,
+)
+from xaudit.explain.engine import MapStore
+
+METHODS = ["explain.methods=[{name: saliency}, {name: integrated_gradients, n_steps: 8}, "
+           "{name: occlusion, window: 16, stride: 16}]", "explain.select.per_class=2"]
+
+
+def torchrun(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+            "-m", "xaudit", *args[3:]]  # args: python -m xaudit.cli ...
+
+
+@needs_offline
+def test_torchrun_two_ranks_match_one_process(tmp_path: Path):
+    one = subprocess.run(cli_args(tmp_path, "one", [*AUDIT_RUN, *METHODS]), env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run(torchrun(cli_args(tmp_path, "two", [*AUDIT_RUN, *METHODS])), env=env(),
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "(2 processes)" in two.stderr
+    a_run, b_run = tmp_path / "one", tmp_path / "two"
+    a, b = (json.loads((r / "summary.json").read_text()) for r in (a_run, b_run))
+
+    # explain: each rank wrote its own chunks; the merged maps are those of one process
+    ids = [row["id"] for row in _rows(a_run / "tables" / "explained_images.csv")]
+    assert len(ids) >= 6
+    for label in ("saliency", "integrated_gradients", "occlusion_w16"):
+        files = {c["file"] for c in MapStore(b_run / "maps", label).index()["chunks"]}
+        assert any("rank0" in f for f in files) and any("rank1" in f for f in files), files
+        ma, mb = MapStore(a_run / "maps", label).load(ids), MapStore(b_run / "maps", label).load(ids)
+        torch.testing.assert_close(ma["maps"], mb["maps"], rtol=1e-5, atol=1e-6)
+        assert torch.equal(ma["targets"], mb["targets"])
+        ea, eb = a["explanations"][label], b["explanations"][label]
+        # evaluations add up over the ranks; IG's shared baseline costs one more per batch,
+        # and the two shards make one batch more than the single process
+        assert eb["ranks"] == 2 and ea["model_evals"] > 0
+        assert eb["model_evals"] - ea["model_evals"] == (1 if label == "integrated_gradients" else 0)
+
+    # audit: the ranks shared the audits out; tables, scorecard and verdict are the same
+    claimed = [line for line in two.stderr.splitlines() if "already done, kept" in line and "audit " in line]
+    assert claimed, "rank 0 reloaded no audit: the other rank ran none"
+    tables = sorted(p.name for p in (a_run / "tables").glob("audit_*.csv"))
+    assert len(tables) == 7 and tables == sorted(p.name for p in (b_run / "tables").glob("audit_*.csv"))
+    for name in [*tables, "scorecard.csv"]:
+        assert _table_without_timing(a_run / "tables" / name) == _table_without_timing(b_run / "tables" / name), name
+    assert _without_seconds(a["audits"]) == _without_seconds(b["audits"])
+    assert not (b_run / "audit_state").exists()
+    assert (b_run / "report.html").is_file()
+
+
+def _rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
