@@ -1,0 +1,126 @@
+"""The explain stage: the selected test images × the recipe's methods, maps to disk, figures.
+
+Under torchrun each rank explains its shard of the images (``distributed``); rank 0 then
+writes the summary, the tables and the figures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .distributed import explain_method_sharded, keep_or_reset_maps
+from .explain import Explainer, validate_method_specs
+from .explain.engine import MapStore, explain_records, resolve_targets
+from .explain.fastpath import FastPath, ForwardCache
+from .run import fingerprint, write_csv
+from .safety import safe_name
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+
+def run_explain_stage(pipe: Pipeline) -> None:
+    r = pipe.recipe
+    bundle, store, model = pipe.dataset(), pipe.store(), pipe.model()
+    pre = pipe.preprocessing()
+    rows = pipe.explained_rows()
+    targets = resolve_targets(rows, r.explain.target, bundle.classes)
+    by_id = {rec.id: rec for rec in bundle.splits["test"]}
+    records = [by_id[row["id"]] for row in rows]
+    ctx = pipe.explain_context(model)
+    explainers = validate_method_specs(r.explain.methods)
+    fast, forwards = FastPath.from_config(r.explain), ForwardCache()
+    stats = {}
+    for explainer in explainers:
+
+        def compute(recs, tgts, maps, explainer=explainer):
+            ctx.generator = torch.Generator().manual_seed(r.seed + 1)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(r.seed + 1)
+                return explain_records(
+                    model, explainer, recs, tgts, lambda batch: pre.normalize(store.batch(batch)),
+                    ctx, maps, r.explain.batch_size, r.explain.chunk_size, pipe.device,
+                    pipe.progress, fast=fast, forwards=forwards,
+                )
+
+        pipe.log(f"explaining {len(records)} images with {explainer.label}")
+        key = _maps_key(pipe, explainer, fast)
+        if pipe.world.size > 1:
+            res = explain_method_sharded(compute, pipe.run.maps, explainer.label, key, records,
+                                         targets, pipe.world)
+            if res is None:  # not rank 0: rank 0 writes the tables and figures
+                continue
+        else:
+            keep_or_reset_maps(pipe.run.maps, explainer.label, key, [[rec.id for rec in records]])
+            res = compute(records, targets, MapStore(pipe.run.maps, explainer.label))
+        stored = MapStore(pipe.run.maps, explainer.label).load([row["id"] for row in rows])
+        info = {
+            "n_images": len(records),
+            "seconds": round(res["seconds"], 3),
+            "model_evals": res["model_evals"],
+            "params": explainer.params(),
+            "kind": explainer.kind,
+            "precision": fast.precision,
+            "fp32_recomputed": res["fp32_recomputed"],
+            "refined": res["refined"],
+        }
+        if "delta" in stored:
+            info["mean_abs_delta"] = float(stored["delta"].abs().mean())
+        bad = int((~torch.isfinite(stored["maps"])).flatten(1).any(1).sum())
+        zero = int((stored["maps"].flatten(1).abs().amax(1) == 0).sum())
+        info["maps_non_finite"], info["maps_all_zero"] = bad, zero
+        if "ranks" in res:
+            info["ranks"] = res["ranks"]
+        stats[explainer.label] = info
+    if not pipe.world.is_main:
+        return
+    _explain_figures(pipe, rows, records, explainers, bundle, store)
+    pipe.run.update_summary(explanations=stats, explain_target=r.explain.target)
+
+
+def _maps_key(pipe: Pipeline, explainer: Explainer, fast: FastPath) -> str:
+    """What a method's stored maps depend on: the model and predictions (the stages up
+    to evaluation), the method and its settings, the class explained and the precision."""
+    return fingerprint({
+        "upstream": pipe.fingerprints["evaluate"],
+        "method": [type(explainer).__name__, explainer.label, explainer.params()],
+        "target": pipe.recipe.explain.target,
+        "fast": [fast.precision, fast.tolerance, fast.adaptive_steps, fast.channels_last],
+    })
+
+
+def _explain_figures(pipe: Pipeline, rows, records, explainers, bundle, store) -> None:
+    from .report import figures
+
+    for f in pipe.run.figures.glob("*.png"):
+        if f.name.startswith(("explain_", "grid_", "cvi_")):
+            f.unlink()
+    labels = [e.label for e in explainers]
+    ids = [row["id"] for row in rows]
+    maps = {lab: MapStore(pipe.run.maps, lab).load(ids)["maps"].numpy() for lab in labels}
+    images = [store.get(rec).image.permute(1, 2, 0).numpy() for rec in records]
+    table = []
+    for i, row in enumerate(rows):
+        title = f"{row['id']} | true: {row['true']} | pred: {row['pred']} ({row['prob']:.2f})"
+        table.append({"id": row["id"], "true": row["true"], "pred": row["pred"], "prob": row["prob"],
+                      "correct": row["correct"]})
+        if i < pipe.recipe.report.max_figures:
+            figures.explanation_panel(
+                images[i], {lab: maps[lab][i] for lab in labels}, title,
+                pipe.run.figure(f"explain_{i:03d}_{safe_name(row['id'], 60)}"), mode="both",
+            )
+    write_csv(pipe.run.table("explained_images"), table)
+    for lab in labels:
+        for cls in sorted({row["true"] for row in rows}):
+            idx = [i for i, row in enumerate(rows) if row["true"] == cls]
+            figures.method_grid(
+                [images[i] for i in idx], [maps[lab][i] for i in idx],
+                [f"pred {rows[i]['pred']} ({rows[i]['prob']:.2f})" for i in idx],
+                pipe.run.figure(f"grid_{safe_name(lab, 40)}_class_{safe_name(cls, 40)}"), mode="absolute",
+            )
+        right = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if row["correct"]]
+        wrong = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if not row["correct"]]
+        if right and wrong:
+            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, pipe.run.figure(f"cvi_{safe_name(lab, 40)}"))
