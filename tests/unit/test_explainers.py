@@ -168,6 +168,33 @@ def test_ig_internal_batch_size_changes_nothing():
     torch.testing.assert_close(chunked, full, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("size", [8, 7])  # 3·7·7 values per copy: not whole 16-value blocks
+@pytest.mark.parametrize(("base", "per_pass"), [("saliency", 3), ("saliency", 1),
+                                                ("integrated_gradients", 5)])
+def test_noise_tunnel_pass_size_changes_nothing(size, base, per_pass):
+    """Noisy copies in passes of any size: the same maps as all copies in one pass."""
+    model = seeded(SmoothNet())
+    x, t = images(2, size), torch.tensor([0, 2])
+    spec = {"name": "noise_tunnel", "base": base, "n_samples": 10}
+    if base == "integrated_gradients":
+        spec["base_params"] = {"n_steps": 6}
+    full = build_explainer(spec).attribute(model, x, t, context(model))
+    chunked = build_explainer({**spec, "internal_batch_size": per_pass})
+    passes = []
+    hook = model.register_forward_hook(lambda m, i, o: passes.append(len(i[0])))
+    try:
+        out = chunked.attribute(model, x, t, context(model))
+    finally:
+        hook.remove()
+    torch.testing.assert_close(out, full, atol=1e-6, rtol=1e-5)
+    # 192 values per copy (8 px): any number of copies per pass keeps the noise, and passes
+    # hold at most `per_pass` samples; 147 values (7 px): only 16 copies fill whole 16-value
+    # blocks, so the 10 copies go in one pass (Captum's IG then takes at least 10 per pass)
+    assert max(passes) == (per_pass if size == 8 else 10)
+    if base == "integrated_gradients":
+        assert chunked._base.internal_batch_size is None  # the base's own setting is restored
+
+
 # ---------------------------------------------------------------- plain gradients
 
 
@@ -522,6 +549,7 @@ def test_labels_and_params():
         "n_samples": 10,
         "stdev": 0.15,
         "base_params": None,
+        "internal_batch_size": None,
     }
     assert (
         build_explainer({"name": "layer_conductance", "layer": "features.18"}).label

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import math
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -484,8 +485,14 @@ class NoiseTunnelExplainer(CaptumExplainer):
         n_samples: int = 10,
         stdev: float = 0.15,
         base_params: dict[str, Any] | None = None,
+        internal_batch_size: int | None = None,
     ):
+        """``internal_batch_size``: samples per forward/backward pass (noisy copies, times
+        the base's integration steps for a path method); None: the engine picks it from its
+        memory budget, all at once outside the engine."""
         check_choice("nt_type", nt_type, NT_TYPES)
+        if internal_batch_size is not None:
+            check_int("internal_batch_size", internal_batch_size, 1)
         check_int("n_samples", n_samples, 1)
         check_float("stdev", stdev, strict=True)
         if base_params is not None and not isinstance(base_params, dict):
@@ -497,6 +504,7 @@ class NoiseTunnelExplainer(CaptumExplainer):
         self.n_samples = n_samples
         self.stdev = stdev
         self.base_params = base_params
+        self.internal_batch_size = internal_batch_size
         self._base = self._build_base()
 
     def _build_base(self) -> CaptumExplainer:
@@ -522,7 +530,7 @@ class NoiseTunnelExplainer(CaptumExplainer):
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
     ) -> torch.Tensor:
         out = []
-        with self._base.prepared(model, x) as ready:
+        with self._base.prepared(model, x) as ready, self._pass_size(x) as per_pass:
             tunnel = NoiseTunnel(self._base.captum(ready))
             for i, seed in enumerate(sample_seeds(x, ctx)):
                 xi, ci = x[i : i + 1], sample_context(ctx, seed)
@@ -531,9 +539,38 @@ class NoiseTunnelExplainer(CaptumExplainer):
                         xi,
                         nt_type=self.nt_type,
                         nt_samples=self.n_samples,
+                        nt_samples_batch_size=per_pass,
                         stdevs=self.stdev,
                         target=target[i : i + 1],
                         **self._base.kwargs(xi, ci),
                     )
                 out.append(attr.detach().float())
         return torch.cat(out)
+
+    @contextlib.contextmanager
+    def _pass_size(self, x: torch.Tensor) -> Iterator[int | None]:
+        """Noisy copies per Captum pass, from ``internal_batch_size`` (None: all at once).
+
+        With a path method as the base, each copy costs the base's ``n_steps`` samples: a
+        pass holds ``internal_batch_size // n_steps`` copies, and where one copy's steps do
+        not fit, the base integrates in passes of ``internal_batch_size`` (unless its own
+        parameters set one). Copies are split only into passes whose noise Captum draws as
+        one draw would (whole blocks of 16 values on CPU), so on CPU the maps do not depend
+        on the pass size (on GPU they are reproducible for a given size).
+        """
+        size = self.internal_batch_size
+        steps = int(getattr(self._base, "n_steps", 1) or 1)
+        own = getattr(self._base, "internal_batch_size", None)
+        if size is None:
+            yield None
+            return
+        if hasattr(self._base, "internal_batch_size") and own is None and size < steps:
+            self._base.internal_batch_size = size
+        try:
+            copies = max(1, size // steps)
+            block = 16 // math.gcd(16, x[0].numel())  # copies whose noise fills whole 16-value blocks
+            per_pass = max(block, copies // block * block)
+            yield per_pass if per_pass < self.n_samples else None
+        finally:
+            if hasattr(self._base, "internal_batch_size"):
+                self._base.internal_batch_size = own
