@@ -34,6 +34,7 @@ from .fastpath import (
     activation_bytes,
     default_budget_bytes,
     prepare_model,
+    record_path,
     relative_error,
     samples_per_pass,
     step_ladder,
@@ -182,9 +183,13 @@ class MethodStats:
     refined: int = 0  # images that needed the full step count (adaptive steps)
     steps_used: int = 0  # Σ integration steps over images (path methods)
     samples_per_pass: int = 0
+    path: str = ""  # occlusion: "incremental (prefix to <stage>; ...)" and/or "plain (<why>)"
+    incremental_images: int = 0  # occlusion: images computed incrementally (fp32 redos included)
+    work_per_window: float = 0.0  # occlusion: estimated MACs per window / one full forward
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        occlusion = ("path", "incremental_images", "work_per_window")
+        return {k: v for k, v in self.__dict__.items() if self.path or k not in occlusion}
 
 
 @dataclass
@@ -305,6 +310,7 @@ class Runner:
             mode = torch.inference_mode() if not e.needs_gradients else contextlib.nullcontext()
             with mode:
                 a, d = e.attribute_with_delta(model, x, target, self.ctx)
+            record_path(self.stats, e.take_report() if hasattr(e, "take_report") else None)
             return a.detach().float().cpu(), (None if d is None else d.detach().float().reshape(-1).cpu())
 
         return with_backoff(run, self.chunk, self._shrink)

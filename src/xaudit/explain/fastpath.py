@@ -223,3 +223,18 @@ def step_ladder(n_steps: int, adaptive: bool) -> list[int]:
 
 def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def record_path(stats, report: dict | None) -> None:
+    """Note on a method's stats which occlusion path ran (``path``, images, work per window)."""
+    if not report:
+        return
+    if report["path"] == "incremental":
+        text = f"incremental (prefix to {report['split']}; each window counts as one evaluation)"
+        done, n = stats.incremental_images, report["images"]
+        stats.work_per_window = (stats.work_per_window * done + report["work"] * n) / (done + n)
+        stats.incremental_images += n
+    else:
+        text = f"plain ({report['reason']})"
+    if text not in stats.path.split(" | "):
+        stats.path = " | ".join(p for p in (stats.path, text) if p)

@@ -2,6 +2,11 @@
 
 Captum's convention: every pixel receives the mean, over the windows that cover it, of
 f(x) - f(x with the window replaced by the baseline). Pixels no window covers get 0.
+
+By default the maps are computed by incremental inference (``incremental.py``): the same
+numbers up to float reassociation, with the network's early layers recomputed only around
+each window. Where that does not apply (checked on the input), Captum's ``Occlusion`` runs
+and ``take_report()`` says why.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ import torch
 from captum.attr import Occlusion
 from torch import nn
 
-from ..errors import XauditError
+from ..errors import ConfigError, XauditError
+from . import incremental as inc
 from .base import BASELINES, ExplainContext, Explainer, register
+from .fastpath import FastModel
 from .gradient import baseline_for, check_choice, check_int
 
 
@@ -28,6 +35,8 @@ class OcclusionExplainer(Explainer):
         stride: int = 8,
         baseline: str = "zero",
         perturbations_per_eval: int = 16,
+        incremental: bool = True,
+        split: str = "auto",
     ):
         check_int("window", window, 1)
         check_int("stride", stride, 1)
@@ -36,7 +45,19 @@ class OcclusionExplainer(Explainer):
         self.window = window
         self.stride = stride
         self.baseline = baseline
+        if not isinstance(incremental, bool):
+            raise ConfigError(f"occlusion: incremental must be true or false, got {incremental!r}")
+        if not isinstance(split, str) or not split:
+            raise ConfigError(f"occlusion: split must be 'auto' or a layer name, got {split!r}")
         self.perturbations_per_eval = perturbations_per_eval
+        self.incremental = incremental  # recompute only what each window changes (exact)
+        self.split = split  # where the incrementally computed prefix ends; "auto": least work
+        self._report: dict | None = None
+
+    def take_report(self) -> dict | None:
+        """Which path the last ``attribute`` call took (and why), once."""
+        report, self._report = self._report, None
+        return report
 
     @property
     def label(self) -> str:
@@ -50,12 +71,24 @@ class OcclusionExplainer(Explainer):
             raise XauditError(
                 f"occlusion: window {self.window} is larger than the {height}×{width} input"
             )
+        baselines = baseline_for(self.baseline, x, ctx)
+        if self.incremental:
+            net = model.model if isinstance(model, FastModel) else model
+            attr, self._report = inc.occlusion(
+                net, x, baselines, target, self.window, self.stride,
+                self.perturbations_per_eval * len(x), bf16=bool(getattr(model, "bf16", False)),
+                split=self.split,
+            )
+            if attr is not None:
+                return attr
+        else:
+            self._report = {"path": "plain", "images": len(x), "reason": "incremental: false"}
         with torch.no_grad():
             attr = Occlusion(model).attribute(
                 x,
                 sliding_window_shapes=(channels, self.window, self.window),
                 strides=(channels, self.stride, self.stride),
-                baselines=baseline_for(self.baseline, x, ctx),
+                baselines=baselines,
                 target=target,
                 perturbations_per_eval=self.perturbations_per_eval,
             )
