@@ -16,14 +16,15 @@ weights), and the whole is checked on the actual input against full forwards bef
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from weakref import WeakKeyDictionary
 
 import torch
 from torch import nn
+
+from .fastpath import fold_batchnorm, with_replaced
 
 Chain = list[tuple[str, nn.Module]]
 
@@ -168,10 +169,15 @@ def probe_axis(module: nn.Module, shape: torch.Size, dim: int, device: torch.dev
 _PROBES: WeakKeyDictionary = WeakKeyDictionary()
 
 
-def find_prefix(model: nn.Module, x1: torch.Tensor) -> Prefix:
-    """The model's leading chain of local stages for inputs shaped like ``x1`` (cached)."""
-    key = (tuple(x1.shape[1:]), tuple(id(m) for _, m in stage_candidates(model)))
-    cached = _PROBES.setdefault(model, {})
+def find_prefix(model: nn.Module, x1: torch.Tensor, owner: nn.Module | None = None) -> Prefix:
+    """The model's leading chain of local stages for inputs shaped like ``x1``.
+
+    Cached on ``owner`` (default ``model``; a folded copy passes its original) by input shape
+    and the stages' names and types; the cached geometry is bound to ``model``'s modules.
+    """
+    cands = stage_candidates(model)
+    key = (tuple(x1.shape[1:]), tuple((n, type(m).__name__) for n, m in cands))
+    cached = _PROBES.setdefault(owner if owner is not None else model, {})
     if key not in cached:
         chain, shapes, macs, total, reason = trace_chain(model, x1[:1])
         stages: list[Stage] = []
@@ -186,7 +192,8 @@ def find_prefix(model: nn.Module, x1: torch.Tensor) -> Prefix:
                 break
             stages.append(Stage(name, mod, rows, cols, mac))
         cached[key] = Prefix(stages, total, reason)
-    return cached[key]
+    found, mods = cached[key], dict(cands)
+    return Prefix([replace(s, module=mods[s.name]) for s in found.stages], found.total_macs, found.reason)
 
 
 # ---------------------------------------------------------------- window geometry
@@ -257,24 +264,6 @@ class Injected(nn.Module):
         return self.value
 
 
-def with_replaced(module: nn.Module, replace: dict[str, nn.Module]) -> nn.Module:
-    """A shallow copy of ``module`` with the named descendants replaced (weights shared).
-
-    The copy keeps the original's hook dictionaries, so evaluation counting on the model
-    counts suffix forwards: one per window.
-    """
-    clone = copy.copy(module)
-    clone.__dict__["_modules"] = dict(module._modules)
-    heads = {name.split(".", 1)[0] for name in replace}
-    for head in heads:
-        if head in replace:
-            clone._modules[head] = replace[head]
-        else:
-            inner = {n.split(".", 1)[1]: m for n, m in replace.items() if n.split(".", 1)[0] == head}
-            clone._modules[head] = with_replaced(module._modules[head], inner)
-    return clone
-
-
 # ---------------------------------------------------------------- planning and running
 
 
@@ -291,9 +280,10 @@ class Plan:
     inject: Injected
 
 
-def make_plan(model: nn.Module, x: torch.Tensor, window: int, stride: int, split: str = "auto") -> Plan | str:
+def make_plan(model: nn.Module, x: torch.Tensor, window: int, stride: int, split: str = "auto",
+              owner: nn.Module | None = None) -> Plan | str:
     """The cheapest prefix (or the one ending at ``split``); a reason string when none helps."""
-    prefix = find_prefix(model, x[:1])
+    prefix = find_prefix(model, x[:1], owner)
     if not prefix.stages:
         return f"no local prefix: {prefix.reason}"
     names = [s.name for s in prefix.stages]
@@ -430,13 +420,22 @@ def occlusion(
 ) -> tuple[torch.Tensor | None, dict]:
     """Captum-equivalent occlusion maps (N×C×H×W) by incremental inference, and a report.
 
+    Batch norms that follow a convolution are folded into it (the same function up to float
+    rounding); the result is checked against ``model``'s own full forwards.
+
     The map is None when the incremental path does not apply; the report says why.
     """
-    plan = make_plan(model, x, window, stride, split)
+    net = fold_batchnorm(model, x[:1])  # the same function up to rounding; checked below
+    plan = make_plan(net, x, window, stride, split, owner=model)
     report = {"path": "plain", "images": len(x)}
     if isinstance(plan, str):
         return None, {**report, "reason": plan}
-    problem = verify(model, plan, x[:1], baselines[:1])
+    try:
+        problem = verify(model, plan, x[:1], baselines[:1])
+    except (RuntimeError, IndexError, ValueError) as err:
+        if "out of memory" in str(err).lower() or isinstance(err, torch.OutOfMemoryError):
+            raise
+        problem = f"the incremental forward failed ({type(err).__name__}: {str(err)[:80]})"
     if problem is not None:
         return None, {**report, "reason": problem}
     n_r, n_c = len(plan.row_starts), len(plan.col_starts)
@@ -455,4 +454,5 @@ def occlusion(
             attr[n] = attribution_map(plan, d, x.shape[1], tuple(x.shape[-2:]))
     return attr, {"path": "incremental", "images": len(x), "split": plan.stages[-1].name,
                   "work": plan.work, "windows": len(grid)}
+
 
