@@ -206,14 +206,20 @@ def explain_method_sharded(
     return merge_stats(every)
 
 
+# Per-rank figures that are not added up: the slowest rank's time, settings every rank shares.
+_NOT_SUMMED = ("seconds", "samples_per_pass", "work_per_window")
+
+
 def merge_stats(parts: Sequence[dict]) -> dict:
-    """The cost of one method over all ranks: counts summed, seconds of the slowest rank."""
+    """The cost of one method over all ranks: counts summed, seconds of the slowest rank,
+    differing descriptions (e.g. occlusion's path) joined."""
     out = dict(parts[0])
     for key, value in parts[0].items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
         values = [p.get(key, 0) for p in parts]
-        out[key] = max(values) if key == "seconds" or key.startswith("samples_per") else sum(values)
+        if isinstance(value, str):
+            out[key] = " | ".join(dict.fromkeys(str(v) for v in values if v))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = max(values) if key in _NOT_SUMMED else sum(values)
     out["ranks"] = len(parts)
     return out
 

@@ -71,8 +71,9 @@ def run_explain_stage(pipe: Pipeline) -> None:
         bad = int((~torch.isfinite(stored["maps"])).flatten(1).any(1).sum())
         zero = int((stored["maps"].flatten(1).abs().amax(1) == 0).sum())
         info["maps_non_finite"], info["maps_all_zero"] = bad, zero
-        if "ranks" in res:
-            info["ranks"] = res["ranks"]
+        for key in ("path", "incremental_images", "work_per_window", "ranks"):  # occlusion; torchrun
+            if key in res:
+                info[key] = res[key]
         stats[explainer.label] = info
     if not pipe.world.is_main:
         return

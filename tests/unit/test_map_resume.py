@@ -50,3 +50,17 @@ def test_a_single_process_does_not_resume_a_sharded_store(tmp_path):
     keep_or_reset_maps(tmp_path, "ig", "k", [["a"], ["b"]])
     write(tmp_path, "ig", ["a"], "rank0")
     assert not keep_or_reset_maps(tmp_path, "ig", "k", [["a", "b"]])
+
+
+def test_costs_of_the_ranks_add_up():
+    from xaudit.distributed import merge_stats
+
+    a = {"seconds": 2.0, "model_evals": 10, "fp32_recomputed": 1, "path": "incremental",
+         "work_per_window": 0.55, "samples_per_pass": 64, "precision": "fp32"}
+    b = {**a, "seconds": 3.0, "model_evals": 12, "fp32_recomputed": 0, "path": "plain (why)"}
+    out = merge_stats([a, b])
+    assert out["seconds"] == 3.0 and out["model_evals"] == 22 and out["fp32_recomputed"] == 1
+    assert out["work_per_window"] == 0.55 and out["samples_per_pass"] == 64
+    assert out["path"] == "incremental | plain (why)" and out["precision"] == "fp32"
+    assert out["ranks"] == 2
+    assert merge_stats([a, a])["path"] == "incremental"
