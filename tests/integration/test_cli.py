@@ -72,10 +72,10 @@ def test_run_tiny_synthetic_end_to_end(tmp_path):
     assert ex["saliency"]["model_evals"] == n
     assert ex["integrated_gradients"]["model_evals"] == n * 4 + n + math.ceil(n / 16)
     # Occlusion ran incrementally: + 12 to check the batch's first image (its clean pass,
-    # 5 windows, 6 full forwards), + 2 to check the batch-norm folding, + 1 one-off trace
+    # 5 windows, 6 full forwards), + 1 one-off trace of the model's stages
     occ = ex["occlusion_w16"]
     assert occ["path"].startswith("incremental (prefix to features.") and 0 < occ["work_per_window"] < 1
-    assert occ["model_evals"] == n * (16 + 1) + 12 + 2 + 1
+    assert occ["model_evals"] == n * (16 + 1) + 12 + 1
     assert ex["integrated_gradients"]["mean_abs_delta"] >= 0
     html = (run / "report.html").read_text()
     assert f"{100 * summary['test']['accuracy']:.1f}%" in html

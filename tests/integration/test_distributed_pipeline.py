@@ -50,10 +50,12 @@ def test_torchrun_two_ranks_match_one_process(tmp_path: Path):
         torch.testing.assert_close(ma["maps"], mb["maps"], rtol=1e-5, atol=1e-6)
         assert torch.equal(ma["targets"], mb["targets"])
         ea, eb = a["explanations"][label], b["explanations"][label]
-        # evaluations add up over the ranks; IG's shared baseline costs one more per batch,
-        # and the two shards make one batch more than the single process
+        # Evaluations add up over the ranks. The two shards make one batch more than the single
+        # process: IG's shared baseline costs 1 per batch; occlusion's check of the incremental
+        # path 12 per batch, and its trace of the model's stages 1 per process.
         assert eb["ranks"] == 2 and ea["model_evals"] > 0
-        assert eb["model_evals"] - ea["model_evals"] == (1 if label == "integrated_gradients" else 0)
+        extra = {"saliency": 0, "integrated_gradients": 1, "occlusion_w16": 12 + 1}[label]
+        assert eb["model_evals"] - ea["model_evals"] == extra
 
     # audit: the ranks shared the audits out; tables, scorecard and verdict are the same
     claimed = [line for line in two.stderr.splitlines() if "already done, kept" in line and "audit " in line]

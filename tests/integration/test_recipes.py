@@ -80,6 +80,13 @@ def occlusion_evals(side: int, window: int, stride: int) -> int:
     return (math.ceil((side - window) / stride) + 1) ** 2 + 1
 
 
+def occlusion_setup(info: dict, traced: bool = True) -> int:
+    """Evaluations that set occlusion up for one batch of images (docs/performance.md): on
+    the incremental path the check of the batch's first image (12), and for the model's
+    first occlusion in a process a trace of its stages (1)."""
+    return (12 if info["path"].startswith("incremental") else 0) + int(traced)
+
+
 def check_labels(run: Path, standin: StandIn) -> list[dict]:
     """Every test prediction's true class is the one the writer put in that file."""
     preds = table(run, "predictions")
@@ -210,12 +217,10 @@ def test_plantvillage_ig_gradcam_occlusion(plantvillage):
     n = len(table(run, "explained_images"))
     assert n == 3 and all(v["n_images"] == n for v in ex.values())
     assert all(v["maps_non_finite"] == 0 for v in ex.values())
-    # At 48 px the incremental prefix would save too little: the plain path ran, and says so.
-    # Besides the windows, 3 evaluations set it up: a one-off trace of the model's chain of
-    # stages, and one forward each of the model and of its batch-norm-folded copy (checked).
+    # At 48 px the incremental prefix would save too little: the plain path ran, and says so
     occ = ex["occlusion_w15"]
     assert occ["path"].startswith("plain (") and "save < 10 %" in occ["path"]
-    assert occ["model_evals"] == n * occlusion_evals(48, 15, 8) + 3
+    assert occ["model_evals"] == n * occlusion_evals(48, 15, 8) + occlusion_setup(occ)
     for label in ex:
         assert grids(run, label) and all(embedded(run, g) for g in grids(run, label))
 
@@ -278,7 +283,8 @@ def test_pets_noise_tunnel_and_gradient_shap_maps(pets):
     assert n == 2
     # NoiseTunnel: 10 noisy copies, each integrated over 50 steps (no delta)
     assert ex[nt]["model_evals"] == n * 10 * 50
-    assert ex["occlusion_w15"]["model_evals"] == n * occlusion_evals(32, 15, 8)
+    occ = ex["occlusion_w15"]
+    assert occ["model_evals"] == n * occlusion_evals(32, 15, 8) + occlusion_setup(occ)
     nt_maps = maps(run, nt, ids)
     # SmoothGrad squared averages squared attributions: never negative
     assert torch.isfinite(nt_maps).all() and (nt_maps >= 0).all() and nt_maps.abs().amax() > 0
@@ -336,8 +342,10 @@ def test_imagenet_occlusion_at_two_windows_for_right_and_wrong(imagenet):
     assert set(ex) == {"integrated_gradients", "occlusion_w60", "occlusion_w15"}
     explained = table(run, "explained_images")
     assert sorted(r["correct"] for r in explained) == ["0", "1"]
-    assert ex["occlusion_w60"]["model_evals"] == 2 * occlusion_evals(224, 60, 50)
-    assert ex["occlusion_w15"]["model_evals"] == 2 * occlusion_evals(224, 15, 15)
+    w60, w15 = ex["occlusion_w60"], ex["occlusion_w15"]
+    assert w60["model_evals"] == 2 * occlusion_evals(224, 60, 50) + occlusion_setup(w60)
+    assert w15["model_evals"] == 2 * occlusion_evals(224, 15, 15) + occlusion_setup(w15, traced=False)
+    assert w15["path"].startswith("incremental")  # 224 px: the early layers' work is saved
     ids = [r["id"] for r in explained]
     large, small = maps(run, "occlusion_w60", ids), maps(run, "occlusion_w15", ids)
     assert large.shape[0] == small.shape[0] == 2

@@ -10,7 +10,7 @@ from xaudit.data.base import Record
 from xaudit.explain import ExplainContext, build_explainer
 from xaudit.explain import incremental as inc
 from xaudit.explain.engine import MapStore, explain_records
-from xaudit.explain.fastpath import FastPath, fold_batchnorm
+from xaudit.explain.fastpath import FastPath
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -139,9 +139,9 @@ def test_engine_uses_it_by_default_counts_windows_and_can_turn_it_off(tmp_path):
     assert 0 < stats["work_per_window"] < 1
     windows = len(inc.window_starts(80, 12, 8)) ** 2
     # each window and each clean image is one evaluation; the check on 5 windows of the
-    # batch's first image adds its full forwards, folding the batch norms a trace and a
-    # check, and the first call traces the chain of stages once
-    assert stats["model_evals"] == 2 * (windows + 1) + (6 + 6) + 2 + 1
+    # batch's first image adds its full forwards, and the first call traces the chain of
+    # stages once
+    assert stats["model_evals"] == 2 * (windows + 1) + (6 + 6) + 1
     plain, plain_stats = engine(tmp_path, model, {**spec, "incremental": False}, x, [1, 2])
     assert plain_stats["path"] == "plain (incremental: false)"
     assert plain_stats["model_evals"] == 2 * (windows + 1)
@@ -157,36 +157,6 @@ def test_bf16_runs_incrementally_and_a_strict_check_redoes_it_in_fp32(tmp_path):
     strict, stats = engine(tmp_path, model, spec, x, [0, 1], FastPath(precision="bf16", tolerance=1e-12))
     assert stats["fp32_recomputed"] == 2 and stats["incremental_images"] == 4
     torch.testing.assert_close(strict, fp32)
-
-
-class SharedOutput(nn.Module):
-    """conv_a's output feeds its batch norm and a skip connection: it must not be folded."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv_a, self.bn_a = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.conv_b, self.bn_b = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
-        for bn in (self.bn_a, self.bn_b):
-            bn.running_mean.uniform_(-1, 1)
-            bn.running_var.uniform_(0.5, 2)
-
-    def forward(self, x):
-        a = self.conv_a(x)
-        return self.bn_b(self.conv_b(self.bn_a(a))) + a
-
-
-def test_batch_norms_fold_into_their_convolutions_only_where_that_is_the_same_function():
-    x = torch.randn(2, 3, 16, 16)
-    model = net("resnet18")
-    folded = fold_batchnorm(model, x[:1])
-    identities = {n for n, m in folded.named_modules() if isinstance(m, nn.Identity)}
-    assert {"bn1", "layer1.0.bn2", "layer2.0.downsample.1", "layer4.1.bn2"} <= identities
-    assert not any(isinstance(m, nn.Identity) for m in model.modules())  # the original is untouched
-    with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
-    shared = SharedOutput().eval()
-    assert fold_batchnorm(shared, x[:1]) is shared
 
 
 def test_parameters_are_checked():

@@ -305,6 +305,8 @@ class Runner:
         def run(chunk: int):
             if hasattr(e, "perturbations_per_eval"):
                 e.perturbations_per_eval = max(1, chunk // per_image)
+            if hasattr(e, "samples_per_pass"):
+                e.samples_per_pass = chunk
             if hasattr(e, "internal_batch_size") and self._own_internal:
                 e.internal_batch_size = max(chunk, per_image)
             mode = torch.inference_mode() if not e.needs_gradients else contextlib.nullcontext()
@@ -359,7 +361,7 @@ def explain_dataset(
     todo_ids = {r.id for r in records if any(r.id not in d for d in done)}
     todo = [(r, t) for r, t in zip(records, targets, strict=True) if r.id in todo_ids]
     runners: list[Runner] = []
-    saved = [{k: getattr(e, k) for k in ("internal_batch_size", "perturbations_per_eval") if hasattr(e, k)}
+    saved = [{k: getattr(e, k) for k in ("internal_batch_size", "perturbations_per_eval", "samples_per_pass") if hasattr(e, k)}
              for e in explainers]
     pending = [{"ids": [], "maps": [], "targets": [], "delta": []} for _ in explainers]
     n_done = len(records) - len(todo)

@@ -5,22 +5,18 @@ its inputs are channels-last and (optionally) its forward runs under bf16 autoca
 number of samples per forward/backward pass (IG steps, occlusion windows) is chosen from a
 memory budget measured on the model and halved on out-of-memory; forwards of the same
 images (f(x) for completeness, the bf16 guard, audits) are computed once and shared.
-Occlusion also runs on a copy with batch norms folded into the convolutions before them
-(the same function up to float rounding, checked against the model where it is used).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import ConfigError, XauditError
 
@@ -104,9 +100,16 @@ def available_bytes(device: torch.device) -> int:
 
 
 def default_budget_bytes(device: torch.device) -> int:
-    """Half of free GPU memory; on the host a quarter of what is available, at most 4 GiB."""
+    """Half of free GPU memory; on the host a quarter of what is available, at most 4 GiB;
+    rounded down to a power of two.
+
+    The pass size follows from the budget, and a pass's size can move results in the last
+    float bits (the kernels block the batch differently): rounding keeps them the same from
+    run to run while other jobs change the free memory a little.
+    """
     free = available_bytes(device)
-    return free // 2 if device.type == "cuda" else min(free // 4, 4 << 30)
+    budget = free // 2 if device.type == "cuda" else min(free // 4, 4 << 30)
+    return 1 << max(20, int(budget).bit_length() - 1)  # at least 1 MiB
 
 
 def activation_bytes(model: nn.Module, x1: torch.Tensor) -> int:
@@ -264,43 +267,3 @@ def with_replaced(module: nn.Module, replace: dict[str, nn.Module]) -> nn.Module
             inner = {n.split(".", 1)[1]: m for n, m in replace.items() if n.split(".", 1)[0] == head}
             clone._modules[head] = with_replaced(module._modules[head], inner)
     return clone
-
-
-def fold_batchnorm(model: nn.Module, x1: torch.Tensor) -> nn.Module:
-    """A shallow copy of ``model`` with each eval-mode BatchNorm2d that is the only user of a
-    Conv2d's output folded into that convolution (weights shared otherwise); ``model`` itself
-    when nothing folds or the copy's output on ``x1`` differs."""
-    made: dict[int, tuple[str, nn.Module]] = {}
-    uses: Counter[int] = Counter()
-    calls: Counter[nn.Module] = Counter()
-    pairs, keep = [], []
-
-    def hook(mod, args, out):
-        calls[mod] += 1
-        arg = args[0] if args else None
-        keep.append(out)  # tensor ids must stay unique while tracing
-        if isinstance(arg, torch.Tensor):
-            uses[id(arg)] += 1
-            if isinstance(mod, nn.BatchNorm2d) and not mod.training and id(arg) in made:
-                pairs.append((made[id(arg)], (names[mod], mod), id(arg)))
-        if isinstance(mod, nn.Conv2d) and isinstance(out, torch.Tensor):
-            made[id(out)] = (names[mod], mod)
-
-    names = {m: n for n, m in model.named_modules()}
-    handles = [m.register_forward_hook(hook) for m in names if not list(m.children())]
-    with torch.inference_mode(), torch.autocast(x1.device.type, enabled=False):
-        try:
-            ref = model(x1)
-        finally:
-            for h in handles:
-                h.remove()
-        fold = {}
-        for (cname, conv), (bname, bn), out in pairs:
-            if uses[out] == 1 and calls[conv] == calls[bn] == 1 and bn.running_var is not None:
-                fold[cname], fold[bname] = fuse_conv_bn_eval(conv, bn), nn.Identity()
-        if not fold or not isinstance(ref, torch.Tensor):
-            return model
-        folded = with_replaced(model, fold)
-        # a conv output also used outside modules (x + conv(x)) is invisible to hooks: compare
-        same = torch.allclose(folded(x1).float(), ref.float(), rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
-    return folded if same else model

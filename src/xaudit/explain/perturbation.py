@@ -53,6 +53,11 @@ class OcclusionExplainer(Explainer):
         self.incremental = incremental  # recompute only what each window changes (exact)
         self.split = split  # where the incrementally computed prefix ends; "auto": least work
         self._report: dict | None = None
+        # Windows per forward on the incremental path (which explains one image at a time),
+        # set by the engine from its memory budget; None: perturbations_per_eval × images.
+        # Not perturbations_per_eval × images there: that product depends on how many
+        # images a batch holds, and a pass's size can move results in the last float bits.
+        self.samples_per_pass: int | None = None
 
     def take_report(self) -> dict | None:
         """Which path the last ``attribute`` call took (and why), once."""
@@ -76,7 +81,8 @@ class OcclusionExplainer(Explainer):
             net = model.model if isinstance(model, FastModel) else model
             attr, self._report = inc.occlusion(
                 net, x, baselines, target, self.window, self.stride,
-                self.perturbations_per_eval * len(x), bf16=bool(getattr(model, "bf16", False)),
+                self.samples_per_pass or self.perturbations_per_eval * len(x),
+                bf16=bool(getattr(model, "bf16", False)),
                 split=self.split,
             )
             if attr is not None:
