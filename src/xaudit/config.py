@@ -122,7 +122,7 @@ class ExplainConfig:
     chunk_size: int = 64  # images per stored chunk of maps
     precision: Literal["fp32", "bf16"] = "fp32"
     tolerance: float = 0.05  # completeness tolerance for path methods, relative
-    adaptive_steps: bool = False  # path methods: a quarter of n_steps first, refine failing images
+    adaptive_steps: bool = False  # path methods: n_steps/4, /2, then all, each for failing images
     memory_budget_mb: int | None = None  # per forward/backward pass; None = from free memory
 
 

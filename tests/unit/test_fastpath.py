@@ -115,11 +115,22 @@ def test_adaptive_steps_refine_only_failing_images(tmp_path):
     # a loose tolerance: every image passes at the coarse step count (a quarter)
     _, loose, _ = run(tmp_path, spec, FastPath(adaptive_steps=True, tolerance=10.0), name="loose")
     assert loose["refined"] == 0 and loose["steps_used"] == N * 4
-    # an impossible one: every image is refined, and the result is the full-step one
+    # an impossible one: every image climbs every rung (4, 8, 16 steps), and the result is
+    # the full-step one
     full, _, _ = run(tmp_path, spec, FastPath(), name="full")
     tight, stats, _ = run(tmp_path, spec, FastPath(adaptive_steps=True, tolerance=1e-12), name="tight")
-    assert stats["refined"] == N and stats["steps_used"] == N * (4 + 16)
+    assert stats["refined"] == N and stats["steps_used"] == N * (4 + 8 + 16)
     torch.testing.assert_close(tight["maps"], full["maps"])
+    # a tolerance between: each image stops at the first rung where it passes, and its map
+    # is IG at that step count
+    mid, mid_stats, _ = run(tmp_path, spec, FastPath(adaptive_steps=True, tolerance=0.003), name="mid")
+    assert 0 < mid_stats["refined"] < N and N * 4 < mid_stats["steps_used"] < N * (4 + 8 + 16)
+    rungs = []
+    for steps in (4, 8, 16):
+        alone, _, _ = run(tmp_path, {**spec, "n_steps": steps}, FastPath(), name=f"s{steps}")
+        rungs.append(alone["maps"])
+    for n in range(N):  # every map is IG at one of the rungs
+        assert any(torch.allclose(mid["maps"][n], r[n], rtol=1e-5, atol=1e-7) for r in rungs), n
 
 
 def test_forwards_are_shared_between_methods(tmp_path):
@@ -174,7 +185,8 @@ def test_budget_arithmetic_and_step_ladder():
     assert samples_per_pass(per_sample=10 << 20, budget=1 << 30, gradients=False) == 204
     assert samples_per_pass(per_sample=1 << 40, budget=1 << 20, gradients=True) == 1
     assert step_ladder(32, adaptive=False) == [32]
-    assert step_ladder(32, adaptive=True) == [8, 32]
+    assert step_ladder(32, adaptive=True) == [8, 16, 32]
+    assert step_ladder(8, adaptive=True) == [4, 8]
     assert step_ladder(4, adaptive=True) == [4]
     with pytest.raises(ConfigError, match="Allowed: fp32, bf16"):
         FastPath(precision="fp16")

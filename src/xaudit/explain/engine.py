@@ -238,7 +238,7 @@ class Runner:
         for k, (model, steps) in enumerate(passes):
             if k == len(ladder):
                 self.stats.fp32_recomputed += len(pending)
-            elif k > 0:
+            elif k == 1:  # images that needed more than the coarse rung
                 self.stats.refined += len(pending)
             sub = self._integrate(model, x[pending], target[pending], kwargs["baselines"][pending], steps)
             self.stats.steps_used += steps * len(pending)

@@ -220,13 +220,16 @@ def relative_error(total: torch.Tensor, gap: torch.Tensor) -> torch.Tensor:
 
 
 def step_ladder(n_steps: int, adaptive: bool) -> list[int]:
-    """Step counts tried in turn: n_steps alone, or a quarter of it first.
+    """Step counts tried in turn: n_steps alone, or a quarter, then half of it first.
 
-    Quadrature nodes of different step counts do not nest, so a refined image costs the
-    coarse pass plus the full one (1.25×) while an image that passes costs a quarter.
+    Each rung runs only for the images that missed the tolerance on the one before
+    (successive doubling). Quadrature nodes of different step counts do not nest, so an
+    image costs the sum of the rungs it ran: 0.25×, 0.75× or at most 1.75× n_steps.
     """
-    coarse = max(4, n_steps // 4)
-    return [coarse, n_steps] if adaptive and coarse < n_steps else [n_steps]
+    if not adaptive:
+        return [n_steps]
+    rungs = sorted({max(4, n_steps // 4), max(4, n_steps // 2)})
+    return [s for s in rungs if s < n_steps] + [n_steps]
 
 
 def cpu_threads() -> int:
