@@ -52,6 +52,14 @@ def engine(model, spec: dict, x: torch.Tensor, targets: list[int], fast: FastPat
     return seconds, stats, maps
 
 
+def predicted(model, x: torch.Tensor) -> list[int]:
+    """The class each image is explained for: the model's prediction, as in the seeds
+    (``target=pred_idx``) and xaudit's default ``explain.target: predicted``."""
+    with torch.inference_mode():
+        return [int(model(x[i : i + 16]).argmax(1)[k]) for i in range(0, len(x), 16)
+                for k in range(len(x[i : i + 16]))]
+
+
 def captum_ig_loop(model, x, targets, n_steps) -> tuple[float, torch.Tensor]:
     """The seeds' way: one IntegratedGradients call per image, default settings."""
     to_standard_layout(model)
@@ -89,7 +97,7 @@ def relative_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 def bench_ig(res: Results, n_images: int, size: int = 224, n_steps: int = 32) -> None:
     print(f"IG: ResNet-18, {size} px, {n_steps} steps, {n_images} images", flush=True)
     model, x = resnet18(), images(n_images, size)
-    targets = [n % 1000 for n in range(n_images)]
+    targets = predicted(model, x)
     t_captum, ref = captum_ig_loop(model, x, targets, n_steps)
     spec = {"name": "integrated_gradients", "n_steps": n_steps, "baseline": "black"}
     t32, s32, m32 = engine(model, spec, x, targets, FastPath(), batch_size=16)
@@ -118,7 +126,7 @@ def bench_occlusion(res: Results, n_images: int, size: int = 224, window: int = 
     print(f"Occlusion: ResNet-18, {size} px, {window}x{window} stride {stride} "
           f"({windows} windows), {n_images} images", flush=True)
     model, x = resnet18(), images(n_images, size, seed=1)
-    targets = [n for n in range(n_images)]
+    targets = predicted(model, x)
     t_captum, ref = captum_occlusion_loop(model, x, targets, window, stride)
     spec = {"name": "occlusion", "window": window, "stride": stride, "baseline": "zero"}
     plain = {**spec, "incremental": False}
