@@ -56,8 +56,7 @@ def predicted(model, x: torch.Tensor) -> list[int]:
     """The class each image is explained for: the model's prediction, as in the seeds
     (``target=pred_idx``) and xaudit's default ``explain.target: predicted``."""
     with torch.inference_mode():
-        return [int(model(x[i : i + 16]).argmax(1)[k]) for i in range(0, len(x), 16)
-                for k in range(len(x[i : i + 16]))]
+        return torch.cat([model(x[i : i + 16]).argmax(1) for i in range(0, len(x), 16)]).tolist()
 
 
 def captum_ig_loop(model, x, targets, n_steps) -> tuple[float, torch.Tensor]:
