@@ -202,12 +202,18 @@ def explain_method_sharded(
     every = gather(world, stats)
     if not world.is_main:
         return None
-    MapStore(root, label, world.part()).merge_parts([f"rank{r}" for r in range(world.size)])
+    merge_index(root, label, world)
     return merge_stats(every)
 
 
 # Per-rank figures that are not added up: the slowest rank's time, settings every rank shares.
 _NOT_SUMMED = ("seconds", "samples_per_pass", "work_per_window")
+
+
+def merge_index(root: Path, label: str, world: World) -> None:
+    """Rank 0: the method's ``index.json`` over every rank's chunks (from the shards alone)."""
+    parts = [World(r, world.size).part() for r in range(world.size)]
+    MapStore(root, label, world.part()).merge_parts(parts)
 
 
 def merge_stats(parts: Sequence[dict]) -> dict:
@@ -255,7 +261,7 @@ def explain_sharded(
     ))
     if world.size > 1 and world.is_main:
         for e in explainers:
-            MapStore(root, e.label, world.part()).merge_parts([f"rank{r}" for r in range(world.size)])
+            merge_index(root, e.label, world)
     barrier(world)
     return stats
 
