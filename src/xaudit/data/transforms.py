@@ -8,7 +8,6 @@ the same process already decoded.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +28,35 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+_RESAMPLE = {
+    "nearest": TF.InterpolationMode.NEAREST,
+    "bilinear": TF.InterpolationMode.BILINEAR,
+    "bicubic": TF.InterpolationMode.BICUBIC,
+    "lanczos": TF.InterpolationMode.LANCZOS,
+}
+RESIZE_MODES = ("shorter", "square")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
+    """Resize (the shorter side, or the whole image to a square, to ``resize_size``), then
+    centre-crop ``image_size``. ``square`` with ``resize_size == image_size`` keeps the whole
+    image, as ViT image processors do."""
+
     image_size: int = 224
     resize_size: int = 256
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"  # nearest | bilinear | bicubic | lanczos
+    resize: str = "shorter"  # shorter | square
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(
+                f"interpolation must be one of {', '.join(_RESAMPLE)}, got {self.interpolation!r}"
+            )
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be shorter or square, got {self.resize!r}")
 
     def to_dict(self) -> dict:
         return {
@@ -42,7 +64,14 @@ class Preprocessing:
             "resize_size": self.resize_size,
             "mean": list(self.mean),
             "std": list(self.std),
+            "interpolation": self.interpolation,
+            "resize": self.resize,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessing:
+        return cls(int(d["image_size"]), int(d["resize_size"]), tuple(d["mean"]), tuple(d["std"]),
+                   d.get("interpolation", "bilinear"), d.get("resize", "shorter"))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or [0,1] float) N×C×H×W -> normalised float32."""
@@ -51,53 +80,37 @@ class Preprocessing:
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
-    def geometry(self, img: Image.Image, resample: int) -> Image.Image:
-        # As torchvision's Resize(int) + CenterCrop: the long side is truncated, the crop
-        # offset rounded, so pixels match the weights' own transforms.
-        w, h = img.size
-        short, long = (w, h) if w <= h else (h, w)
-        new_long = max(1, int(self.resize_size * long / short))
-        nw, nh = (self.resize_size, new_long) if w <= h else (new_long, self.resize_size)
-        img = img.resize((nw, nh), resample=resample)
-        left = int(round((nw - self.image_size) / 2.0))
-        top = int(round((nh - self.image_size) / 2.0))
-        if left < 0 or top < 0:  # resize_size < image_size: pad by resizing to fit
-            return img.resize((self.image_size, self.image_size), resample=resample)
-        return img.crop((left, top, left + self.image_size, top + self.image_size))
+    def geometry(self, img: Image.Image, mode: TF.InterpolationMode) -> Image.Image:
+        size = [self.image_size, self.image_size]
+        if self.resize_size < self.image_size:  # nothing to crop: fit instead of padding
+            return TF.resize(img, size, interpolation=mode)
+        first = [self.resize_size] if self.resize == "shorter" else [self.resize_size] * 2
+        return TF.center_crop(TF.resize(img, first, interpolation=mode), size)
 
     def image_tensor(self, img: Image.Image) -> torch.Tensor:
-        img = self.geometry(img, Image.Resampling.BILINEAR)
+        img = self.geometry(img, _RESAMPLE[self.interpolation])
         arr = np.asarray(img, dtype=np.uint8)
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
     def mask_tensor(self, mask: np.ndarray) -> torch.Tensor:
         """A mask (already checked against its image's size) to the image's geometry."""
         img = Image.fromarray(mask.astype(np.uint8) * 255)
-        img = self.geometry(img, Image.Resampling.NEAREST)
+        img = self.geometry(img, TF.InterpolationMode.NEAREST)
         return torch.from_numpy(np.asarray(img) > 127)
 
 
-def preprocessing_from(
-    weights_transforms: object | None,
-    image_size: int | None = None,
-    resize_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> Preprocessing:
-    """Preprocessing from torchvision weights' ``transforms()`` unless the recipe overrides."""
-    crop, resize, m, s = 224, 256, IMAGENET_MEAN, IMAGENET_STD
-    if weights_transforms is not None:
-        crop = int(_first(getattr(weights_transforms, "crop_size", crop)))
-        resize = int(_first(getattr(weights_transforms, "resize_size", resize)))
-        m = tuple(getattr(weights_transforms, "mean", m))
-        s = tuple(getattr(weights_transforms, "std", s))
-    if image_size is not None and resize_size is None:
-        resize_size = math.ceil(image_size * resize / crop)
+def preprocessing_from(weights_transforms: object | None) -> Preprocessing:
+    """Preprocessing from torchvision weights' ``transforms()`` (ImageNet's 224/256 without)."""
+    if weights_transforms is None:
+        return Preprocessing()
+    t = weights_transforms
+    mode = getattr(t, "interpolation", None)
     return Preprocessing(
-        image_size=image_size or crop,
-        resize_size=resize_size or resize,
-        mean=tuple(mean) if mean is not None else m,
-        std=tuple(std) if std is not None else s,
+        image_size=int(_first(getattr(t, "crop_size", 224))),
+        resize_size=int(_first(getattr(t, "resize_size", 256))),
+        mean=tuple(getattr(t, "mean", IMAGENET_MEAN)),
+        std=tuple(getattr(t, "std", IMAGENET_STD)),
+        interpolation=getattr(mode, "value", "bilinear"),
     )
 
 
