@@ -162,10 +162,10 @@ def chelsea(size: int) -> torch.Tensor:
 
 def occlusion_real_weights(res: Results, size: int, window: int, stride: int) -> None:
     """ImageNet MobileNetV2 (offline weights) on a real photo: does bf16 pass its check there?"""
-    from xaudit.models import build_model
+    from xaudit.models import Classifier
 
     try:
-        model = build_model("mobilenet_v2", None, "IMAGENET1K_V1", seed=0).model.eval()
+        model = Classifier.from_torchvision("mobilenet_v2", "IMAGENET1K_V1").module.eval()
     except Exception as err:  # no offline weights installed: say so, skip the line
         print(f"  real weights: skipped ({type(err).__name__}: {err})", flush=True)
         return

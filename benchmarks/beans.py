@@ -31,7 +31,7 @@ from xaudit.evaluate import predict
 from xaudit.explain import ExplainContext, build_explainer
 from xaudit.explain.engine import MapStore, explain_dataset
 from xaudit.explain.fastpath import FastPath, ForwardCache
-from xaudit.models import BuiltModel
+from xaudit.models import Classifier
 from xaudit.train import train
 
 from .common import Results
@@ -156,7 +156,7 @@ def xaudit_workflow(data, n_explain: int, size: int = 128) -> dict:
     for records in splits.values():
         store.prepare(records, workers=2)
     model = frozen_resnet18()
-    built = BuiltModel(model, "resnet18", "fc", None, "none")
+    built = Classifier.from_module(model, [str(i) for i in range(model.fc.out_features)], MEAN, STD, size)
     cfg = TrainConfig(epochs=3, lr=1e-3, batch_size=16, cached_views=1, precision="bf16",
                       augment=AugmentConfig(hflip=True, rotation=10))
     train(built, ["fc"], "frozen", store, splits["train"], splits["val"], pre, cfg,

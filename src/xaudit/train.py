@@ -18,7 +18,7 @@ from torch import nn
 
 from .data.base import Record
 from .data.transforms import DecodedStore, Preprocessing, augment_batch, build_augment
-from .models import BuiltModel, set_train_mode
+from .models import Classifier, set_train_mode
 
 Progress = Callable[[str, int, int], None]  # (description, done, total)
 
@@ -130,9 +130,9 @@ class FeatureCache:
 
 
 def build_feature_cache(
-    built: BuiltModel, store, train, val, pre, cfg, device, generator, progress=_noop
+    clf: Classifier, store, train, val, pre, cfg, device, generator, progress=_noop
 ) -> FeatureCache:
-    backbone = HeadInput(built.model, built.head).to(device)
+    backbone = HeadInput(clf.module, clf.head).to(device)
     aug = build_augment(cfg.augment, pre.image_size)
     n_views = cfg.cached_views if aug is not None else 1
     views = [
@@ -197,10 +197,10 @@ def fit_head(
 
 
 def fit_full(
-    built: BuiltModel, trained: list[str], store, train, val, pre: Preprocessing, cfg, device, generator, progress=_noop
+    clf: Classifier, trained: list[str], store, train, val, pre: Preprocessing, cfg, device, generator, progress=_noop
 ) -> TrainResult:
     """Train the trainable part of the model end to end on decoded images."""
-    model = built.model
+    model = clf.module
     result = TrainResult()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -261,7 +261,7 @@ def evaluate_split(model, store, records, pre, batch_size, device) -> tuple[floa
 
 
 def train(
-    built: BuiltModel,
+    clf: Classifier,
     trained: list[str],
     mode: str,
     store: DecodedStore,
@@ -275,19 +275,19 @@ def train(
 ) -> tuple[TrainResult, FeatureCache | None]:
     """Train per the recipe; the model ends in eval mode holding its best weights."""
     t0 = time.perf_counter()
-    built.model.to(device).to(memory_format=torch.channels_last)
+    clf.module.to(device).to(memory_format=torch.channels_last)
     cache = None
     if mode == "frozen":
-        cache = build_feature_cache(built, store, train_records, val_records, pre, cfg, device, generator, progress)
-        head = built.model.get_submodule(built.head)
+        cache = build_feature_cache(clf, store, train_records, val_records, pre, cfg, device, generator, progress)
+        head = clf.module.get_submodule(clf.head)
         head.cpu()
         result = fit_head(head, cache, cfg, generator, progress=progress)
         head.to(device)
         result.backbone_passes = sum(len(v) for v in cache.train_views) + len(cache.val)
     else:
-        result = fit_full(built, trained, store, train_records, val_records, pre, cfg, device, generator, progress)
+        result = fit_full(clf, trained, store, train_records, val_records, pre, cfg, device, generator, progress)
     # Trained in channels_last for speed; handed on in the ordinary layout, which every
     # library downstream (Captum's .view calls among them) expects.
-    built.model.to(memory_format=torch.contiguous_format).eval()
+    clf.module.to(memory_format=torch.contiguous_format).eval()
     result.seconds = time.perf_counter() - t0
     return result, cache

@@ -428,13 +428,14 @@ def test_find_target_layer_torchvision(arch, expected):
     assert name == expected and layer is dict(model.named_modules())[expected]
 
 
-def test_find_target_layer_generic_and_vit():
-    assert find_target_layer(TinyCNN())[0] == "features.2"  # the last Conv2d
+def test_find_target_layer_generic_asks_and_vit_is_found():
+    # a model of no known family: CAM methods say which setting names the layer
+    with pytest.raises(XauditError, match="model.target_layer, or cam_layer="):
+        find_target_layer(TinyCNN())
     vit = VisionTransformer(
-        image_size=32, patch_size=16, num_layers=1, num_heads=1, hidden_dim=8, mlp_dim=8
+        image_size=32, patch_size=16, num_layers=2, num_heads=1, hidden_dim=8, mlp_dim=8
     )
-    with pytest.raises(XauditError, match="layer"):
-        find_target_layer(vit)
+    assert find_target_layer(vit)[0] == "encoder.layers.encoder_layer_1.ln_1"
 
 
 # ---------------------------------------------------------------- the contract over the registry

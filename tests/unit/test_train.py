@@ -3,7 +3,7 @@ import torch
 from xaudit.config import AugmentConfig, TrainConfig
 from xaudit.data.base import Record
 from xaudit.data.transforms import DecodedStore, Preprocessing
-from xaudit.models import build_model, configure_trainable
+from xaudit.models import Classifier, configure_trainable
 from xaudit.train import HeadInput, extract_features, train
 
 
@@ -26,11 +26,11 @@ def test_frozen_training_runs_the_backbone_once_per_view_and_is_seeded():
     cfg = TrainConfig(epochs=4, batch_size=4, cached_views=2, augment=AugmentConfig(hflip=True))
     results = []
     for _ in range(2):
-        built = build_model("resnet18", 2, "none", seed=0)
+        built = Classifier.from_torchvision("resnet18", "none", num_classes=2, seed=0)
         trained = configure_trainable(built, "frozen")
         res, cache = train(built, trained, "frozen", store, records[:8], records[8:], pre, cfg,
                            torch.device("cpu"), torch.Generator().manual_seed(1))
-        results.append((res, built.model.fc.weight.detach().clone()))
+        results.append((res, built.module.fc.weight.detach().clone()))
         assert res.backbone_passes == 2 * 8 + 4 and len(res.history) == 4
         assert len(cache.train_views) == 2 and cache.train_views[0].shape == (8, 512)
     assert torch.equal(results[0][1], results[1][1])
@@ -42,8 +42,8 @@ def test_bf16_feature_pass_stays_close_to_fp32():
     records = _records()
     store = DecodedStore(pre)
     store.prepare(records, workers=1)
-    built = build_model("resnet18", 2, "none", seed=0)
-    backbone = HeadInput(built.model, built.head)
+    built = Classifier.from_torchvision("resnet18", "none", num_classes=2, seed=0)
+    backbone = HeadInput(built.module, built.head)
     args = (backbone, store, records, pre, 4, torch.device("cpu"))
     fp32 = extract_features(*args)
     bf16 = extract_features(*args, precision="bf16")

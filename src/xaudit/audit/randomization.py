@@ -37,46 +37,16 @@ Block = tuple[str, list[str]]  # (label, module names)
 
 
 def find_blocks(model: nn.Module) -> list[Block]:
-    """Blocks from the logits down, for torchvision families; top-level children otherwise."""
-    for prefix, m in model.named_modules():
-        p = f"{prefix}." if prefix else ""
-        if all(hasattr(m, a) for a in ("fc", "layer4", "layer1", "conv1")):  # resnet / resnext
-            names = ["fc", "layer4", "layer3", "layer2", "layer1"]
-            blocks = [(p + n, [p + n]) for n in names]
-            stem = [p + "conv1"] + ([p + "bn1"] if hasattr(m, "bn1") else [])
-            return blocks + [(p + "conv1", stem)]
-        features = getattr(m, "features", None)
-        if isinstance(features, nn.Sequential) and hasattr(m, "classifier"):
-            blocks = [(p + "classifier", [p + "classifier"])]
-            children = list(features.named_children())
-            if any(isinstance(c, nn.MaxPool2d) for _, c in children) and any(
-                isinstance(c, nn.Conv2d) for _, c in children
-            ):  # vgg: the conv layers between two poolings form one block
-                groups, current = [], []
-                for name, child in children:
-                    if isinstance(child, nn.Conv2d):
-                        current.append(f"{p}features.{name}")
-                    elif isinstance(child, nn.MaxPool2d) and current:
-                        groups.append(current)
-                        current = []
-                if current:
-                    groups.append(current)
-                for g in reversed(groups):
-                    label = g[0] if len(g) == 1 else f"{g[0]}..{g[-1].rsplit('.', 1)[-1]}"
-                    blocks.append((label, g))
-                return blocks
-            for name, child in reversed(children):  # mobilenet, efficientnet, densenet
-                if any(True for _ in child.parameters()):
-                    blocks.append((f"{p}features.{name}", [f"{p}features.{name}"]))
-            return blocks
-    return [
-        (name, [name])
-        for name, child in reversed(list(model.named_children()))
-        if any(True for _ in child.parameters())
-    ]
+    """Blocks from the logits down, as the families table (models/families.py) gives them."""
+    from ..models.families import describe
+
+    return describe(model).randomization_blocks
 
 
-def blocks_from_names(model: nn.Module, names: list[str]) -> list[Block]:
+def blocks_from_names(model: nn.Module, names: list) -> list[Block]:
+    """Named blocks (a recipe's ``audit.blocks``) or ready (label, names) blocks, checked."""
+    if all(isinstance(n, tuple) for n in names):
+        return list(names)
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
     if missing:
@@ -88,7 +58,8 @@ def blocks_from_names(model: nn.Module, names: list[str]) -> list[Block]:
 
 
 def randomize(model: nn.Module, names: list[str], seed: int) -> nn.Module:
-    """Re-initialise (``reset_parameters``) every submodule of ``names`` in place, seeded."""
+    """Re-initialise every submodule of ``names`` in place, seeded: ``reset_parameters`` where a
+    module has it, a truncated normal (std 0.02, as transformers initialise) for the rest."""
     modules = dict(model.named_modules())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -96,6 +67,9 @@ def randomize(model: nn.Module, names: list[str], seed: int) -> nn.Module:
             for sub in modules[name].modules():
                 if hasattr(sub, "reset_parameters"):
                     sub.reset_parameters()
+                else:  # parameters a module holds itself (tokens, position and bias tables)
+                    for p in sub.parameters(recurse=False):
+                        nn.init.trunc_normal_(p, std=0.02)
     return model
 
 

@@ -31,6 +31,9 @@ class ExplainContext:
     layers: dict[str, nn.Module] = field(default_factory=dict)  # named layers of the model
     generator: torch.Generator | None = None
     dataset_mean: torch.Tensor | None = None  # (C,) pixel-space mean of the training images
+    # The target layer's output -> N×C×h×w (tokens or channels-last layers); None: it is already
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
+    cam_hint: str = ""  # why no target layer is known, and which setting names one
 
     def pixel_to_input(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean.view(1, -1, 1, 1).to(pixels)) / self.std.view(1, -1, 1, 1).to(pixels)

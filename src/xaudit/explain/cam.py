@@ -40,32 +40,18 @@ def _named(model: nn.Module, module: nn.Module) -> tuple[str, nn.Module]:
 
 
 def find_target_layer(model: nn.Module) -> tuple[str, nn.Module]:
-    """The last spatial (convolutional) block: the usual Grad-CAM layer for the model's family."""
-    family = type(model).__name__
-    if family in {"VisionTransformer", "SwinTransformer", "MaxVit"}:
+    """The family's CAM layer (models/families.py): the last spatial block, or for vision
+    transformers the layer whose tokens still reach the logits."""
+    from ..models.families import describe
+
+    anatomy = describe(model)
+    if anatomy.cam_layer is None:
         raise XauditError(
-            f"{family} has no convolutional feature map for CAM methods to upsample. "
-            f"Name a layer with a spatial N×C×h×w output (explain.layer), or use gradient "
-            f"or perturbation methods."
+            f"{type(model).__name__} (family {anatomy.family}) has no known layer for CAM methods; "
+            "name one with a spatial or token output (model.target_layer, or cam_layer= on the "
+            "Classifier), or use gradient or perturbation methods"
         )
-    if family == "ResNet":
-        return _named(model, model.layer4)
-    if family == "VGG":
-        relus = [m for m in model.features if isinstance(m, (nn.ReLU, nn.Conv2d))]
-        return _named(model, relus[-1])
-    if family in {"MobileNetV2", "MobileNetV3", "EfficientNet", "ConvNeXt"}:
-        return _named(model, model.features[-1])
-    if family == "DenseNet":
-        return _named(model, model.features)
-    if family == "RegNet":
-        return _named(model, model.trunk_output)
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise XauditError(
-            f"{family} has no nn.Conv2d layer, so no default target layer for CAM methods. "
-            f"Name a layer with a spatial output (explain.layer)."
-        )
-    return _named(model, convs[-1])
+    return anatomy.cam_layer, model.get_submodule(anatomy.cam_layer)
 
 
 def resolve_layer(layer: str | None, ctx: ExplainContext, method: str) -> nn.Module:
@@ -73,7 +59,8 @@ def resolve_layer(layer: str | None, ctx: ExplainContext, method: str) -> nn.Mod
     if layer is None:
         if ctx.target_layer is None:
             raise ConfigError(
-                f"{method}: no target layer known for this model; name one with 'layer'."
+                f"{method}: no target layer known for this model; name one with 'layer'. "
+                f"{ctx.cam_hint}".strip()
             )
         return ctx.target_layer
     if layer in ctx.layers:
@@ -127,11 +114,37 @@ class GradCamExplainer(Explainer):
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
     ) -> torch.Tensor:
         layer = resolve_layer(self.layer, ctx, self.name)
+        grid = ctx.reshape if self.layer is None else None
+        if grid is not None:
+            attr = _grid_grad_cam(model, layer, grid, x, target, self.relu)
+            return upsample(attr.detach(), x, self.name).float()
         with captum_call():
             attr = LayerGradCam(model, layer).attribute(
                 x, target=target, relu_attributions=self.relu
             )
         return upsample(attr.detach(), x, self.name).float()
+
+
+def _grid_grad_cam(model: nn.Module, layer: nn.Module, grid, x: torch.Tensor, target: torch.Tensor,
+                   relu: bool) -> torch.Tensor:
+    """Grad-CAM on a layer whose output is not N×C×h×w: activations and gradients both
+    through ``grid`` (as pytorch-grad-cam's reshape_transform), then Captum's arithmetic."""
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _a, out: seen.append(out))
+    try:
+        with torch.enable_grad():
+            logits = model(x.detach().requires_grad_(True))
+            act = seen[-1]
+            (grad,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), act)
+    finally:
+        handle.remove()
+    try:
+        acts, grads = grid(act.detach()), grid(grad)
+    except ValueError as err:
+        raise XauditError(f"grad_cam: {err}") from None
+    weights = torch.mean(grads, dim=(2, 3), keepdim=True)
+    cam = torch.sum(weights * acts, dim=1, keepdim=True)
+    return torch.relu(cam) if relu else cam
 
 
 @register("guided_grad_cam")
@@ -149,6 +162,9 @@ class GuidedGradCamExplainer(Explainer):
     ) -> torch.Tensor:
         layer = resolve_layer(self.layer, ctx, self.name)
         refuse_unguided(self.name, model)
+        if ctx.reshape is not None and self.layer is None:
+            raise XauditError(f"{self.name}: the target layer's output is not N×C×h×w; Captum's "
+                              "guided Grad-CAM cannot read it (use grad_cam)")
         with captum_call():
             attr = GuidedGradCam(model, layer).attribute(
                 x, target=target, interpolate_mode="bilinear"
@@ -215,6 +231,8 @@ class _LayerPathExplainer(Explainer):
             raise XauditError(
                 f"{self.name}: layer {self.layer or 'target layer'} has several outputs; name one."
             )
+        if ctx.reshape is not None and self.layer is None:
+            attr = ctx.reshape(attr)  # attributions have the layer output's shape
         if attr.dim() != 4:
             upsample(attr, x, self.name)  # raises the shape error
         summed = attr.detach().sum(dim=1, keepdim=True)

@@ -1,0 +1,87 @@
+"""Rebuild a saved model's architecture from its model.json, then load its safetensors."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from safetensors.torch import load_file
+from torch import nn
+
+from ..errors import ModelError
+from .checkpoints import load_weights, read_model_meta
+
+
+def import_factory(spec: str):
+    """``package.module:factory`` -> the callable (``model.source: python``)."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ModelError(f"model.module: expected 'package.module:factory', got {str(spec)[:80]!r}")
+    mod_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise ModelError(f"model.module: cannot import {mod_name[:80]!r} ({err.msg[:100]})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelError(f"model.module: {mod_name[:80]} has no callable {attr[:40]!r}")
+    return factory
+
+
+def build_python(spec: str, num_classes: int | None, args: dict | None = None):
+    """Call the user's factory (with ``num_classes`` when it takes it): an nn.Module or a
+    Classifier."""
+    import inspect
+
+    from .classifier import Classifier
+
+    factory = import_factory(spec)
+    kwargs = dict(args or {})
+    if num_classes is not None and "num_classes" in inspect.signature(factory).parameters:
+        kwargs["num_classes"] = num_classes
+    try:
+        module = factory(**kwargs)
+    except TypeError as err:
+        raise ModelError(f"model.module: {spec[:80]}(...) failed: {str(err)[:120]}") from None
+    if isinstance(module, Classifier):
+        return module
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"model.module: {spec[:80]} returned {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def architecture(meta: dict) -> nn.Module:
+    """The saved model's architecture with random weights, as model.json describes it."""
+    source = meta.get("source", "torchvision")
+    n = meta.get("num_classes")
+    if source == "torchvision":
+        from .weights import build_torchvision
+
+        return build_torchvision(meta["name"], n, "none")[0]
+    if source == "timm":
+        from .hubs import timm_module
+
+        return timm_module(meta["name"], n, None, pretrained=False, model_args=meta.get("model_args"))
+    if source == "transformers":
+        from .hubs import LogitsOf, transformers_config_model
+
+        return LogitsOf(transformers_config_model(meta["config"]))
+    if source == "python":
+        if not meta.get("module"):
+            raise ModelError("model.json: a model of source python needs 'module' "
+                             "(package.module:factory) to be rebuilt")
+        made = build_python(meta["module"], n, meta.get("model_args"))
+        return made.module if not isinstance(made, nn.Module) else made
+    raise ModelError(f"model.json: unknown source {str(source)[:40]!r} "
+                     "(torchvision, timm, transformers, python)")
+
+
+def rebuild(folder: Path) -> tuple[nn.Module, dict]:
+    meta = read_model_meta(folder)
+    module = architecture(meta)
+    weights = folder / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as err:
+        raise ModelError(f"{weights}: cannot load ({type(err).__name__}: {str(err)[:100]})") from None
+    load_weights(module, state, weights)
+    return module.eval(), meta
