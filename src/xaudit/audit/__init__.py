@@ -27,3 +27,7 @@ __all__ = [
     "run_audits",
     "validate_audit_specs",
 ]
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "audit")  # xaudit.audit(clf, images, labels, ...): see xaudit.api

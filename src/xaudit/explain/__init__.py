@@ -22,3 +22,7 @@ __all__ = [
     "make_baseline",
     "validate_method_specs",
 ]
+
+from .._callable import make_callable  # noqa: E402
+
+make_callable(__name__, "explain")  # xaudit.explain(clf, images, ...): see xaudit.api
