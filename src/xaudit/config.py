@@ -56,8 +56,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "mobilenet_v2"
-    weights: str = "imagenet"  # imagenet (torchvision DEFAULT) | none | a weights name, e.g. IMAGENET1K_V1
+    # torchvision | timm | transformers | checkpoint (a weights file or a run folder) |
+    # python (model.module: package.module:factory returning an nn.Module or a Classifier)
+    source: Literal["torchvision", "timm", "transformers", "checkpoint", "python"] = "torchvision"
+    name: str = "mobilenet_v2"  # torchvision or timm name; checkpoint: the architecture
+    # imagenet (torchvision DEFAULT; timm: the hub's pretrained) | none | a weights name, e.g. IMAGENET1K_V1
+    weights: str = "imagenet"
+    checkpoint: str | None = None  # weights file (safetensors / state dict), transformers folder, run folder
+    module: str | None = None  # source python: "package.module:factory"
+    args: dict[str, Any] | None = None  # keyword arguments for timm.create_model or the factory
+    classes: list[str] | None = None  # the model's own class names, when nothing else states them
     mode: Literal["frozen", "finetune", "last_n"] = "frozen"
     n_blocks: int = 1  # with mode last_n: how many final blocks are trained
     image_size: int | None = None  # crop size; default from the weights' metadata
@@ -87,7 +95,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cached_views: int = 4  # frozen mode with augmentation: augmented views cached per image
     num_workers: int = 0
-    skip: bool = False  # no training: use the pretrained classifier as it is (ImageNet classes)
+    skip: bool = False  # no training: the model is used as it is, with its own classes
     precision: Literal["fp32", "bf16"] = "fp32"  # frozen mode: backbone feature pass under bf16 autocast
 
 
@@ -320,14 +328,10 @@ def validate(recipe: Recipe) -> Recipe:
     # Imported here: the registries import torch-heavy modules.
     from .data import SOURCES
     from .explain import validate_method_specs
-    from .models import check_model_name
+    from .models.sources import check_model_recipe
 
     SOURCES.get(recipe.data.source)
-    check_model_name(recipe.model.name)
-    if recipe.model.weights not in {"imagenet", "none"}:
-        from .models import _weights_enum
-
-        _weights_enum(recipe.model.name, recipe.model.weights)
+    check_model_recipe(recipe.model, recipe.train.skip)
     validate_method_specs(recipe.explain.methods)
     if recipe.audit.enabled or recipe.audit.audits:
         from .audit import validate_audit_specs

@@ -1,25 +1,26 @@
-"""The audit stage: gathers the pipeline's images, model and methods into an AuditInput."""
+"""The audit stage: the pipeline's images, classifier and methods into one AuditInput."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .audit import AuditImages, AuditInput, run_audits
-from .audit.checkpoint import STATE_DIR, clear_audit_state
-from .data.base import Record
-from .distributed import claim, clear_claims, step
-from .explain import validate_method_specs
-from .explain.engine import resolve_targets
-from .run import fingerprint
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+from ..audit import AuditImages, AuditInput, run_audits
+from ..audit.checkpoint import STATE_DIR, clear_audit_state
+from ..audit.inputs import audit_images
+from ..data.base import DatasetBundle, Record
+from ..data.transforms import DecodedStore
+from ..distributed import claim, clear_claims, step
+from ..explain import validate_method_specs
+from ..explain.engine import resolve_targets
+from ..models import Classifier
+from ..run import fingerprint
+from .explain import Where
 
 
 def _pool(rows: list[dict], n: int, seed: int) -> list[dict]:
@@ -43,22 +44,12 @@ def _pool(rows: list[dict], n: int, seed: int) -> list[dict]:
     return picked
 
 
-def _images(pipe: Pipeline, model: nn.Module, records: list[Record], targets: list[int] | None) -> AuditImages:
-    store, pre = pipe.store(), pipe.preprocessing()
-    raw = store.batch(records)
-    x = pre.normalize(raw)
-    with torch.no_grad():
-        preds = torch.cat([model(x[i : i + 32].to(pipe.device)).argmax(1).cpu() for i in range(0, len(x), 32)])
-    labels = torch.tensor([r.label for r in records])
-    return AuditImages(
-        x=x,
-        pixels=raw.float() / 255.0,
-        labels=labels,
-        preds=preds,
-        targets=torch.tensor(targets) if targets is not None else preds.clone(),
-        ids=[r.id for r in records],
-        masks=store.masks(records, "mask"),
-        object_masks=store.masks(records, "object_mask"),
+def _images(clf: Classifier, store: DecodedStore, records: list[Record],
+            targets: list[int] | None) -> AuditImages:
+    return audit_images(
+        clf, store.batch(records), torch.tensor([r.label for r in records]),
+        torch.tensor(targets) if targets is not None else None, [r.id for r in records],
+        store.masks(records, "mask"), store.masks(records, "object_mask"),
     )
 
 
@@ -78,108 +69,114 @@ def _stratified_records(records: list[Record], n: int, seed: int) -> list[Record
     return out
 
 
-def make_retrain_shuffled(pipe: Pipeline):
-    """seed -> the recipe's model retrained on training labels shuffled with that seed."""
-    from . import train as training
-    from .models import build_model, configure_trainable
+def make_retrain_shuffled(recipe, bundle: DatasetBundle, store: DecodedStore,
+                          pre, device: torch.device, cache_box: dict) -> Callable[[int], nn.Module] | None:
+    """seed -> the recipe's model retrained on training labels shuffled with that seed.
 
-    r = pipe.recipe
+    ``cache_box["cache"]``: the frozen-mode feature cache, shared with training when both ran
+    in this process (built here otherwise, and kept there for the next retrain).
+    """
+    from .. import train as training
+    from ..models import configure_trainable
+    from ..models.sources import build_classifier
+
+    r = recipe
     if r.train.skip:
         return None
 
     def retrain(seed: int) -> nn.Module:
-        bundle, store, pre = pipe.dataset(), pipe.store(), pipe.preprocessing()
         gen = torch.Generator().manual_seed(seed)
         train_records = bundle.splits["train"]
         perm = torch.randperm(len(train_records), generator=gen)
         shuffled_labels = torch.tensor([train_records[int(i)].label for i in perm])
-        built = build_model(r.model.name, len(bundle.classes), r.model.weights, seed=seed)
-        trained = configure_trainable(built, r.model.mode, r.model.n_blocks)
+        clf = build_classifier(r.model, bundle.classes, skip=False, seed=seed)
+        trained = configure_trainable(clf, r.model.mode, r.model.n_blocks)
         if r.model.mode == "frozen":
             # Features from channels-last weights, as training computes them, so a cache built
             # here equals the one training left behind when both ran in one process.
-            built.model.to(pipe.device).to(memory_format=torch.channels_last)
-            if pipe._feature_cache is None:
-                pipe._feature_cache = training.build_feature_cache(
-                    built, store, train_records, bundle.splits["val"], pre, r.train, pipe.device,
+            clf.module.to(device).to(memory_format=torch.channels_last)
+            if cache_box.get("cache") is None:
+                cache_box["cache"] = training.build_feature_cache(
+                    clf, store, train_records, bundle.splits["val"], pre, r.train, device,
                     torch.Generator().manual_seed(r.seed),
                 )
-            cache = pipe._feature_cache
-            head = built.model.get_submodule(built.head)
+            head = clf.module.get_submodule(clf.head)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                training.fit_head(head, cache, r.train, gen, labels=shuffled_labels)
-            return built.model.eval().to(pipe.device)  # channels-last, as the audits run
+                training.fit_head(head, cache_box["cache"], r.train, gen, labels=shuffled_labels)
+            return clf.module.eval().to(device)  # channels-last, as the audits run
         relabelled = [copy.copy(rec) for rec in train_records]
         for rec, lab in zip(relabelled, shuffled_labels.tolist(), strict=True):
             rec.label = lab
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            training.fit_full(built, trained, store, relabelled, bundle.splits["val"], pre, r.train, pipe.device, gen)
-        return built.model.eval()
+            training.fit_full(clf, trained, store, relabelled, bundle.splits["val"], pre, r.train, device, gen)
+        return clf.module.eval()
 
     return retrain
 
 
-def run_audit_stage(pipe: Pipeline) -> dict:
-    r = pipe.recipe
-    bundle, model = pipe.dataset(), pipe.model()
+def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, rows: list[dict],
+                recipe, state: str, where: Where,
+                retrain: Callable[[int], nn.Module] | None) -> dict:
+    """Every audit of ``recipe.audit`` on a pool drawn from the predictions ``rows``;
+    ``state``: the key saved audit results are kept under (resume)."""
+    r = recipe
+    model = clf.module
     # Audits run with channels-last weights (as the explain stage does, ~1.2-1.3x faster than
     # NCHW on CPU here), set here so that a fresh, resumed or separate `xaudit audit` run
     # computes the same numbers to the last bit.
     model.to(memory_format=torch.channels_last)
     specs = list(r.audit.audits)
     n = max([r.audit.n_images] + [int(s.get("n_images") or 0) for s in specs if isinstance(s, dict)])
-    rows = pipe.explained_rows_all()
     pool = _pool(rows, n, r.seed + 2)
     by_id = {rec.id: rec for rec in bundle.splits["test"]}
     test_records = [by_id[row["id"]] for row in pool]
-    targets = resolve_targets(pool, r.explain.target, bundle.classes)
-    splits = {"test": _images(pipe, model, test_records, targets)}
+    targets = resolve_targets(pool, r.explain.target, clf.classes)
+    splits = {"test": _images(clf, store, test_records, targets)}
     if bundle.splits["train"]:
         train_records = _stratified_records(bundle.splits["train"], n, r.seed + 3)
-        images = _images(pipe, model, train_records, None)
+        images = _images(clf, store, train_records, None)
         if r.explain.target == "true":
             images.targets = images.labels.clone()
         splits["train"] = images
-    classes = bundle.classes
     inp = AuditInput(
         model=model,
         explainers=validate_method_specs(r.explain.methods),
-        ctx=pipe.explain_context(model, seed_offset=4),
-        classes=classes,
+        ctx=clf.explain_context(torch.Generator().manual_seed(r.seed + 4)),
+        classes=clf.classes,
         splits=splits,
         generator=torch.Generator().manual_seed(r.seed + 5),
-        retrain_shuffled=make_retrain_shuffled(pipe),
-        blocks=r.audit.blocks,
+        retrain_shuffled=retrain,
+        blocks=r.audit.blocks or clf.anatomy.randomization_blocks,
         regions=r.audit.regions,
     )
-    pipe.log(f"auditing {len(inp.explainers)} methods on {len(test_records)} test images")
-    world, state = pipe.world, _state_key(pipe)
+    where.log(f"auditing {len(inp.explainers)} methods on {len(test_records)} test images")
+    world, run = where.world, where.run
 
     def audits(claim=None) -> dict:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(r.seed + 6)
-            return run_audits(inp, specs, pipe.run, r.audit.n_images, state=state, log=pipe.log, claim=claim)
+            return run_audits(inp, specs, run, r.audit.n_images, state=state, log=where.log, claim=claim)
 
     if world.size > 1:
         # Every rank claims whole audits and saves them; rank 0 then reloads them all.
-        state_dir = Path(pipe.run.root) / STATE_DIR
+        state_dir = Path(run.root) / STATE_DIR
         step(world, lambda: clear_claims(state_dir), main_only=True)
         step(world, lambda: audits(claim=lambda name: claim(state_dir, name)))
         if not world.is_main:
             return {}
     summary = audits()
-    pipe.run.update_summary(audits=summary)
-    clear_audit_state(pipe.run)
+    run.update_summary(audits=summary)
+    clear_audit_state(run)
     return summary
 
 
-def _state_key(pipe: Pipeline) -> str:
+def state_key(audit_fp: str, run) -> str:
     """What saved audit results depend on: the recipe up to the audit stage, the trained
     model and the predictions it made (a retrained model invalidates them)."""
-    files = [pipe.run.model_dir / "model.safetensors", pipe.run.table("predictions")]
-    return fingerprint({"stage": pipe.fingerprints["audit"], "files": [_digest(f) for f in files]})
+    files = [run.model_dir / "model.safetensors", run.table("predictions")]
+    return fingerprint({"stage": audit_fp, "files": [_digest(f) for f in files]})
 
 
 def _digest(path: Path) -> str:

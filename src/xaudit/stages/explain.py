@@ -6,30 +6,42 @@ writes the summary, the tables and the figures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
-from .distributed import explain_method_sharded, keep_or_reset_maps
-from .explain import Explainer, validate_method_specs
-from .explain.engine import MapStore, explain_records, resolve_targets
-from .explain.fastpath import FastPath, ForwardCache
-from .run import fingerprint, write_csv
-from .safety import safe_name
+from ..data.base import Record
+from ..data.transforms import DecodedStore
+from ..distributed import World, explain_method_sharded, keep_or_reset_maps
+from ..explain import Explainer, validate_method_specs
+from ..explain.engine import MapStore, explain_records, resolve_targets
+from ..explain.fastpath import FastPath, ForwardCache
+from ..models import Classifier
+from ..run import RunDir, fingerprint, write_csv
+from ..safety import safe_name
 
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+
+@dataclass
+class Where:
+    """Where a stage runs: the run folder, this process's rank and device, its reporting."""
+
+    run: RunDir
+    world: World
+    device: torch.device
+    progress: object
+    log: object
 
 
-def run_explain_stage(pipe: Pipeline) -> None:
-    r = pipe.recipe
-    bundle, store, model = pipe.dataset(), pipe.store(), pipe.model()
-    pre = pipe.preprocessing()
-    rows = pipe.explained_rows()
-    targets = resolve_targets(rows, r.explain.target, bundle.classes)
-    by_id = {rec.id: rec for rec in bundle.splits["test"]}
+def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: DecodedStore,
+                  recipe, upstream: str, where: Where) -> None:
+    """The recipe's methods on the selected ``rows`` of the predictions table; ``upstream``:
+    the fingerprint of what made the model and predictions (part of the stored maps' key)."""
+    r, run = recipe, where.run
+    model, pre = clf.module, clf.preprocessing
+    targets = resolve_targets(rows, r.explain.target, clf.classes)
+    by_id = {rec.id: rec for rec in test}
     records = [by_id[row["id"]] for row in rows]
-    ctx = pipe.explain_context(model)
+    ctx = clf.explain_context(torch.Generator().manual_seed(r.seed + 1))
     explainers = validate_method_specs(r.explain.methods)
     fast, forwards = FastPath.from_config(r.explain), ForwardCache()
     stats = {}
@@ -41,21 +53,21 @@ def run_explain_stage(pipe: Pipeline) -> None:
                 torch.manual_seed(r.seed + 1)
                 return explain_records(
                     model, explainer, recs, tgts, lambda batch: pre.normalize(store.batch(batch)),
-                    ctx, maps, r.explain.batch_size, r.explain.chunk_size, pipe.device,
-                    pipe.progress, fast=fast, forwards=forwards,
+                    ctx, maps, r.explain.batch_size, r.explain.chunk_size, where.device,
+                    where.progress, fast=fast, forwards=forwards,
                 )
 
-        pipe.log(f"explaining {len(records)} images with {explainer.label}")
-        key = _maps_key(pipe, explainer, fast)
-        if pipe.world.size > 1:
-            res = explain_method_sharded(compute, pipe.run.maps, explainer.label, key, records,
-                                         targets, pipe.world)
+        where.log(f"explaining {len(records)} images with {explainer.label}")
+        key = _maps_key(upstream, r.explain.target, explainer, fast)
+        if where.world.size > 1:
+            res = explain_method_sharded(compute, run.maps, explainer.label, key, records,
+                                         targets, where.world)
             if res is None:  # not rank 0: rank 0 writes the tables and figures
                 continue
         else:
-            keep_or_reset_maps(pipe.run.maps, explainer.label, key, [[rec.id for rec in records]])
-            res = compute(records, targets, MapStore(pipe.run.maps, explainer.label))
-        stored = MapStore(pipe.run.maps, explainer.label).load([row["id"] for row in rows])
+            keep_or_reset_maps(run.maps, explainer.label, key, [[rec.id for rec in records]])
+            res = compute(records, targets, MapStore(run.maps, explainer.label))
+        stored = MapStore(run.maps, explainer.label).load([row["id"] for row in rows])
         info = {
             "n_images": len(records),
             "seconds": round(res["seconds"], 3),
@@ -75,53 +87,53 @@ def run_explain_stage(pipe: Pipeline) -> None:
             if key in res:
                 info[key] = res[key]
         stats[explainer.label] = info
-    if not pipe.world.is_main:
+    if not where.world.is_main:
         return
-    _explain_figures(pipe, rows, records, explainers, bundle, store)
-    pipe.run.update_summary(explanations=stats, explain_target=r.explain.target)
+    _explain_figures(run, r.report.max_figures, rows, records, explainers, store)
+    run.update_summary(explanations=stats, explain_target=r.explain.target)
 
 
-def _maps_key(pipe: Pipeline, explainer: Explainer, fast: FastPath) -> str:
+def _maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) -> str:
     """What a method's stored maps depend on: the model and predictions (the stages up
     to evaluation), the method and its settings, the class explained and the precision."""
     return fingerprint({
-        "upstream": pipe.fingerprints["evaluate"],
+        "upstream": upstream,
         "method": [type(explainer).__name__, explainer.label, explainer.params()],
-        "target": pipe.recipe.explain.target,
+        "target": target,
         "fast": [fast.precision, fast.tolerance, fast.adaptive_steps, fast.channels_last],
     })
 
 
-def _explain_figures(pipe: Pipeline, rows, records, explainers, bundle, store) -> None:
-    from .report import figures
+def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, store) -> None:
+    from ..report import figures
 
-    for f in pipe.run.figures.glob("*.png"):
+    for f in run.figures.glob("*.png"):
         if f.name.startswith(("explain_", "grid_", "cvi_")):
             f.unlink()
     labels = [e.label for e in explainers]
     ids = [row["id"] for row in rows]
-    maps = {lab: MapStore(pipe.run.maps, lab).load(ids)["maps"].numpy() for lab in labels}
+    maps = {lab: MapStore(run.maps, lab).load(ids)["maps"].numpy() for lab in labels}
     images = [store.get(rec).image.permute(1, 2, 0).numpy() for rec in records]
     table = []
     for i, row in enumerate(rows):
         title = f"{row['id']} | true: {row['true']} | pred: {row['pred']} ({row['prob']:.2f})"
         table.append({"id": row["id"], "true": row["true"], "pred": row["pred"], "prob": row["prob"],
                       "correct": row["correct"]})
-        if i < pipe.recipe.report.max_figures:
+        if i < max_figures:
             figures.explanation_panel(
                 images[i], {lab: maps[lab][i] for lab in labels}, title,
-                pipe.run.figure(f"explain_{i:03d}_{safe_name(row['id'], 60)}"), mode="both",
+                run.figure(f"explain_{i:03d}_{safe_name(row['id'], 60)}"), mode="both",
             )
-    write_csv(pipe.run.table("explained_images"), table)
+    write_csv(run.table("explained_images"), table)
     for lab in labels:
         for cls in sorted({row["true"] for row in rows}):
             idx = [i for i, row in enumerate(rows) if row["true"] == cls]
             figures.method_grid(
                 [images[i] for i in idx], [maps[lab][i] for i in idx],
                 [f"pred {rows[i]['pred']} ({rows[i]['prob']:.2f})" for i in idx],
-                pipe.run.figure(f"grid_{safe_name(lab, 40)}_class_{safe_name(cls, 40)}"), mode="absolute",
+                run.figure(f"grid_{safe_name(lab, 40)}_class_{safe_name(cls, 40)}"), mode="absolute",
             )
         right = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if row["correct"]]
         wrong = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if not row["correct"]]
         if right and wrong:
-            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, pipe.run.figure(f"cvi_{safe_name(lab, 40)}"))
+            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, run.figure(f"cvi_{safe_name(lab, 40)}"))

@@ -1,0 +1,109 @@
+"""The data stage: a dataset's records decoded once, bad files skipped, the dataset tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..data.base import DatasetBundle, Record
+from ..data.checks import cross_split_pairs, leakage_message
+from ..data.transforms import DecodedStore, Preprocessing, require_records
+from ..errors import DataError
+from ..registry import did_you_mean
+from ..run import RunDir, write_csv
+
+
+def relabel_to(bundle: DatasetBundle, classes: list[str], what: str) -> DatasetBundle:
+    """Labels become indices into a model's own classes (a model used as it is)."""
+    lookup = {c.lower().replace("_", " "): i for i, c in enumerate(classes)}
+    mapping = {}
+    for i, name in enumerate(bundle.classes):
+        key = name.lower().replace("_", " ")
+        if key not in lookup:
+            raise DataError(
+                f"train.skip uses {what} as it is, so class folder {name!r} must be one of its "
+                f"{len(classes)} classes.{did_you_mean(key, list(lookup))}"
+            )
+        mapping[i] = lookup[key]
+    for records in bundle.splits.values():
+        for r in records:
+            r.label = mapping[r.label]
+    bundle.info["original_classes"] = bundle.classes
+    bundle.classes = list(classes)
+    return bundle
+
+
+def decode(bundle: DatasetBundle, pre: Preprocessing, data_cfg, need_train: bool,
+           log: Callable[[str], None]) -> DecodedStore:
+    """Decode every split once; unusable files skipped (or fatal, per ``data.on_bad_image``)."""
+    store = DecodedStore(pre, data_cfg.max_image_pixels)
+    skipped = list(bundle.skipped)
+    for split in ("train", "val", "test"):
+        records = bundle.splits[split]
+        if not records:
+            continue
+        log(f"decoding {len(records)} {split} images")
+        good, bad = store.prepare(records, workers=2)
+        if bad and data_cfg.on_bad_image == "fail":
+            raise DataError(f"bad image {bad[0]['file']}: {bad[0]['reason']} (data.on_bad_image: fail)")
+        bundle.splits[split] = good
+        skipped += bad
+    bundle.skipped = skipped
+    pairs = cross_split_pairs(
+        {s: [(r.id, store.digests[r.id]) for r in rs] for s, rs in bundle.splits.items()}
+    )
+    bundle.info["leakage"] = {"pairs": len(pairs), "message": leakage_message(pairs)}
+    if pairs:
+        log(f"warning: {leakage_message(pairs)}")
+    if need_train:
+        require_records(bundle.splits["train"], "the train split")
+    require_records(bundle.splits["test"], "the test split")
+    return store
+
+
+def write_dataset_tables(run: RunDir, bundle: DatasetBundle, store: DecodedStore, source: str,
+                         relabelled: bool) -> None:
+    from ..report import figures
+
+    counts = bundle.counts() if not relabelled else {
+        s: _counts_by_name(rs, bundle.classes) for s, rs in bundle.splits.items()
+    }
+    rows = [{"split": s, "class": c, "n": n} for s, per in counts.items() for c, n in per.items()]
+    write_csv(run.table("dataset"), rows, ["split", "class", "n"])
+    write_csv(run.table("skipped"), bundle.skipped, ["file", "reason"])
+    run.update_summary(
+        dataset={
+            "name": bundle.name,
+            "source": source,
+            "classes": bundle.info.get("original_classes", bundle.classes),
+            "n": bundle.sizes(),
+            "per_class": counts,
+            "skipped": len(bundle.skipped),
+            "has_masks": bundle.has_masks,
+            "info": {k: v for k, v in bundle.info.items() if k != "original_classes"},
+        }
+    )
+    examples = _examples(bundle, per_class=4)
+    if examples:
+        images = [store.get(r).image.permute(1, 2, 0).numpy() for r in examples]
+        titles = [bundle.classes[r.label] for r in examples]
+        figures.dataset_examples(images, titles, run.figure("dataset_examples"))
+
+
+def _counts_by_name(records: list[Record], classes: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in records:
+        out[classes[r.label]] = out.get(classes[r.label], 0) + 1
+    return out
+
+
+def _examples(bundle: DatasetBundle, per_class: int) -> list[Record]:
+    out: list[Record] = []
+    records = bundle.splits["train"] or bundle.splits["test"]
+    seen: dict[int, int] = {}
+    for r in records:
+        if seen.get(r.label, 0) < per_class:
+            out.append(r)
+            seen[r.label] = seen.get(r.label, 0) + 1
+        if len(out) >= 24:
+            break
+    return out
