@@ -85,18 +85,20 @@ def _run_pipeline(make, action) -> Path:
 
 
 def _recipe_path(name: str) -> Path:
-    here = Path.cwd() / "configs" / name
-    if here.is_file():
-        return here
-    repo = Path(__file__).resolve().parents[2] / "configs" / name
-    if repo.is_file():
-        return repo
-    raise XauditError(f"recipe {name} not found in ./configs or beside the package")
+    """A recipe shipped inside the package (``importlib.resources``), e.g. ``demo.yaml``."""
+    from importlib.resources import files
+
+    shipped = files("xaudit") / "configs" / name
+    if shipped.is_file():
+        return Path(str(shipped))
+    names = sorted(p.name for p in (files("xaudit") / "configs").iterdir() if p.name.endswith(".yaml"))
+    raise XauditError(f"recipe {name[:60]!r} is neither a file nor a shipped recipe "
+                      f"({', '.join(n.removesuffix('.yaml') for n in names)})")
 
 
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="YAML recipe, e.g. configs/demo.yaml.")],
+    recipe: Annotated[Path, typer.Argument(help="YAML recipe (e.g. configs/demo.yaml), or a shipped recipe's name (beans).")],
     set_: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage, even finished ones.")] = False,
 ) -> None:
@@ -104,6 +106,8 @@ def run(
     from .config import load_recipe
     from .pipeline import Pipeline
 
+    if not recipe.exists() and recipe.parent == Path(".") and not recipe.suffix:
+        recipe = _recipe_path(f"{recipe.name}.yaml")
     r = load_recipe(recipe, set_ or [])
     _run_pipeline(lambda **kw: Pipeline(r, **kw), lambda p: p.run_stages(force=force))
 
