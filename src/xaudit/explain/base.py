@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigError
 from ..registry import Registry, did_you_mean
@@ -46,23 +46,13 @@ BASELINES = ("black", "blur", "noise", "mean", "zero")
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an N×C×H×W tensor with reflect padding."""
-    radius = max(1, int(round(3 * sigma)))
-    coords = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-(coords**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    c = x.shape[1]
-    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    if pad < radius:  # tiny images: shrink the kernel to what reflect padding allows
-        kernel = kernel[radius - pad : radius + pad + 1]
-        kernel = kernel / kernel.sum()
-        radius = pad
-    kx = kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    ky = kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-    out = F.pad(x, (radius, radius, 0, 0), mode="reflect")
-    out = F.conv2d(out, kx, groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="reflect")
-    return F.conv2d(out, ky, groups=c)
+    """torchvision's Gaussian blur (reflect padding, radius 3σ) of an N×C×H×W tensor; on tiny
+    images the kernel shrinks to what reflect padding allows."""
+    radius = min(max(1, int(round(3 * sigma))), x.shape[-1] - 1, x.shape[-2] - 1)
+    if radius < 1:
+        return x.clone()
+    size = 2 * radius + 1
+    return TF.gaussian_blur(x, [size, size], [float(sigma), float(sigma)])
 
 
 def make_baseline(kind: str, x: torch.Tensor, ctx: ExplainContext, sigma: float | None = None) -> torch.Tensor:
