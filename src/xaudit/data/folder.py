@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, echo
 from .base import SOURCES, SPLITS, DatasetBundle, Record, readable_class_name
 from .io import IMAGE_EXTENSIONS
 
@@ -224,7 +224,7 @@ def filename_source(cfg, seed: int) -> DatasetBundle:
     except re.error as err:
         raise ConfigError(f"data.label_regex / data.label_map: invalid regex ({err})") from None
     if pattern is not None and pattern.groups < 1:
-        raise ConfigError(f"data.label_regex: {cfg.label_regex!r} needs one capturing group")
+        raise ConfigError(f"data.label_regex: {echo(cfg.label_regex)} needs one capturing group")
     files, skipped = _scan_files(root)
     labelled: list[tuple[Path, str]] = []
     for f in files:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, echo
 from .base import SOURCES, DatasetBundle, Record
 from .folder import SPLIT_ALIASES, stratified_split
 
@@ -135,7 +135,7 @@ def hub_source(cfg, seed: int) -> DatasetBundle:
             idx = classes.index(str(value)) if str(value) in classes else -1
         if not 0 <= idx < len(classes):
             raise DataError(
-                f"label column {label_col!r}: value {value!r} is not a class. "
+                f"label column {echo(label_col)}: value {echo(value)} is not a class. "
                 f"Allowed: 0..{len(classes) - 1} or {', '.join(classes)}"
             )
         return remap.get(idx)

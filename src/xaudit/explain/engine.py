@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.base import Record
-from ..errors import XauditError
+from ..errors import XauditError, echo
 from ..run import atomic_path, read_json, write_json
 from ..safety import safe_name
 from .base import ExplainContext, Explainer
@@ -54,7 +54,7 @@ def select_ids(rows: list[dict], cfg, seed: int) -> list[str]:
     known = {r["id"] for r in rows}
     for rid in cfg.ids:
         if rid not in known:
-            raise XauditError(f"explain.select.ids: {rid!r} is not a test image id")
+            raise XauditError(f"explain.select.ids: {echo(rid)} is not a test image id")
         chosen.append(rid)
     by_class: dict[str, list[dict]] = {}
     for r in rows:
@@ -87,7 +87,7 @@ def resolve_targets(rows: list[dict], target: str, classes: list[str]) -> list[i
     if target in classes:
         return [classes.index(target)] * len(rows)
     raise XauditError(
-        f"explain.target: {target!r} is not allowed. Allowed: predicted, true, or a class name "
+        f"explain.target: {echo(target)} is not allowed. Allowed: predicted, true, or a class name "
         f"({', '.join(classes)})"
     )
 
