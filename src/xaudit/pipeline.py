@@ -31,6 +31,7 @@ from .evaluate import most_confused, predict, prediction_rows, summarize
 from .explain import ExplainContext
 from .explain.cam import find_target_layer
 from .explain.engine import select_ids
+from .lock import run_lock
 from .models import (
     BuiltModel,
     build_model,
@@ -397,6 +398,10 @@ class Pipeline:
     # ----------------------------------------------------------------- driver
     def run_stages(self, stages: list[str] | None = None, force: bool = False) -> Path:
         """Run ``stages`` (default: all); finished stages with a matching fingerprint are kept."""
+        with run_lock(self.run.root, self.world, self.log):
+            return self._run_stages(stages, force)
+
+    def _run_stages(self, stages: list[str] | None, force: bool) -> Path:
         step(self.world, self._open_run, main_only=True)
         wanted = stages or list(STAGES)
         redo = force
@@ -432,6 +437,10 @@ class Pipeline:
 
     def run_one(self, stage: str) -> Path:
         """Re-run one stage from what earlier stages stored."""
+        with run_lock(self.run.root, self.world, self.log):
+            return self._run_one(stage)
+
+    def _run_one(self, stage: str) -> Path:
         previous = STAGES[: STAGES.index(stage)]
         manifest = self.run.manifest()["stages"]
         needed = [s for s in previous if s not in manifest and not (s == "audit")]
