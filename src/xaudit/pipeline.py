@@ -40,7 +40,8 @@ from .models import (
     load_checkpoint,
     save_checkpoint,
 )
-from .run import STAGES, RunDir, read_csv, read_json, stage_fingerprints, write_csv
+from .run import STAGES, RunDir, read_csv, stage_fingerprints, write_csv
+from .stored import read_model_meta
 
 Progress = Callable[[str, int, int], None]
 
@@ -102,7 +103,7 @@ class Pipeline:
         meta_path = self.run.model_dir / "model.json"
         if (self._meta is None and not self.recipe.train.skip and meta_path.is_file()
                 and self.run.stage_done("train", self.fingerprints["train"])):
-            self._meta = read_json(meta_path)
+            self._meta = read_model_meta(meta_path)
         if self._meta is not None:
             p = self._meta["preprocessing"]
             return Preprocessing(p["image_size"], p["resize_size"], tuple(p["mean"]), tuple(p["std"]))

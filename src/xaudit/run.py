@@ -100,10 +100,12 @@ def atomic_path(path: str | Path):
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        yield tmp_path
+        # mkstemp makes 0600 (and writers such as safetensors may re-create the file):
+        # artifacts are ordinary files, so the mode is set after the write, from the umask.
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
-        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except OSError as err:

@@ -23,8 +23,9 @@ from torch import nn
 
 from ..data.base import Record
 from ..errors import XauditError, echo
-from ..run import atomic_path, read_json, write_json
+from ..run import atomic_path, write_json
 from ..safety import safe_name
+from ..stored import read_map_index
 from .base import ExplainContext, Explainer
 from .counting import count_model_evals
 from .fastpath import (
@@ -103,7 +104,7 @@ class MapStore:
 
     def index(self) -> dict:
         if self.index_path.is_file():
-            return read_json(self.index_path)
+            return read_map_index(self.index_path, self.label)
         return {"label": self.label, "chunks": []}
 
     def done_ids(self) -> set[str]:
