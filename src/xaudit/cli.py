@@ -199,6 +199,12 @@ def data_synth(
     console.print(f"[green]wrote[/green] {path} (use data.source: folder, data.path: {path}/images, data.masks: {path}/masks)")
 
 
+def _command_word() -> str:
+    """``xaudit run`` (or ``xaudit explain`` ...): the command that resumes this one."""
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return f"xaudit {words[0]}" if words else "xaudit run"
+
+
 _OUTPUT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}  # writes only
 
 
@@ -212,9 +218,12 @@ def main() -> None:
 
 
 def _main() -> None:
+    from .interrupts import Interrupted, handled, message
+
     try:
         try:
-            app(standalone_mode=False)
+            with handled():
+                app(standalone_mode=False)
         except OSError as err:
             # A full disk or read-only folder met outside xaudit's own atomic writes (a
             # figure saved by matplotlib, say): the same one line as for those.
@@ -230,6 +239,9 @@ def _main() -> None:
         if err.hint:
             console.print(f"hint: {err.hint}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
+    except Interrupted as err:
+        console.print(message(err, _command_word()), highlight=False, markup=False, soft_wrap=True)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted: finished stages and chunks are kept; run the same command to resume")
         sys.exit(130)

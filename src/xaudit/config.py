@@ -65,6 +65,7 @@ class DataConfig:
     classes: list[str] | None = None  # keep these classes, in this order
     max_per_class: int | None = ranged(None, ge=1)  # cap images per class and split (quick runs)
     on_bad_image: Literal["skip", "fail"] = "skip"
+    on_empty_class: Literal["fail", "drop"] = "fail"  # a class left without usable training images
     max_image_pixels: int = ranged(178_956_970, ge=1)  # decompression-bomb guard (PIL's default)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

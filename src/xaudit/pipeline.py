@@ -20,6 +20,7 @@ from .config import Recipe, load_recipe, to_dict
 from .data import load_dataset
 from .data.base import DatasetBundle, Record
 from .data.checks import cross_split_pairs, leakage_message
+from .data.coverage import check_empty_classes
 from .data.transforms import DecodedStore, Preprocessing, preprocessing_from, require_records
 from .distributed import (
     current_world,
@@ -31,6 +32,7 @@ from .evaluate import most_confused, predict, prediction_rows, summarize
 from .explain import ExplainContext
 from .explain.cam import find_target_layer
 from .explain.engine import select_ids
+from .interrupts import entering, finished
 from .lock import run_lock
 from .models import (
     BuiltModel,
@@ -174,6 +176,9 @@ class Pipeline:
                 bundle.splits[split] = good
                 skipped += bad
             bundle.skipped = skipped
+            if not self.recipe.train.skip and check_empty_classes(
+                    bundle, self.recipe.data.on_empty_class, self.run.table("skipped")):
+                self._built = None  # rebuilt with one output per remaining class
             pairs = cross_split_pairs(
                 {s: [(r.id, store.digests[r.id]) for r in rs] for s, rs in bundle.splits.items()}
             )
@@ -432,9 +437,11 @@ class Pipeline:
         stages run on rank 0 while the rest wait.
         """
         world = self.world
+        entering(stage)
         step(world, lambda: self.run.invalidate(STAGES[STAGES.index(stage):]), main_only=True)
         step(world, getattr(self, f"stage_{stage}"), main_only=stage not in ("explain", "audit"))
         step(world, lambda: self.run.mark_done(stage, self.fingerprints[stage]), main_only=True)
+        finished(stage)
 
     def run_one(self, stage: str) -> Path:
         """Re-run one stage from what earlier stages stored."""

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from tests.conftest import class_image, write_png
@@ -93,3 +94,90 @@ def test_second_run_on_the_same_folder_fails_at_once_and_the_first_completes(tmp
     stored = [i for c in ids["chunks"] for i in c["ids"]]
     explained = [r["id"] for r in table(run / "tables" / "explained_images.csv")]
     assert len(stored) == len(set(stored)) and sorted(stored) == sorted(explained)
+
+
+# ----------------------------------------------------------------- classes after decoding
+
+
+def corrupt_class(data: Path, cls: str = "c", n: int = 6) -> None:
+    for i in range(n):
+        (data / cls).mkdir(parents=True, exist_ok=True)
+        (data / cls / f"{i}.png").write_text("not an image at all\n")
+
+
+def test_class_whose_every_file_is_refused_stops_the_run_naming_it(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    corrupt_class(data)
+    res = xaudit(run_args(tmp_path, data))
+    skipped = tmp_path / "r" / "tables" / "skipped.csv"
+    assert one_error(res) == (
+        f"error: class 'c' has no usable image in the train split after decoding: its files were refused "
+        f"(their rows are in {skipped}); fix or remove those files, or set data.on_empty_class: drop")
+    rows = table(skipped)
+    assert len(rows) == 6 and {r["reason"] for r in rows} == {"not an image (text content)"}
+    assert not (tmp_path / "r" / "model").exists()  # nothing was trained
+
+
+def test_on_empty_class_drop_trains_without_it_and_the_report_says_so(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    corrupt_class(data)
+    res = xaudit(run_args(tmp_path, data, "r", "data.on_empty_class=drop"))
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "r"
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert meta["classes"] == ["a", "b"] and meta["num_classes"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["dataset"]["classes"] == ["a", "b"]
+    assert summary["test"]["macro_f1_classes"] == 2
+    html = (run / "report.html").read_text()
+    assert "Classes dropped: dropped 1 class(es) with no usable image in the train split" in html
+
+
+# ----------------------------------------------------------------- report notices
+
+
+def test_leakage_warning_is_in_the_report(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    # the same pixels under two names: the split puts them apart often enough with 4 copies
+    for i in range(4):
+        (data / "a" / f"copy{i}.png").write_bytes((data / "a" / "0.png").read_bytes())
+    res = xaudit(run_args(tmp_path, data))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    pairs = summary["dataset"]["info"]["leakage"]["pairs"]
+    assert pairs >= 1, "the split kept every copy in one split; choose more copies"
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Leakage: " in html and "appear in two splits" in html
+
+
+# ----------------------------------------------------------------- interrupts
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_ends_the_run_with_its_code_and_a_line_then_report_and_resume(tmp_path, sig, code):
+    data = image_folder(tmp_path / "imgs")
+    slow = ["explain.select.all=true", "explain.methods=[{name: occlusion, window: 4, stride: 1}]"]
+    args = run_args(tmp_path, data, "r", *slow)
+    proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    manifest = tmp_path / "r" / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.is_file() and "evaluate" in json.loads(manifest.read_text() or "{}").get("stages", {}):
+            break
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the explain stage, which takes seconds here
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == code
+    lines = [ln for ln in proc.stderr.read().splitlines() if ln.startswith("interrupted")]
+    name = signal.Signals(sig).name
+    assert lines == [f"interrupted by {name} during the explain stage: finished stages and chunks are kept; "
+                     "run `xaudit run` again with the same recipe to resume"]
+    assert not (tmp_path / "r" / "xaudit.lock").exists()
+    report = xaudit([sys.executable, "-m", "xaudit.cli", "report", str(tmp_path / "r")])
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Not up to date: the explain, audit stages have not finished" in html
+    resumed = xaudit(args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Not up to date" not in (tmp_path / "r" / "report.html").read_text()

@@ -19,6 +19,7 @@ import jinja2
 
 from ..errors import XauditError
 from ..run import RunDir, atomic_write_text, read_csv, read_json
+from .notices import notices
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_TABLE_ROWS = 200
@@ -365,6 +366,7 @@ def build_context(run_dir: str | Path) -> dict:
     model, train = summary.get("model"), summary.get("train")
     context = {
         "header": _header(summary),
+        "notices": notices(run, summary),
         "verdict": verdict,
         "dataset": _dataset(run, summary, figures),
         "model": _facts(model, MODEL_FIELDS) if isinstance(model, dict) else None,
