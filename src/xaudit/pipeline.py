@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .class_checks import check_class_values
 from .config import Recipe, load_recipe, to_dict
 from .data import load_dataset
 from .data.base import DatasetBundle, Record
@@ -42,7 +43,7 @@ from .models import (
     load_checkpoint,
     save_checkpoint,
 )
-from .run import STAGES, RunDir, read_csv, stage_fingerprints, write_csv
+from .run import STAGES, RunDir, dependents, read_csv, stage_fingerprints, write_csv
 from .stored import read_model_meta
 
 Progress = Callable[[str, int, int], None]
@@ -126,6 +127,7 @@ class Pipeline:
             bundle = load_dataset(self.recipe.data, self.recipe.seed)
             if self.recipe.train.skip:
                 bundle = self._as_pretrained_classes(bundle)
+            check_class_values(self.recipe, bundle)
             self._bundle = bundle
             self._timing("data", time.perf_counter() - t0)
         return self._bundle
@@ -418,7 +420,6 @@ class Pipeline:
             if not redo and stage != "report" and self.run.stage_done(stage, fp):
                 self.log(f"{stage}: already done, kept")
                 continue
-            redo = True  # everything after a re-run stage is re-run too
             self._stage(stage)
         return self.run.report_path
 
@@ -438,7 +439,8 @@ class Pipeline:
         """
         world = self.world
         entering(stage)
-        step(world, lambda: self.run.invalidate(STAGES[STAGES.index(stage):]), main_only=True)
+        # A stage's results go stale with it; the stages that use them re-run (run.STAGE_INPUTS).
+        step(world, lambda: self.run.invalidate(dependents(stage)), main_only=True)
         step(world, getattr(self, f"stage_{stage}"), main_only=stage not in ("explain", "audit"))
         step(world, lambda: self.run.mark_done(stage, self.fingerprints[stage]), main_only=True)
         finished(stage)

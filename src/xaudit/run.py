@@ -35,15 +35,17 @@ import yaml
 from .errors import XauditError
 
 STAGES = ("train", "evaluate", "explain", "audit", "report")
-# Recipe sections each stage depends on (besides the stages before it).
-STAGE_SECTIONS = {
-    "train": ("seed", "device", "data", "model", "train"),
-    "evaluate": ("evaluate",),
-    "explain": ("explain",),
-    "audit": ("audit",),
-    "report": ("report",),
+# What each stage reads: the stages whose results it uses, and its recipe keys (a section or
+# a dotted key). The audit draws its own pool from the predictions, so it depends on the
+# methods and the target but not on which images the explain stage shows, nor on figures;
+# the explain stage draws report.max_figures figures itself.
+STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "train": ((), ("seed", "device", "data", "model", "train")),
+    "evaluate": (("train",), ("evaluate",)),
+    "explain": (("evaluate",), ("explain", "report.max_figures")),
+    "audit": (("evaluate",), ("audit", "explain.methods", "explain.target")),
+    "report": (("explain", "audit"), ("report",)),
 }
-
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -285,12 +287,29 @@ class RunDir:
         )
 
 
+def _recipe_value(recipe_dict: dict, dotted: str) -> Any:
+    node: Any = recipe_dict
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def stage_fingerprints(recipe_dict: dict) -> dict[str, str]:
-    """Fingerprint per stage: its own recipe sections chained with the stage before it."""
+    """Fingerprint per stage: the recipe keys it reads, chained with the stages it uses."""
     fps: dict[str, str] = {}
-    previous = ""
     for stage in STAGES:
-        sections = {k: recipe_dict.get(k) for k in STAGE_SECTIONS[stage]}
-        previous = fingerprint({"previous": previous, "sections": sections})
-        fps[stage] = previous
+        uses, keys = STAGE_INPUTS[stage]
+        fps[stage] = fingerprint({
+            "uses": {s: fps[s] for s in uses},
+            "keys": {k: _recipe_value(recipe_dict, k) for k in keys},
+        })
     return fps
+
+
+def dependents(stage: str) -> list[str]:
+    """``stage`` and every stage that uses its results, directly or not, in run order."""
+    out = {stage}
+    for s in STAGES:  # STAGES is in dependency order
+        if any(u in out for u in STAGE_INPUTS[s][0]):
+            out.add(s)
+    return [s for s in STAGES if s in out]

@@ -181,3 +181,36 @@ def test_signal_ends_the_run_with_its_code_and_a_line_then_report_and_resume(tmp
     resumed = xaudit(args)
     assert resumed.returncode == 0, resumed.stderr
     assert "Not up to date" not in (tmp_path / "r" / "report.html").read_text()
+
+
+# ----------------------------------------------------------------- class values and fingerprints
+
+
+def test_target_that_is_not_a_class_fails_before_training(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    res = xaudit(run_args(tmp_path, data, "r", "explain.target=defect"))
+    assert one_error(res) == ("error: explain.target: 'defect' is not allowed. Allowed: predicted, true, "
+                              "or a class name (a, b).")
+    assert not (tmp_path / "r" / "model").exists()
+    assert "decoding" not in res.stderr  # refused from the listing, before any image is decoded
+
+
+def test_changing_which_images_are_explained_keeps_the_audit(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    audit = ["audit.enabled=true", "audit.n_images=2", "audit.audits=[{name: correctness}]"]
+    first = xaudit(run_args(tmp_path, data, "r", *audit))
+    assert first.returncode == 0, first.stderr
+    table_path = tmp_path / "r" / "tables" / "audit_correctness.csv"
+    before = (table_path.read_bytes(), table_path.stat().st_mtime_ns)
+    again = xaudit(run_args(tmp_path, data, "r", *audit, "explain.select.all=true", "report.max_figures=1"))
+    assert again.returncode == 0, again.stderr
+    for kept in ("train", "evaluate", "audit"):
+        assert f"{kept}: already done, kept" in again.stderr
+    assert "explain: already done" not in again.stderr
+    assert (table_path.read_bytes(), table_path.stat().st_mtime_ns) == before
+    n_test = len(table(tmp_path / "r" / "tables" / "predictions.csv"))
+    assert len(table(tmp_path / "r" / "tables" / "explained_images.csv")) == n_test
+    changed = xaudit(run_args(tmp_path, data, "r", *audit, "explain.select.all=true",
+                              "report.max_figures=1", "explain.methods=[{name: saliency}, {name: grad_cam}]"))
+    assert changed.returncode == 0, changed.stderr
+    assert "audit: already done" not in changed.stderr  # the methods are what the audit reads
