@@ -57,7 +57,8 @@ def _images(pipe: Pipeline, model: nn.Module, records: list[Record], targets: li
         preds=preds,
         targets=torch.tensor(targets) if targets is not None else preds.clone(),
         ids=[r.id for r in records],
-        masks=store.masks(records, "mask"),
+        masks=store.masks(records, "mask", partial=True),
+        mask_missing=store.mask_missing(records, "mask"),
         object_masks=store.masks(records, "object_mask"),
     )
 

@@ -41,6 +41,7 @@ class AuditImages:
     ids: list[str]
     masks: Tensor | None = None  # N×H×W bool evidence masks (e.g. lesions)
     object_masks: Tensor | None = None  # N×H×W bool object masks (e.g. the leaf)
+    mask_missing: Tensor | None = None  # (N,) bool: no evidence mask (its row in ``masks`` is empty)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,6 +61,7 @@ class AuditImages:
             ids=[self.ids[i] for i in idx.tolist()],
             masks=pick(self.masks),
             object_masks=pick(self.object_masks),
+            mask_missing=pick(self.mask_missing),
         )
 
 
