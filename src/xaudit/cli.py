@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import XauditError
+from .safety import one_line
 
 app = typer.Typer(
     name="xaudit",
@@ -77,7 +78,8 @@ def _run_pipeline(make, action) -> Path:
         return action(make())
     with _progress() as progress:
         bars = _Bars(progress)
-        pipe = make(progress=bars, log=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
+        pipe = make(progress=bars, log=lambda m: progress.console.print(
+            one_line(m), style="dim", markup=False, highlight=False))
         report = action(pipe)
     ranks = f" ({world.size} processes)" if world.size > 1 else ""
     console.print(f"[green]done[/green] in {time.perf_counter() - t0:.1f} s{ranks}: {report}")
@@ -235,9 +237,9 @@ def _main() -> None:
     except XauditError as err:
         if STATE["debug"]:
             raise
-        console.print(f"error: {err}", style="red", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"error: {one_line(err)}", style="red", highlight=False, markup=False, soft_wrap=True)
         if err.hint:
-            console.print(f"hint: {err.hint}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"hint: {one_line(err.hint)}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except Interrupted as err:
         console.print(message(err, _command_word()), highlight=False, markup=False, soft_wrap=True)
@@ -258,7 +260,7 @@ def _main() -> None:
         if STATE["debug"]:
             raise
         console.print(
-            f"error: {type(err).__name__}: {err} (run with --debug for the traceback)",
+            f"error: {type(err).__name__}: {one_line(err)} (run with --debug for the traceback)",
             style="red", highlight=False, markup=False, soft_wrap=True,
         )
         sys.exit(1)

@@ -15,7 +15,7 @@ from .explain import Explainer, validate_method_specs
 from .explain.engine import MapStore, explain_records, resolve_targets
 from .explain.fastpath import FastPath, ForwardCache
 from .run import fingerprint, write_csv
-from .safety import safe_name
+from .safety import safe_name, unique_names
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -113,15 +113,19 @@ def _explain_figures(pipe: Pipeline, rows, records, explainers, bundle, store) -
                 pipe.run.figure(f"explain_{i:03d}_{safe_name(row['id'], 60)}"), mode="both",
             )
     write_csv(pipe.run.table("explained_images"), table)
+    # Distinct stems: "rust spot" and "rust_spot" would otherwise share one file name.
+    class_stem = dict(zip(bundle.classes, unique_names(list(bundle.classes), 40), strict=True))
+    method_stem = dict(zip(labels, unique_names(labels, 40), strict=True))
     for lab in labels:
         for cls in sorted({row["true"] for row in rows}):
             idx = [i for i, row in enumerate(rows) if row["true"] == cls]
             figures.method_grid(
                 [images[i] for i in idx], [maps[lab][i] for i in idx],
                 [f"pred {rows[i]['pred']} ({rows[i]['prob']:.2f})" for i in idx],
-                pipe.run.figure(f"grid_{safe_name(lab, 40)}_class_{safe_name(cls, 40)}"), mode="absolute",
+                pipe.run.figure(f"grid_{method_stem[lab]}_class_{class_stem.get(cls) or safe_name(cls, 40)}"),
+                mode="absolute",
             )
         right = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if row["correct"]]
         wrong = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if not row["correct"]]
         if right and wrong:
-            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, pipe.run.figure(f"cvi_{safe_name(lab, 40)}"))
+            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, pipe.run.figure(f"cvi_{method_stem[lab]}"))

@@ -61,6 +61,9 @@ class RunLock:
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise output_error(self.root, err, "create run folder") from None
+        try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
             raise output_error(self.path, err, "create lock file") from None

@@ -161,7 +161,7 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     columns = list(columns or (rows[0].keys() if rows else []))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
-    writer.writeheader()
+    writer.writerow({c: _csv_value(c) for c in columns})  # the header: class names can be columns
     for row in rows:
         writer.writerow({k: _csv_value(row.get(k)) for k in columns})
     return buf.getvalue()
@@ -171,15 +171,27 @@ def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | N
     atomic_write_text(path, csv_text(rows, columns))
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula; such text cells get
+# a leading "'" (shown as text), which ``read_csv`` removes again. "'" itself is escaped too,
+# so every text reads back exactly.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
 def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
     return "" if value is None else value
+
+
+def _csv_unescape(cell: str | None) -> str | None:
+    return cell[1:] if cell and cell.startswith("'") else cell
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return [{_csv_unescape(k): _csv_unescape(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def fingerprint(obj: Any) -> str:

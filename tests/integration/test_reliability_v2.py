@@ -214,3 +214,37 @@ def test_changing_which_images_are_explained_keeps_the_audit(tmp_path):
                               "report.max_figures=1", "explain.methods=[{name: saliency}, {name: grad_cam}]"))
     assert changed.returncode == 0, changed.stderr
     assert "audit: already done" not in changed.stderr  # the methods are what the audit reads
+
+
+# ----------------------------------------------------------------- names in outputs
+
+
+def test_colliding_class_names_get_their_own_figures_and_formula_names_are_escaped(tmp_path):
+    classes = ("rust spot", "rust_spot", "=SUM(1)")
+    data = image_folder(tmp_path / "imgs", classes=classes)
+    res = xaudit(run_args(tmp_path, data, "r", "explain.select.all=true"))
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "r"
+    grids = sorted(p.name for p in (run / "figures").glob("grid_saliency_class_*.png"))
+    assert grids == ["grid_saliency_class_SUM_1.png", "grid_saliency_class_rust_spot-2.png",
+                     "grid_saliency_class_rust_spot.png"]
+    raw = list(csv.reader(open(run / "tables" / "predictions.csv", encoding="utf-8")))
+    header, body = raw[0], raw[1:]
+    assert "p['=SUM(1)]" not in header and "p[=SUM(1)]" in header  # "p[" is harmless
+    true_col = header.index("true")
+    cells = {row[true_col] for row in body}
+    assert "'=SUM(1)" in cells and "=SUM(1)" not in cells
+    ids = {row[0] for row in body}
+    assert any(i.startswith("'=SUM(1)/") for i in ids)  # the id is the file's path from the class folder
+    from xaudit.run import read_csv
+
+    explained = read_csv(run / "tables" / "explained_images.csv")
+    assert {r["true"] for r in explained} == set(classes)  # xaudit reads them back unescaped
+
+
+def test_a_file_name_with_a_newline_and_bidi_control_stays_one_line(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    (data / "a" / "evil\u202egnp.\nerror: forged.png").write_text("not an image\n")
+    res = xaudit(run_args(tmp_path, data, "r", "data.on_bad_image=fail"))
+    line = one_error(res)
+    assert "\\u202e" in line and "\\nerror: forged" in line and "\u202e" not in res.stderr
