@@ -66,6 +66,8 @@ class DataConfig:
     max_per_class: int | None = ranged(None, ge=1)  # cap images per class and split (quick runs)
     on_bad_image: Literal["skip", "fail"] = "skip"
     on_empty_class: Literal["fail", "drop"] = "fail"  # a class left without usable training images
+    follow_symlinks: bool = False  # folder sources: follow links to files outside data.path
+    allow_paths: bool = False  # hub source: read image cells that hold only a path (under data.path)
     max_image_pixels: int = ranged(178_956_970, ge=1)  # decompression-bomb guard (PIL's default)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

@@ -248,3 +248,49 @@ def test_a_file_name_with_a_newline_and_bidi_control_stays_one_line(tmp_path):
     res = xaudit(run_args(tmp_path, data, "r", "data.on_bad_image=fail"))
     line = one_error(res)
     assert "\\u202e" in line and "\\nerror: forged" in line and "\u202e" not in res.stderr
+
+
+# ----------------------------------------------------------------- links and special files
+
+
+def test_links_and_special_files_get_rows_and_outside_links_are_refused(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    outside = tmp_path / "elsewhere.png"
+    outside.write_bytes((data / "a" / "0.png").read_bytes())
+    (data / "a" / "out.png").symlink_to(outside)
+    (data / "a" / "inside.png").symlink_to(data / "a" / "1.png")
+    (data / "a" / "dangling.png").symlink_to(tmp_path / "missing.png")
+    (data / "a" / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(data / "a" / "fifo.png")
+    res = xaudit(run_args(tmp_path, data), timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = {Path(r["file"]).name: r["reason"] for r in table(tmp_path / "r" / "tables" / "skipped.csv")}
+    assert rows == {
+        "out.png": "symbolic link leading outside the dataset folder (data.follow_symlinks: true follows it)",
+        "dangling.png": "broken symbolic link (its target does not exist)",
+        "zero.png": "symbolic link leading outside the dataset folder (data.follow_symlinks: true follows it)",
+        "fifo.png": "not a regular file (a FIFO)",
+    }
+    counts = {(r["split"], r["class"]): int(r["n"]) for r in table(tmp_path / "r" / "tables" / "dataset.csv")}
+    assert sum(n for (s, c), n in counts.items() if c == "a") == 9  # 8 files and the link inside
+
+    followed = xaudit(run_args(tmp_path, data, "f", "data.follow_symlinks=true"), timeout=300)
+    assert followed.returncode == 0, followed.stderr
+    rows = {Path(r["file"]).name: r["reason"] for r in table(tmp_path / "f" / "tables" / "skipped.csv")}
+    assert "out.png" not in rows and rows["zero.png"] == "not a regular file (a device)"
+
+
+def test_report_does_not_embed_a_symlinked_figure(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    res = xaudit(run_args(tmp_path, data))
+    assert res.returncode == 0, res.stderr
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG\r\n\x1a\n" + b"SECRET-BYTES" * 10)
+    (tmp_path / "r" / "figures" / "grid_extra.png").symlink_to(secret)
+    report = xaudit([sys.executable, "-m", "xaudit.cli", "report", str(tmp_path / "r")])
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "r" / "report.html").read_text()
+    import base64
+
+    assert base64.b64encode(secret.read_bytes())[:40].decode() not in html
+    assert "Not embedded: figures/grid_extra.png is a symbolic link" in html

@@ -20,6 +20,25 @@ def unfinished_stages(run: RunDir) -> list[str]:
     return [s for s in _EXPECTED if s not in done]
 
 
+def embeddable_figures(run: RunDir) -> tuple[list[str], list[str]]:
+    """Figure names to embed, and why others are not: only plain files, never links.
+
+    A run folder can come from someone else; a link in ``figures/`` would pull any local file
+    the reader can open into a report that is then shared.
+    """
+    if not run.figures.is_dir():
+        return [], []
+    names, refused = [], []
+    for p in sorted(run.figures.glob("*.png")):
+        if p.is_symlink():
+            refused.append(f"figures/{p.name} is a symbolic link")
+        elif not p.is_file():
+            refused.append(f"figures/{p.name} is not a regular file")
+        else:
+            names.append(p.name)
+    return names, refused
+
+
 def notices(run: RunDir, summary: dict) -> list[str]:
     out: list[str] = []
     missing = unfinished_stages(run)
