@@ -160,3 +160,27 @@ def test_range_text_shapes():
     assert range_text({"gt": 0, "le": 1}) == "must be in (0, 1]"
     assert range_text({"ge": 0, "lt": 1.5}) == "must be in [0, 1.5)"
     assert range_text({}) == "must be a finite number"
+
+
+def test_docs_list_every_declared_range():
+    import dataclasses
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "recipe.md").read_text()
+    rows = []
+
+    def walk(section, prefix=""):
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, prefix + f.name + ".")
+            elif f.metadata:
+                limits = dict(f.metadata)
+                allowed = range_text({k: v for k, v in limits.items() if k != "length"}).replace("must be ", "")
+                if "length" in limits:
+                    allowed += f"; {limits['length']} numbers"
+                rows.append(f"| `{prefix}{f.name}` | {allowed} |")
+
+    walk(Recipe())
+    assert len(rows) >= 30
+    assert [r for r in rows if r not in text] == []
