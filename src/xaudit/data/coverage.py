@@ -24,8 +24,8 @@ def check_empty_classes(bundle: DatasetBundle, on_empty: str, skipped_csv: Path,
                         splits: tuple[str, ...] = ("train",)) -> list[str]:
     """Raise for (or drop) classes left without a usable image in ``splits``; return those dropped."""
     empty = empty_classes(bundle, splits)
-    if not empty:
-        return []
+    if not empty or len(empty) == len(bundle.classes):
+        return []  # nothing usable at all: require_records says so for the whole split
     where = " or ".join(f"the {s} split" for s in splits)
     if on_empty != "drop" or len(empty) > len(bundle.classes) - 2:
         from ..run import write_csv
