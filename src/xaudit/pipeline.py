@@ -106,7 +106,7 @@ class Pipeline:
         meta_path = self.run.model_dir / "model.json"
         if (self._meta is None and not self.recipe.train.skip and meta_path.is_file()
                 and self.run.stage_done("train", self.fingerprints["train"])):
-            self._meta = read_model_meta(meta_path)
+            self._meta = read_model_meta(meta_path, need_preprocessing=True)
         if self._meta is not None:
             p = self._meta["preprocessing"]
             return Preprocessing(p["image_size"], p["resize_size"], tuple(p["mean"]), tuple(p["std"]))

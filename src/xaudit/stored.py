@@ -38,8 +38,11 @@ def _need(cond: bool, path: Path, message: str, kind: type[XauditError]) -> None
         raise kind(f"{path}: {message}")
 
 
-def read_model_meta(path: str | Path) -> dict:
-    """``model.json``: architecture name, class names and preprocessing, each checked."""
+def read_model_meta(path: str | Path, need_preprocessing: bool = False) -> dict:
+    """``model.json``: architecture name, class names and preprocessing, each checked.
+
+    The preprocessing block is checked when present; ``need_preprocessing`` requires it.
+    """
     path = Path(path)
     meta = _load(path, ModelError)
     _need(isinstance(meta, dict), path, f"expected a JSON object, got {echo(meta)}", ModelError)
@@ -55,6 +58,8 @@ def read_model_meta(path: str | Path) -> dict:
         _need(n is None or len(classes) == n, path,
               f"classes: {len(classes)} names for num_classes {n}", ModelError)
     pre = meta.get("preprocessing")
+    if pre is None and not need_preprocessing:
+        return meta
     _need(isinstance(pre, dict), path, f"preprocessing: expected a mapping, got {echo(pre)}", ModelError)
     for key, limits in _PREPROCESSING.items():
         value = pre.get(key)

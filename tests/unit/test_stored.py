@@ -50,6 +50,13 @@ def test_bad_model_json_is_one_error_naming_the_file_and_key(tmp_path, change, m
     assert str(err.value) == f"{path}: {message}"
 
 
+def test_preprocessing_is_required_only_where_it_is_read(tmp_path):
+    path = write(tmp_path, {k: v for k, v in GOOD.items() if k != "preprocessing"})
+    assert "preprocessing" not in read_model_meta(path)
+    with pytest.raises(ModelError, match="preprocessing: expected a mapping, got None"):
+        read_model_meta(path, need_preprocessing=True)
+
+
 def test_model_json_that_is_not_json_names_the_file(tmp_path):
     path = write(tmp_path, "{not json")
     with pytest.raises(ModelError, match=rf"^{path}: not valid JSON"):
