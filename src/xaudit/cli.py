@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import XauditError
+from .safety import one_line
 
 app = typer.Typer(
     name="xaudit",
@@ -77,7 +78,8 @@ def _run_pipeline(make, action) -> Path:
         return action(make())
     with _progress() as progress:
         bars = _Bars(progress)
-        pipe = make(progress=bars, log=lambda m: progress.console.print(f"[dim]{m}[/dim]"))
+        pipe = make(progress=bars, log=lambda m: progress.console.print(
+            one_line(m), style="dim", markup=False, highlight=False))
         report = action(pipe)
     ranks = f" ({world.size} processes)" if world.size > 1 else ""
     console.print(f"[green]done[/green] in {time.perf_counter() - t0:.1f} s{ranks}: {report}")
@@ -203,6 +205,12 @@ def data_synth(
     console.print(f"[green]wrote[/green] {path} (use data.source: folder, data.path: {path}/images, data.masks: {path}/masks)")
 
 
+def _command_word() -> str:
+    """``xaudit run`` (or ``xaudit explain`` ...): the command that resumes this one."""
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    return f"xaudit {words[0]}" if words else "xaudit run"
+
+
 _OUTPUT_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS}  # writes only
 
 
@@ -216,9 +224,12 @@ def main() -> None:
 
 
 def _main() -> None:
+    from .interrupts import Interrupted, handled, message
+
     try:
         try:
-            app(standalone_mode=False)
+            with handled():
+                app(standalone_mode=False)
         except OSError as err:
             # A full disk or read-only folder met outside xaudit's own atomic writes (a
             # figure saved by matplotlib, say): the same one line as for those.
@@ -230,10 +241,13 @@ def _main() -> None:
     except XauditError as err:
         if STATE["debug"]:
             raise
-        console.print(f"error: {err}", style="red", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"error: {one_line(err)}", style="red", highlight=False, markup=False, soft_wrap=True)
         if err.hint:
-            console.print(f"hint: {err.hint}", highlight=False, markup=False, soft_wrap=True)
+            console.print(f"hint: {one_line(err.hint)}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
+    except Interrupted as err:
+        console.print(message(err, _command_word()), highlight=False, markup=False, soft_wrap=True)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted: finished stages and chunks are kept; run the same command to resume")
         sys.exit(130)
@@ -250,7 +264,7 @@ def _main() -> None:
         if STATE["debug"]:
             raise
         console.print(
-            f"error: {type(err).__name__}: {err} (run with --debug for the traceback)",
+            f"error: {type(err).__name__}: {one_line(err)} (run with --debug for the traceback)",
             style="red", highlight=False, markup=False, soft_wrap=True,
         )
         sys.exit(1)

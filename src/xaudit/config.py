@@ -8,6 +8,7 @@ the registered classes' signatures (see ``explain.base`` and ``audit.base``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,8 +17,22 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, echo, shown
 from .registry import did_you_mean
+from .yaml_safe import load_yaml
+
+# --------------------------------------------------------------------------- ranges
+
+MAX_SIDE = 4096  # pixels; a 100000-pixel side would need 30 GB per decoded image
+MAX_SEED = 2**32 - 1  # numpy's limit; torch takes more, but one range for every library
+
+
+def ranged(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, length: int | None = None,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field whose value (or each number of a list value) ``check_ranges`` bounds."""
+    limits = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt, "length": length}.items() if v is not None}
+    return field(default=default, default_factory=default_factory, metadata=limits)
 
 # --------------------------------------------------------------------------- sections
 
@@ -26,14 +41,14 @@ from .registry import did_you_mean
 class SyntheticConfig:
     """Procedural bean-leaf images (see data.synthetic)."""
 
-    n_train: int = 120  # images per class
-    n_val: int = 30
-    n_test: int = 40
-    image_size: int = 224
+    n_train: int = ranged(120, ge=0, le=100_000)  # images per class
+    n_val: int = ranged(30, ge=0, le=100_000)
+    n_test: int = ranged(40, ge=0, le=100_000)
+    image_size: int = ranged(224, ge=8, le=MAX_SIDE)
     shortcut: bool = False  # plant a class-correlated corner sticker in the training split only
-    shortcut_strength: float = 1.0  # fraction of training images of a class that carry its tag
-    shortcut_size: float = 0.1  # tag side as a fraction of the image side
-    lesion_strength: float = 1.0  # (0, 1]: fades lesions towards the leaf colour (0.3 = faint)
+    shortcut_strength: float = ranged(1.0, ge=0, le=1)  # fraction of training images of a class that carry its tag
+    shortcut_size: float = ranged(0.1, gt=0, le=0.3)  # tag side as a fraction of the image side
+    lesion_strength: float = ranged(1.0, gt=0, le=1)  # fades lesions towards the leaf colour (0.3 = faint)
 
 
 @dataclass
@@ -42,15 +57,18 @@ class DataConfig:
     path: str | None = None  # folder root, local hub files, or the image folder for `filename`
     hub_name: str | None = None  # e.g. "beans" (needs the hub to be reachable)
     masks: str | None = None  # a folder mirroring the images with one mask per image
-    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15})
+    splits: dict[str, float] = ranged(default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15}, ge=0, le=1)
     label_regex: str | None = None  # `filename`: a regex with one group, matched on the file name
     label_map: dict[str, str] | None = None  # `filename`: group value -> class name
     image_column: str | None = None  # `hub`: detected when not given
     label_column: str | None = None  # `hub`: "labels" or "label" when not given
     classes: list[str] | None = None  # keep these classes, in this order
-    max_per_class: int | None = None  # cap images per class and split (quick runs)
+    max_per_class: int | None = ranged(None, ge=1)  # cap images per class and split (quick runs)
     on_bad_image: Literal["skip", "fail"] = "skip"
-    max_image_pixels: int = 178_956_970  # decompression-bomb guard (PIL's default)
+    on_empty_class: Literal["fail", "drop"] = "fail"  # a class left without usable training images
+    follow_symlinks: bool = False  # folder sources: follow links to files outside data.path
+    allow_paths: bool = False  # hub source: read image cells that hold only a path (under data.path)
+    max_image_pixels: int = ranged(178_956_970, ge=1)  # decompression-bomb guard (PIL's default)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -67,11 +85,11 @@ class ModelConfig:
     args: dict[str, Any] | None = None  # keyword arguments for timm.create_model or the factory
     classes: list[str] | None = None  # the model's own class names, when nothing else states them
     mode: Literal["frozen", "finetune", "last_n"] = "frozen"
-    n_blocks: int = 1  # with mode last_n: how many final blocks are trained
-    image_size: int | None = None  # crop size; default from the weights' metadata
-    resize_size: int | None = None  # resize before the crop; default from the weights
-    mean: list[float] | None = None
-    std: list[float] | None = None
+    n_blocks: int = ranged(1, ge=1)  # with mode last_n: how many final blocks are trained
+    image_size: int | None = ranged(None, ge=8, le=MAX_SIDE)  # crop size; default from the weights' metadata
+    resize_size: int | None = ranged(None, ge=8, le=MAX_SIDE)  # resize before the crop; default from the weights
+    mean: list[float] | None = ranged(None, ge=0, le=1, length=3)  # per RGB channel, of images in [0, 1]
+    std: list[float] | None = ranged(None, gt=0, le=1, length=3)
     target_layer: str | None = None  # CAM layer; found automatically for torchvision families
 
 
@@ -79,39 +97,39 @@ class ModelConfig:
 class AugmentConfig:
     hflip: bool = False
     vflip: bool = False
-    rotation: float = 0.0  # degrees, uniform in [-r, r]
-    color_jitter: float = 0.0  # brightness/contrast/saturation strength
+    rotation: float = ranged(0.0, ge=0, le=180)  # degrees, uniform in [-r, r]
+    color_jitter: float = ranged(0.0, ge=0, le=1)  # brightness/contrast/saturation strength
     random_resized_crop: bool = False
-    crop_scale_min: float = 0.8
+    crop_scale_min: float = ranged(0.8, gt=0, le=1)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    lr: float = 1e-3
-    batch_size: int = 32
-    weight_decay: float = 0.0
-    patience: int | None = None  # early stopping on validation loss; None = off
+    epochs: int = ranged(5, ge=1)
+    lr: float = ranged(1e-3, gt=0)
+    batch_size: int = ranged(32, ge=1)
+    weight_decay: float = ranged(0.0, ge=0)
+    patience: int | None = ranged(None, ge=1)  # early stopping on validation loss; None = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    cached_views: int = 4  # frozen mode with augmentation: augmented views cached per image
-    num_workers: int = 0
+    cached_views: int = ranged(4, ge=1, le=1000)  # frozen mode with augmentation: augmented views cached per image
+    num_workers: int = ranged(0, ge=0, le=256)
     skip: bool = False  # no training: the model is used as it is, with its own classes
     precision: Literal["fp32", "bf16"] = "fp32"  # frozen mode: backbone feature pass under bf16 autocast
 
 
 @dataclass
 class EvaluateConfig:
-    top_losses: int = 8
-    batch_size: int = 64
+    top_losses: int = ranged(8, ge=0)
+    batch_size: int = ranged(64, ge=1)
 
 
 @dataclass
 class SelectConfig:
     """Which test images are explained."""
 
-    per_class: int = 2
+    per_class: int = ranged(2, ge=0)
     correct: Literal["any", "correct", "incorrect", "both"] = "both"
-    top_losses: int = 0
+    top_losses: int = ranged(0, ge=0)
     ids: list[str] = field(default_factory=list)
     all: bool = False
 
@@ -126,32 +144,32 @@ class ExplainConfig:
     )
     target: str = "predicted"  # predicted | true | a class name
     select: SelectConfig = field(default_factory=SelectConfig)
-    batch_size: int = 16
-    chunk_size: int = 64  # images per stored chunk of maps
+    batch_size: int = ranged(16, ge=1)
+    chunk_size: int = ranged(64, ge=1)  # images per stored chunk of maps
     precision: Literal["fp32", "bf16"] = "fp32"
-    tolerance: float = 0.05  # completeness tolerance for path methods, relative
+    tolerance: float = ranged(0.05, gt=0)  # completeness tolerance for path methods, relative
     adaptive_steps: bool = False  # path methods: n_steps/4, /2, then all, each for failing images
-    memory_budget_mb: int | None = None  # per forward/backward pass; None = from free memory
+    memory_budget_mb: int | None = ranged(None, ge=1)  # per forward/backward pass; None = from free memory
 
 
 @dataclass
 class AuditConfig:
     enabled: bool = False
-    n_images: int = 12  # images per audit, shared by all audits
+    n_images: int = ranged(12, ge=1)  # images per audit, shared by all audits
     audits: list[dict[str, Any]] = field(default_factory=list)  # empty = every registered audit
     blocks: list[str] | None = None  # model-randomization blocks, output side first; else automatic
-    regions: dict[str, list[float]] | None = None  # shortcut screening: name -> [x0, y0, x1, y1] fractions
+    regions: dict[str, list[float]] | None = ranged(None, ge=0, le=1, length=4)  # shortcut screening: name -> [x0, y0, x1, y1] fractions
 
 
 @dataclass
 class ReportConfig:
-    max_figures: int = 24  # explained images drawn per method
+    max_figures: int = ranged(24, ge=0)  # explained images drawn per method
 
 
 @dataclass
 class Recipe:
     name: str = "run"
-    seed: int = 0
+    seed: int = ranged(0, ge=0, le=MAX_SEED)
     output_dir: str = "runs"
     device: str = "cpu"  # cpu | cuda | auto
     data: DataConfig = field(default_factory=DataConfig)
@@ -196,31 +214,31 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(err)
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {echo(value)}")
     if tp is type(None):
         if value is None:
             return None
-        raise ConfigError(f"{key}: expected null, got {value!r}")
+        raise ConfigError(f"{key}: expected null, got {echo(value)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed:
             return value
         raise ConfigError(
-            f"{key}: {value!r} is not allowed. Allowed: {', '.join(map(str, allowed))}."
-            + did_you_mean(str(value), [str(a) for a in allowed])
+            f"{key}: {echo(value)} is not allowed. Allowed: {', '.join(map(str, allowed))}."
+            + did_you_mean(shown(value), [str(a) for a in allowed])
         )
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {echo(value)}")
         (item,) = typing.get_args(tp)
         return [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {echo(value)}")
         kt, vt = typing.get_args(tp)
-        return {coerce(k, kt, key): coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+        return {coerce(k, kt, key): coerce(v, vt, f"{key}.{shown(k)}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -235,7 +253,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return value
     else:
         raise TypeError(f"unsupported annotation {tp!r} for {key}")
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {echo(value)} ({type(value).__name__})")
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
@@ -244,82 +262,99 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {echo(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        dotted = f"{prefix}.{key}" if prefix else str(key)
+        dotted = f"{prefix}.{shown(key)}" if prefix else shown(key)
         if key not in names:
             raise ConfigError(
                 f"unknown key {dotted!r}. Allowed keys{' in ' + prefix if prefix else ''}: "
-                f"{', '.join(names)}.{did_you_mean(str(key), names)}"
+                f"{', '.join(names)}.{did_you_mean(shown(key), names)}"
             )
         kwargs[key] = coerce(value, hints[key], dotted)
     return cls(**kwargs)
 
 
-def _check_range(recipe: Recipe) -> None:
-    positive = {
-        "train.epochs": recipe.train.epochs,
-        "train.batch_size": recipe.train.batch_size,
-        "train.cached_views": recipe.train.cached_views,
-        "evaluate.batch_size": recipe.evaluate.batch_size,
-        "explain.batch_size": recipe.explain.batch_size,
-        "explain.chunk_size": recipe.explain.chunk_size,
-        "data.synthetic.image_size": recipe.data.synthetic.image_size,
-        "data.max_image_pixels": recipe.data.max_image_pixels,
-        "model.n_blocks": recipe.model.n_blocks,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}: must be at least 1, got {value}")
-    non_negative = {
-        "train.weight_decay": recipe.train.weight_decay,
-        "train.num_workers": recipe.train.num_workers,
-        "train.augment.rotation": recipe.train.augment.rotation,
-        "train.augment.color_jitter": recipe.train.augment.color_jitter,
-        "explain.select.per_class": recipe.explain.select.per_class,
-        "explain.select.top_losses": recipe.explain.select.top_losses,
-        "evaluate.top_losses": recipe.evaluate.top_losses,
-        "data.synthetic.n_train": recipe.data.synthetic.n_train,
-        "data.synthetic.n_val": recipe.data.synthetic.n_val,
-        "data.synthetic.n_test": recipe.data.synthetic.n_test,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{key}: must be 0 or more, got {value}")
-    if not recipe.train.lr > 0:
-        raise ConfigError(f"train.lr: must be greater than 0, got {recipe.train.lr}")
-    if not 0 < recipe.train.augment.crop_scale_min <= 1:
-        raise ConfigError(
-            f"train.augment.crop_scale_min: must be in (0, 1], got {recipe.train.augment.crop_scale_min}"
-        )
-    if not 0 <= recipe.data.synthetic.shortcut_strength <= 1:
-        raise ConfigError(
-            "data.synthetic.shortcut_strength: must be in [0, 1], got "
-            f"{recipe.data.synthetic.shortcut_strength}"
-        )
-    if not 0 < recipe.data.synthetic.shortcut_size <= 0.3:
-        raise ConfigError(
-            f"data.synthetic.shortcut_size: must be in (0, 0.3], got {recipe.data.synthetic.shortcut_size}"
-        )
-    if not 0 < recipe.data.synthetic.lesion_strength <= 1:
-        raise ConfigError(
-            f"data.synthetic.lesion_strength: must be in (0, 1], got {recipe.data.synthetic.lesion_strength}"
-        )
+def _num(x: float) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() and abs(x) < 1e15 else str(x)
+
+
+def range_text(limits: dict[str, float]) -> str:
+    """The allowed range in words: ``must be at least 1``, ``must be in (0, 1]``."""
+    lo = ("[", limits["ge"]) if "ge" in limits else ("(", limits["gt"]) if "gt" in limits else None
+    hi = ("]", limits["le"]) if "le" in limits else (")", limits["lt"]) if "lt" in limits else None
+    if lo and hi:
+        return f"must be in {lo[0]}{_num(lo[1])}, {_num(hi[1])}{hi[0]}"
+    if lo:
+        if lo[0] == "(":
+            return f"must be greater than {_num(lo[1])}"
+        return "must be 0 or more" if lo[1] == 0 else f"must be at least {_num(lo[1])}"
+    if hi:
+        return f"must be at most {_num(hi[1])}" if hi[0] == "]" else f"must be less than {_num(hi[1])}"
+    return "must be a finite number"
+
+
+def _in_range(x: float, limits: dict[str, float]) -> bool:
+    if isinstance(x, float) and not math.isfinite(x):
+        return False
+    return (("ge" not in limits or x >= limits["ge"]) and ("gt" not in limits or x > limits["gt"])
+            and ("le" not in limits or x <= limits["le"]) and ("lt" not in limits or x < limits["lt"]))
+
+
+def check_value(value: Any, limits: dict[str, Any], key: str) -> None:
+    """Refuse ``value`` (a number, a list of numbers or a mapping of such lists) out of ``limits``."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_value(v, limits, f"{key}.{shown(k)}")
+        return
+    bounds = {k: v for k, v in limits.items() if k != "length"}
+    if isinstance(value, list):
+        if "length" in limits and len(value) != limits["length"]:
+            raise ConfigError(f"{key}: must hold {limits['length']} numbers, got {len(value)}")
+        for i, v in enumerate(value):
+            check_value(v, bounds, f"{key}[{i}]")
+        return
+    if isinstance(value, (int, float)) and not _in_range(value, bounds):
+        raise ConfigError(f"{key}: {range_text(bounds)}, got {echo(value)}")
+
+
+def check_ranges(section: Any, prefix: str = "") -> None:
+    """Check every field of a recipe section (and its sub-sections) against its ``ranged`` limits."""
+    for f in dataclasses.fields(section):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, key)
+        else:
+            check_value(value, dict(f.metadata), key)
+
+
+def _check_special(recipe: Recipe) -> None:
+    """Rules that tie several values together or are not numeric ranges."""
     splits = recipe.data.splits
     allowed = {"train", "val", "test"}
     if set(splits) != allowed:
-        raise ConfigError(f"data.splits: needs exactly the keys train, val, test; got {sorted(splits)}")
-    if any(v < 0 for v in splits.values()) or abs(sum(splits.values()) - 1) > 1e-6:
-        raise ConfigError(f"data.splits: fractions must be 0 or more and add up to 1, got {splits}")
-    if recipe.data.max_per_class is not None and recipe.data.max_per_class < 1:
-        raise ConfigError(f"data.max_per_class: must be at least 1, got {recipe.data.max_per_class}")
-    if not recipe.name or any(c in recipe.name for c in "/\\\0") or recipe.name in {".", ".."}:
-        raise ConfigError(f"name: {recipe.name!r} cannot name a run folder (no '/', '\\', '.' or '..')")
+        raise ConfigError(f"data.splits: needs exactly the keys train, val, test; got {echo(sorted(splits))}")
+    if any(not 0 <= v <= 1 for v in splits.values()) or abs(sum(splits.values()) - 1) > 1e-6:
+        raise ConfigError(f"data.splits: fractions must be 0 or more and add up to 1, got {echo(splits)}")
+    for name, (x0, y0, x1, y1) in (recipe.audit.regions or {}).items():
+        if not (x0 < x1 and y0 < y1):
+            raise ConfigError(f"audit.regions.{shown(name)}: needs x0 < x1 and y0 < y1, got {echo([x0, y0, x1, y1])}")
+    if (not recipe.name or any(c in recipe.name for c in "/\\\0") or recipe.name in {".", ".."}
+            or len(recipe.name) > 200):
+        raise ConfigError(f"name: {echo(recipe.name)} cannot name a run folder (no '/', '\\', '.' or '..'; "
+                          "at most 200 characters)")
     if recipe.device not in {"cpu", "cuda", "auto"}:
-        raise ConfigError(f"device: {recipe.device!r} is not allowed. Allowed: cpu, cuda, auto.")
+        raise ConfigError(f"device: {echo(recipe.device)} is not allowed. Allowed: cpu, cuda, auto.")
+
+
+def _check_range(recipe: Recipe) -> None:
+    check_ranges(recipe)
+    _check_special(recipe)
 
 
 def validate(recipe: Recipe) -> Recipe:
@@ -343,12 +378,9 @@ def validate(recipe: Recipe) -> Recipe:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], YAML-parsed value)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+        raise ConfigError(f"--set {echo(text)}: expected KEY=VALUE, e.g. --set train.epochs=3")
     key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({err})") from None
+    value = load_yaml(raw, f"--set {echo(text)}: the value") if raw.strip() else ""
     return key.strip().split("."), value
 
 
@@ -361,7 +393,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"--set {text!r}: {part!r} is not a section")
+                raise ConfigError(f"--set {echo(text)}: {echo(part)} is not a section")
             node = child
         node[path[-1]] = value
     return data
@@ -374,15 +406,21 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"recipe file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raw = load_yaml(_read_recipe_text(path), str(path)) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
     raw.update(data)
     raw = apply_overrides(raw, overrides or [])
     return validate(from_dict(Recipe, raw))
+
+
+def _read_recipe_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the recipe as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the recipe ({err.strerror or type(err).__name__})") from None
 
 
 def to_dict(recipe: Recipe) -> dict:

@@ -24,3 +24,27 @@ class DataError(XauditError):
 
 class ModelError(XauditError):
     """A model or its weights could not be built or loaded."""
+
+
+_ECHO_LIMIT = 80
+
+
+def echo(value: object, limit: int = _ECHO_LIMIT) -> str:
+    """``repr(value)`` bounded in length and depth, for error messages that quote user input.
+
+    A recipe value can be huge (a YAML alias bomb expands to billions of items) or recursive;
+    ``reprlib`` stops after a few items and levels, and the text is cut at ``limit``.
+    """
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
+    r.maxstring = r.maxother = r.maxlong = limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown(text: object, limit: int = _ECHO_LIMIT) -> str:
+    """``str(text)`` cut to ``limit`` characters (names quoted without their repr quotes)."""
+    s = text if isinstance(text, str) else echo(text, limit)
+    return s if len(s) <= limit else s[: limit - 3] + "..."

@@ -103,10 +103,13 @@ def summarize(rows: list[dict], classes: list[str]) -> tuple[dict, np.ndarray, l
     cm = confusion(y_true, y_pred, len(classes))
     per_class = per_class_metrics(cm, classes)
     n = len(rows)
+    # Classes without test images have no recall to average: macro F1 leaves them out.
+    supported = [r["f1"] for r in per_class if r["support"]]
     metrics = {
         "n": n,
         "accuracy": float(np.trace(cm) / n) if n else 0.0,
         "loss": float(np.mean([r["loss"] for r in rows])) if n else 0.0,
-        "macro_f1": float(np.mean([r["f1"] for r in per_class])) if per_class else 0.0,
+        "macro_f1": float(np.mean(supported)) if supported else 0.0,
+        "macro_f1_classes": len(supported),
     }
     return metrics, cm, per_class

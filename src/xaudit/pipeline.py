@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from .class_checks import check_class_values
 from .config import Recipe, load_recipe, to_dict
 from .data import load_dataset
 from .data.base import DatasetBundle
@@ -23,10 +24,13 @@ from .data.transforms import DecodedStore, Preprocessing
 from .distributed import current_world, local_device, step
 from .errors import XauditError
 from .explain.engine import select_ids
+from .interrupts import entering, finished
+from .lock import run_lock
 from .models import Classifier
 from .models.sources import build_classifier, recipe_preprocessing
-from .run import STAGES, RunDir, read_csv, read_json, stage_fingerprints
+from .run import STAGES, RunDir, dependents, read_csv, stage_fingerprints
 from .stages.explain import Where
+from .stored import read_model_meta
 
 Progress = Callable[[str, int, int], None]
 
@@ -77,7 +81,7 @@ class Pipeline:
         self._clf: Classifier | None = None
         self._pre: Preprocessing | None = None
         self._cache: dict = {}  # the frozen-mode feature cache, shared by training and audits
-        self.fingerprints = stage_fingerprints(to_dict(recipe))
+        self.fingerprints = stage_fingerprints(_with_checkpoint_digest(to_dict(recipe)))
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, **kw) -> Pipeline:
@@ -100,7 +104,8 @@ class Pipeline:
             if self._clf is not None:
                 self._pre = self._clf.preprocessing
             elif self._trained():
-                self._pre = Preprocessing.from_dict(read_json(self.run.model_dir / "model.json")["preprocessing"])
+                meta = read_model_meta(self.run.model_dir / "model.json", need_preprocessing=True)
+                self._pre = Preprocessing.from_dict(meta["preprocessing"])
             else:
                 self._pre = recipe_preprocessing(self.recipe.model)
         return self._pre
@@ -116,6 +121,7 @@ class Pipeline:
                 clf = self.classifier()
                 bundle = relabel_to(bundle, clf.classes, f"the {clf.source.get('source')} model "
                                                          f"{clf.source.get('name', '')}".strip())
+            check_class_values(self.recipe, bundle)
             self._bundle = bundle
             self._timing("data", time.perf_counter() - t0)
         return self._bundle
@@ -128,7 +134,7 @@ class Pipeline:
             bundle = self.dataset()
             t0 = time.perf_counter()
             store = decode(bundle, self.preprocessing(), self.recipe.data,
-                           not self.recipe.train.skip, self.log)
+                           not self.recipe.train.skip, self.log, self.run.table("skipped"))
             self._store = store
             self._timing("decode", time.perf_counter() - t0)
             if self.world.is_main:
@@ -230,6 +236,10 @@ class Pipeline:
     # ----------------------------------------------------------------- driver
     def run_stages(self, stages: list[str] | None = None, force: bool = False) -> Path:
         """Run ``stages`` (default: all); finished stages with a matching fingerprint are kept."""
+        with run_lock(self.run.root, self.world, self.log):
+            return self._run_stages(stages, force)
+
+    def _run_stages(self, stages: list[str] | None, force: bool) -> Path:
         step(self.world, self._open_run, main_only=True)
         wanted = stages or list(STAGES)
         redo = force
@@ -240,7 +250,6 @@ class Pipeline:
             if not redo and stage != "report" and self.run.stage_done(stage, fp):
                 self.log(f"{stage}: already done, kept")
                 continue
-            redo = True  # everything after a re-run stage is re-run too
             self._stage(stage)
         return self.run.report_path
 
@@ -259,12 +268,19 @@ class Pipeline:
         stages run on rank 0 while the rest wait.
         """
         world = self.world
-        step(world, lambda: self.run.invalidate(STAGES[STAGES.index(stage):]), main_only=True)
+        entering(stage)
+        # A stage's results go stale with it; the stages that use them re-run (run.STAGE_INPUTS).
+        step(world, lambda: self.run.invalidate(dependents(stage)), main_only=True)
         step(world, getattr(self, f"stage_{stage}"), main_only=stage not in ("explain", "audit"))
         step(world, lambda: self.run.mark_done(stage, self.fingerprints[stage]), main_only=True)
+        finished(stage)
 
     def run_one(self, stage: str) -> Path:
         """Re-run one stage from what earlier stages stored."""
+        with run_lock(self.run.root, self.world, self.log):
+            return self._run_one(stage)
+
+    def _run_one(self, stage: str) -> Path:
         previous = STAGES[: STAGES.index(stage)]
         manifest = self.run.manifest()["stages"]
         needed = [s for s in previous if s not in manifest and not (s == "audit")]
@@ -272,6 +288,16 @@ class Pipeline:
             raise XauditError(f"{self.run.root}: stage {needed[0]!r} has not run yet; run `xaudit run` or `xaudit {needed[0]}` first")
         self._stage(stage)
         return self.run.report_path
+
+
+def _with_checkpoint_digest(recipe_dict: dict) -> dict:
+    """A model checkpoint counts by its content, not only its path."""
+    from .models.checkpoints import content_digest
+
+    model = recipe_dict.get("model", {})
+    if model.get("checkpoint"):
+        model = {**model, "checkpoint": [model["checkpoint"], content_digest(model["checkpoint"])]}
+    return {**recipe_dict, "model": model}
 
 
 def run_recipe(recipe: Recipe | str | Path, overrides: list[str] | None = None, **kw) -> Path:

@@ -10,18 +10,18 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from .errors import XauditError
+from .errors import XauditError, echo, shown
 
 T = TypeVar("T")
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(shown(name), choices, n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
-    return f"unknown {kind} {name!r}. Allowed: {', '.join(sorted(choices))}.{did_you_mean(name, choices)}"
+    return f"unknown {kind} {echo(name)}. Allowed: {', '.join(sorted(choices))}.{did_you_mean(name, choices)}"
 
 
 class Registry(Generic[T]):

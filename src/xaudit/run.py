@@ -35,15 +35,17 @@ import yaml
 from .errors import XauditError
 
 STAGES = ("train", "evaluate", "explain", "audit", "report")
-# Recipe sections each stage depends on (besides the stages before it).
-STAGE_SECTIONS = {
-    "train": ("seed", "device", "data", "model", "train"),
-    "evaluate": ("evaluate",),
-    "explain": ("explain",),
-    "audit": ("audit",),
-    "report": ("report",),
+# What each stage reads: the stages whose results it uses, and its recipe keys (a section or
+# a dotted key). The audit draws its own pool from the predictions, so it depends on the
+# methods and the target but not on which images the explain stage shows, nor on figures;
+# the explain stage draws report.max_figures figures itself.
+STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "train": ((), ("seed", "device", "data", "model", "train")),
+    "evaluate": (("train",), ("evaluate",)),
+    "explain": (("evaluate",), ("explain", "report.max_figures")),
+    "audit": (("evaluate",), ("audit", "explain.methods", "explain.target")),
+    "report": (("explain", "audit"), ("report",)),
 }
-
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -100,10 +102,12 @@ def atomic_path(path: str | Path):
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        yield tmp_path
+        # mkstemp makes 0600 (and writers such as safetensors may re-create the file):
+        # artifacts are ordinary files, so the mode is set after the write, from the umask.
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
-        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except OSError as err:
@@ -157,7 +161,7 @@ def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
     columns = list(columns or (rows[0].keys() if rows else []))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="raise", lineterminator="\n")
-    writer.writeheader()
+    writer.writerow({c: _csv_value(c) for c in columns})  # the header: class names can be columns
     for row in rows:
         writer.writerow({k: _csv_value(row.get(k)) for k in columns})
     return buf.getvalue()
@@ -167,15 +171,27 @@ def write_csv(path: str | Path, rows: Sequence[dict], columns: Sequence[str] | N
     atomic_write_text(path, csv_text(rows, columns))
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula; such text cells get
+# a leading "'" (shown as text), which ``read_csv`` removes again. "'" itself is escaped too,
+# so every text reads back exactly.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
 def _csv_value(value: Any) -> Any:
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
     return "" if value is None else value
+
+
+def _csv_unescape(cell: str | None) -> str | None:
+    return cell[1:] if cell and cell.startswith("'") else cell
 
 
 def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        return [{_csv_unescape(k): _csv_unescape(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def fingerprint(obj: Any) -> str:
@@ -283,12 +299,29 @@ class RunDir:
         )
 
 
+def _recipe_value(recipe_dict: dict, dotted: str) -> Any:
+    node: Any = recipe_dict
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def stage_fingerprints(recipe_dict: dict) -> dict[str, str]:
-    """Fingerprint per stage: its own recipe sections chained with the stage before it."""
+    """Fingerprint per stage: the recipe keys it reads, chained with the stages it uses."""
     fps: dict[str, str] = {}
-    previous = ""
     for stage in STAGES:
-        sections = {k: recipe_dict.get(k) for k in STAGE_SECTIONS[stage]}
-        previous = fingerprint({"previous": previous, "sections": sections})
-        fps[stage] = previous
+        uses, keys = STAGE_INPUTS[stage]
+        fps[stage] = fingerprint({
+            "uses": {s: fps[s] for s in uses},
+            "keys": {k: _recipe_value(recipe_dict, k) for k in keys},
+        })
     return fps
+
+
+def dependents(stage: str) -> list[str]:
+    """``stage`` and every stage that uses its results, directly or not, in run order."""
+    out = {stage}
+    for s in STAGES:  # STAGES is in dependency order
+        if any(u in out for u in STAGE_INPUTS[s][0]):
+            out.add(s)
+    return [s for s in STAGES if s in out]

@@ -7,6 +7,7 @@ from xaudit.config import DataConfig
 from xaudit.data import load_dataset
 from xaudit.data.base import readable_class_name
 from xaudit.data.folder import stratified_split
+from xaudit.data.io import load_rgb
 from xaudit.errors import ConfigError, DataError
 
 
@@ -137,7 +138,7 @@ def test_hub_local_save_to_disk_beans_schema(tmp_path):
     assert bundle.classes == ["healthy", "angular_leaf_spot", "bean_rust"]
     assert bundle.sizes() == {"train": 18, "val": 6, "test": 9}
     assert bundle.info["label_column"] == "labels"
-    img = bundle.splits["test"][0].image()
+    img = load_rgb(bundle.splits["test"][0].image)  # bytes, decoded by xaudit's own decoder
     assert img.size == (16, 16)
 
 

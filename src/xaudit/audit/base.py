@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, echo, shown
 from ..explain.base import ExplainContext, Explainer
 from ..explain.counting import count_model_evals
 from ..registry import Registry, did_you_mean
@@ -41,6 +41,7 @@ class AuditImages:
     ids: list[str]
     masks: Tensor | None = None  # N×H×W bool evidence masks (e.g. lesions)
     object_masks: Tensor | None = None  # N×H×W bool object masks (e.g. the leaf)
+    mask_missing: Tensor | None = None  # (N,) bool: no evidence mask (its row in ``masks`` is empty)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,6 +61,7 @@ class AuditImages:
             ids=[self.ids[i] for i in idx.tolist()],
             masks=pick(self.masks),
             object_masks=pick(self.object_masks),
+            mask_missing=pick(self.mask_missing),
         )
 
 
@@ -160,26 +162,28 @@ def _check_type(audit: str, key: str, value: Any, default: Any) -> None:
     if not ok:
         raise ConfigError(
             f"audit.audits: {audit}.{key}: expected {type(default).__name__} like {default!r}, "
-            f"got {value!r}"
+            f"got {echo(value)}"
         )
 
 
 def validate_audit_specs(specs: list[dict]) -> None:
     """Check the recipe's ``audit.audits`` entries against the registered audits."""
     if not isinstance(specs, list):
-        raise ConfigError(f"audit.audits: expected a list of {{name: ...}} entries, got {specs!r}")
+        raise ConfigError(f"audit.audits: expected a list of {{name: ...}} entries, got {echo(specs)}")
     seen: set[str] = set()
     for spec in specs:
         if isinstance(spec, str):
             spec = {"name": spec}
         if not isinstance(spec, dict) or "name" not in spec:
-            raise ConfigError(f"audit.audits: each entry needs a 'name', got {spec!r}")
-        name = str(spec["name"])
+            raise ConfigError(f"audit.audits: each entry needs a 'name', got {echo(spec)}")
+        if not isinstance(spec["name"], str):
+            raise ConfigError(f"audit.audits: an audit's name must be text, got {echo(spec['name'])}")
+        name = spec["name"]
         if name not in AUDITS:
             allowed = AUDITS.names()
             raise ConfigError(
-                f"audit.audits: unknown audit {name!r}. Allowed: {', '.join(allowed)}."
-                f"{did_you_mean(name, allowed)}"
+                f"audit.audits: unknown audit {echo(name)}. Allowed: {', '.join(allowed)}."
+                f"{did_you_mean(shown(name), allowed)}"
             )
         if name in seen:
             raise ConfigError(f"audit.audits: {name!r} is listed twice")
@@ -191,12 +195,12 @@ def validate_audit_specs(specs: list[dict]) -> None:
             if key not in params:
                 allowed = sorted(params)
                 raise ConfigError(
-                    f"audit.audits: {name} has no parameter {key!r}. "
-                    f"Allowed: {', '.join(allowed)}.{did_you_mean(str(key), allowed)}"
+                    f"audit.audits: {name} has no parameter {echo(key)}. "
+                    f"Allowed: {', '.join(allowed)}.{did_you_mean(shown(key), allowed)}"
                 )
             _check_type(name, key, value, params[key])
         if spec.get("n_images") is not None and spec["n_images"] < 1:
-            raise ConfigError(f"audit.audits: {name}.n_images must be at least 1, got {spec['n_images']}")
+            raise ConfigError(f"audit.audits: {name}.n_images must be at least 1, got {echo(spec['n_images'])}")
 
 
 # --------------------------------------------------------------------------- helpers

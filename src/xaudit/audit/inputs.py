@@ -10,7 +10,8 @@ from .base import AuditImages
 @torch.no_grad()
 def audit_images(clf, pixels: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None,
                  ids: list[str], masks: torch.Tensor | None,
-                 object_masks: torch.Tensor | None) -> AuditImages:
+                 object_masks: torch.Tensor | None,
+                 mask_missing: torch.Tensor | None = None) -> AuditImages:
     """uint8 pixels in the classifier's geometry -> normalised inputs, predictions, targets
     (``None``: the predicted classes)."""
     x = clf.preprocessing.normalize(pixels)
@@ -24,5 +25,6 @@ def audit_images(clf, pixels: torch.Tensor, labels: torch.Tensor, targets: torch
         targets=targets if targets is not None else preds.clone(),
         ids=list(ids),
         masks=masks,
+        mask_missing=mask_missing,
         object_masks=object_masks,
     )

@@ -112,10 +112,12 @@ def localization(
     title = "Localization against evidence masks"
     test = inp.splits["test"]
     if test.masks is None:
-        return skipped("localization", title, "the dataset has no evidence masks")
+        return skipped("localization", title, f"none of the {len(test)} test images audited has an evidence mask")
     if not 0 <= smooth < 0.5:
         raise ConfigError(f"localization smooth: expected a fraction in [0, 0.5), got {smooth!r}")
-    has_mask = [i for i in range(len(test)) if bool(test.masks[i].any())]
+    # Images without a mask file are left out (and counted), not taken as having no evidence.
+    missing = np.zeros(len(test), bool) if test.mask_missing is None else test.mask_missing.numpy()
+    has_mask = [i for i in range(len(test)) if not bool(missing[i]) and bool(test.masks[i].any())]
     # Zhang et al. (2018) count a hit within 15 pixels of the mask at 224 px; scaled to the size.
     tol = tolerance if tolerance is not None else max(0, round(15 * test.masks.shape[-1] / 224))
     if not has_mask:
@@ -168,7 +170,8 @@ def localization(
         {k: v for k, v in maps.items() if k != RANDOM},
         "Maps with the evidence mask outlined (green)",
     )]
-    summary = {"n_images": n, "absolute": absolute, "pointing_tolerance_px": tol,
+    summary = {"n_images": n, "images_without_mask": int(missing.sum()), "absolute": absolute,
+               "pointing_tolerance_px": tol,
                "pointing_smooth": smooth,
                "centre_baseline": {k: mean_ci(v)[0] for k, v in scores[CENTRE].items()}}
     text = (
@@ -178,6 +181,8 @@ def localization(
         f"map, blurred with σ = {smooth:g} of the side, within {tol} px of the mask?). Scored on "
         f"correctly classified test images, whose maps explain the true class. A method must beat "
         f"a map that just favours the image centre."
+        + (f" {int(missing.sum())} of the {len(test)} test images sampled have no mask file and are "
+           "left out." if bool(missing.any()) else "")
     )
     return AuditResult("localization", title, text, rows, cells, figures, summary,
                        time.perf_counter() - start, 0)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, echo
 from .base import SOURCES, SPLITS, DatasetBundle, Record, readable_class_name
 from .io import IMAGE_EXTENSIONS
 
@@ -35,11 +35,39 @@ def _visible(p: Path) -> bool:
     return not p.name.startswith(".")
 
 
-def _scan_files(folder: Path) -> tuple[list[Path], list[dict]]:
-    """Image files below ``folder`` (sorted) and the non-image files skipped."""
+def _special_reason(f: Path, root: Path, follow_symlinks: bool) -> str | None:
+    """Why ``f`` (a listed entry that is not a plain file inside ``root``) is refused, or None."""
+    if f.is_symlink() and not f.exists():
+        return "broken symbolic link (its target does not exist)"
+    if not follow_symlinks and not f.resolve().is_relative_to(root.resolve()):
+        return "symbolic link leading outside the dataset folder (data.follow_symlinks: true follows it)"
+    if f.is_dir() or f.is_file():
+        return None
+    if f.is_fifo():
+        return "not a regular file (a FIFO)"
+    if f.is_char_device() or f.is_block_device():
+        return "not a regular file (a device)"
+    return "not a regular file (a socket or other special file)"
+
+
+def _scan_files(folder: Path, root: Path | None = None,
+                follow_symlinks: bool = False) -> tuple[list[Path], list[dict]]:
+    """Image files below ``folder`` (sorted) and the files skipped, each with its reason.
+
+    Links that are broken or leave ``root`` (the dataset folder) and special files (FIFOs,
+    devices) are refused with a row: opening a FIFO would block, and a link could pull any
+    local file into the run.
+    """
+    root = root or folder
     images, skipped = [], []
     for f in sorted(folder.rglob("*")):
-        if not f.is_file() or any(part.startswith(".") for part in f.relative_to(folder).parts):
+        if any(part.startswith(".") for part in f.relative_to(folder).parts):
+            continue
+        reason = _special_reason(f, root, follow_symlinks)
+        if reason:
+            skipped.append({"file": str(f), "reason": reason})
+            continue
+        if not f.is_file():
             continue
         if f.suffix.lower() in IMAGE_EXTENSIONS:
             images.append(f)
@@ -170,7 +198,7 @@ def folder_source(cfg, seed: int) -> DatasetBundle:
                 cdir = sd / cls
                 if not cdir.is_dir():
                     continue
-                files, skip = _scan_files(cdir)
+                files, skip = _scan_files(cdir, root, cfg.follow_symlinks)
                 skipped += skip
                 items += [(f.relative_to(root).as_posix(), c_idx, f, split) for f in files]
         if "test" not in split_dirs or "val" not in split_dirs:
@@ -182,7 +210,7 @@ def folder_source(cfg, seed: int) -> DatasetBundle:
             raise DataError(f"data.path: {root} has no class folders (expected one folder per class)")
         classes = _select_classes(found, cfg.classes)
         for c_idx, cls in enumerate(classes):
-            files, skip = _scan_files(root / cls)
+            files, skip = _scan_files(root / cls, root, cfg.follow_symlinks)
             skipped += skip
             items += [(f.relative_to(root).as_posix(), c_idx, f, "") for f in files]
     return _finish(
@@ -224,8 +252,8 @@ def filename_source(cfg, seed: int) -> DatasetBundle:
     except re.error as err:
         raise ConfigError(f"data.label_regex / data.label_map: invalid regex ({err})") from None
     if pattern is not None and pattern.groups < 1:
-        raise ConfigError(f"data.label_regex: {cfg.label_regex!r} needs one capturing group")
-    files, skipped = _scan_files(root)
+        raise ConfigError(f"data.label_regex: {echo(cfg.label_regex)} needs one capturing group")
+    files, skipped = _scan_files(root, root, cfg.follow_symlinks)
     labelled: list[tuple[Path, str]] = []
     for f in files:
         cls = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, echo, shown
 from .base import SOURCES, DatasetBundle, Record
 from .folder import SPLIT_ALIASES, stratified_split
+from .io import BadImageError
 
 
 def _import_datasets():
@@ -91,13 +92,51 @@ def _columns(ds, cfg) -> tuple[str, str, list[str]]:
 
 
 class _Row:
-    """Zero-argument loader of one dataset row's image (decoded when asked)."""
+    """Zero-argument loader of one dataset row's image cell, as bytes for xaudit's decoder.
 
-    def __init__(self, ds, index: int, column: str):
+    The column is read undecoded (``Image(decode=False)``): ``datasets`` would otherwise open
+    the cell itself, bypassing the header-first size guard, and follow a cell that holds only
+    a path to any local file (or, with fsspec, a URL).
+    """
+
+    def __init__(self, ds, index: int, column: str, root: Path | None, allow_paths: bool):
         self.ds, self.index, self.column = ds, index, column
+        self.root, self.allow_paths = root, allow_paths
 
     def __call__(self):
-        return self.ds[self.index][self.column]
+        return cell_source(self.ds[self.index][self.column], self.root, self.allow_paths,
+                           f"row {self.index}")
+
+
+def cell_source(cell, root: Path | None, allow_paths: bool, name: str = ""):
+    """The bytes of an image cell, or its path when paths are allowed and it lies under ``root``."""
+    if isinstance(cell, dict):
+        if cell.get("bytes"):
+            return bytes(cell["bytes"])
+        cell = cell.get("path")
+    if isinstance(cell, (bytes, bytearray, memoryview)):
+        return bytes(cell)
+    if not isinstance(cell, str) or not cell:
+        raise BadImageError(name, "image cell holds no image bytes")
+    if "://" in cell or cell.startswith(("hf:", "http:", "https:")):
+        raise BadImageError(name, f"image cell holds a URL ({shown(cell, 60)}); xaudit does not fetch images")
+    if not allow_paths:
+        raise BadImageError(name, "image cell holds only a path, no bytes (data.allow_paths: true reads "
+                                  "paths under data.path)")
+    if root is None:
+        raise BadImageError(name, "image cell holds only a path, and paths are read only from a local "
+                                  "data.path")
+    path = (root / cell) if not Path(cell).is_absolute() else Path(cell)
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise BadImageError(name, f"image cell's path {shown(cell, 60)} lies outside the dataset folder")
+    return path
+
+
+def _undecoded(ds, column: str):
+    datasets = _import_datasets()
+    if isinstance(ds.features[column], datasets.Image):
+        return ds.cast_column(column, datasets.Image(decode=False))
+    return ds
 
 
 @SOURCES.register("hub")
@@ -135,11 +174,13 @@ def hub_source(cfg, seed: int) -> DatasetBundle:
             idx = classes.index(str(value)) if str(value) in classes else -1
         if not 0 <= idx < len(classes):
             raise DataError(
-                f"label column {label_col!r}: value {value!r} is not a class. "
+                f"label column {echo(label_col)}: value {echo(value)} is not a class. "
                 f"Allowed: 0..{len(classes) - 1} or {', '.join(classes)}"
             )
         return remap.get(idx)
 
+    root = None if not cfg.path else (path if path.is_dir() else path.parent)
+    splits_in = {k: _undecoded(v, image_col) for k, v in splits_in.items()}
     items: dict[str, list[tuple[str, int, _Row]]] = {}
     for split, ds in splits_in.items():
         labels = ds[label_col]
@@ -147,7 +188,7 @@ def hub_source(cfg, seed: int) -> DatasetBundle:
         for i, value in enumerate(labels):
             lab = label_index(value)
             if lab is not None:
-                rows.append((f"{split}/{i:06d}", lab, _Row(ds, i, image_col)))
+                rows.append((f"{split}/{i:06d}", lab, _Row(ds, i, image_col, root, cfg.allow_paths)))
         items[split] = rows
     if set(items) != {"train", "val", "test"}:
         pool = [r for rows in items.values() for r in rows]

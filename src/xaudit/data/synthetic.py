@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import ConfigError
+from ..errors import ConfigError, echo
 from .base import SOURCES, SPLITS, DatasetBundle, Record
 
 if TYPE_CHECKING:
@@ -544,7 +544,7 @@ def _class_names(classes: list[str] | None) -> list[str]:
     unknown = [c for c in classes if c not in CLASSES]
     if unknown or not classes or len(set(classes)) != len(classes):
         raise ConfigError(
-            f"data.classes: {classes!r} is not a subset of the synthetic classes. "
+            f"data.classes: {echo(classes)} is not a subset of the synthetic classes. "
             f"Allowed: {', '.join(CLASSES)} (each at most once, at least one)."
         )
     return list(classes)

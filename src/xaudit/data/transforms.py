@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -143,9 +144,9 @@ class DecodedStore:
         item = Decoded(self.pre.image_tensor(img))
         name = record.source or record.id
         if record.mask is not None:
-            item.mask = self.pre.mask_tensor(load_mask(record.mask, name, size=size))
+            item.mask = self.pre.mask_tensor(_load_mask(record.mask, name, size))
         if record.object_mask is not None:
-            item.object_mask = self.pre.mask_tensor(load_mask(record.object_mask, name, size=size))
+            item.object_mask = self.pre.mask_tensor(_load_mask(record.object_mask, name, size))
         return item
 
     def get(self, record: Record) -> Decoded:
@@ -182,7 +183,8 @@ class DecodedStore:
         for rec in records:
             res = results.get(rec.id)
             if isinstance(res, BadImageError):
-                skipped.append({"file": rec.source or rec.id, "reason": res.reason})
+                file = res.source if isinstance(res, BadMaskError) else rec.source or rec.id
+                skipped.append({"file": file, "reason": res.reason})
                 continue
             if res is not None:
                 self._put(rec.id, res)
@@ -192,11 +194,34 @@ class DecodedStore:
     def batch(self, records: Sequence[Record]) -> torch.Tensor:
         return torch.stack([self.get(r).image for r in records])
 
-    def masks(self, records: Sequence[Record], kind: str = "mask") -> torch.Tensor | None:
+    def masks(self, records: Sequence[Record], kind: str = "mask", partial: bool = False) -> torch.Tensor | None:
+        """N×H×W masks; None if any is missing, or with ``partial`` if all are (missing ones empty)."""
         items = [getattr(self.get(r), kind) for r in records]
-        if any(m is None for m in items):
+        present = [m for m in items if m is not None]
+        if not present or (len(present) < len(items) and not partial):
             return None
-        return torch.stack(items)
+        blank = torch.zeros_like(present[0])
+        return torch.stack([blank if m is None else m for m in items])
+
+    def mask_missing(self, records: Sequence[Record], kind: str = "mask") -> torch.Tensor:
+        """(N,) bool: which records have no mask of ``kind``."""
+        return torch.tensor([getattr(self.get(r), kind) is None for r in records], dtype=torch.bool)
+
+
+class BadMaskError(BadImageError):
+    """The mask of an image cannot be used; its row in skipped.csv names the mask file."""
+
+
+def _load_mask(source, image_name: str, size: tuple[int, int]):
+    """``load_mask``, its failures named after the mask file and said to be the mask's."""
+    try:
+        return load_mask(source, image_name, size=size)
+    except BadMaskError:
+        raise
+    except BadImageError as err:
+        file = str(source) if isinstance(source, (str, Path)) else f"mask of {image_name}"
+        reason = err.reason if err.reason.startswith("mask") else f"mask: {err.reason}"
+        raise BadMaskError(file, reason) from None
 
 
 def build_augment(cfg, image_size: int) -> v2.Transform | None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from ..errors import ConfigError
+from ..errors import ConfigError, echo, shown
 from ..registry import Registry, did_you_mean
 
 
@@ -76,7 +76,7 @@ def make_baseline(kind: str, x: torch.Tensor, ctx: ExplainContext, sigma: float 
         mean = ctx.dataset_mean if ctx.dataset_mean is not None else ctx.mean
         pixels = mean.view(1, -1, 1, 1).to(x).expand_as(x)
         return ctx.pixel_to_input(pixels.clone())
-    raise ConfigError(f"unknown baseline {kind!r}. Allowed: {', '.join(BASELINES)}.{did_you_mean(kind, list(BASELINES))}")
+    raise ConfigError(f"unknown baseline {echo(kind)}. Allowed: {', '.join(BASELINES)}.{did_you_mean(kind, list(BASELINES))}")
 
 
 @dataclass
@@ -149,20 +149,22 @@ def build_explainer(spec: dict[str, Any] | str) -> Explainer:
     if isinstance(spec, str):
         spec = {"name": spec}
     if not isinstance(spec, dict) or "name" not in spec:
-        raise ConfigError(f"explain.methods: each entry needs a 'name', got {spec!r}")
+        raise ConfigError(f"explain.methods: each entry needs a 'name', got {echo(spec)}")
+    if not isinstance(spec["name"], str):
+        raise ConfigError(f"explain.methods: a method's name must be text, got {echo(spec['name'])}")
     params = {k: v for k, v in spec.items() if k != "name"}
-    cls = EXPLAINERS.get(str(spec["name"]))
+    cls = EXPLAINERS.get(spec["name"])
     allowed = constructor_params(cls)
     for key in params:
         if key not in allowed:
             raise ConfigError(
-                f"explain.methods: {spec['name']} has no parameter {key!r}. "
-                f"Allowed: {', '.join(allowed) or '(none)'}.{did_you_mean(key, allowed)}"
+                f"explain.methods: {spec['name']} has no parameter {echo(key)}. "
+                f"Allowed: {', '.join(allowed) or '(none)'}.{did_you_mean(shown(key), allowed)}"
             )
     try:
         return cls(**params)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"explain.methods: {spec['name']}: {err}") from None
+        raise ConfigError(f"explain.methods: {spec['name']}: {shown(str(err), 300)}") from None
 
 
 def validate_method_specs(specs: list[dict[str, Any]]) -> list[Explainer]:

@@ -18,7 +18,7 @@ from captum.attr import (
 )
 from torch import nn
 
-from ..errors import ConfigError, XauditError
+from ..errors import ConfigError, XauditError, echo
 from .base import BASELINES, ExplainContext, Explainer, register
 from .gradient import (
     baseline_for,
@@ -70,7 +70,7 @@ def resolve_layer(layer: str | None, ctx: ExplainContext, method: str) -> nn.Mod
     shown = close or names[-5:]
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ConfigError(
-        f"{method}: unknown layer {layer!r}. The model has {len(names)} named layers, "
+        f"{method}: unknown layer {echo(layer)}. The model has {len(names)} named layers, "
         f"e.g. {', '.join(shown)}.{hint}"
     )
 
@@ -86,7 +86,7 @@ def upsample(attr: torch.Tensor, x: torch.Tensor, method: str) -> torch.Tensor:
 
 def check_layer(layer: Any) -> None:
     if layer is not None and (not isinstance(layer, str) or not layer):
-        raise ValueError(f"layer must be a module name such as 'layer4' or omitted, got {layer!r}")
+        raise ValueError(f"layer must be a module name such as 'layer4' or omitted, got {echo(layer)}")
 
 
 # ---------------------------------------------------------------- CAM methods

@@ -22,9 +22,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data.base import Record
-from ..errors import XauditError
-from ..run import atomic_path, read_json, write_json
+from ..errors import XauditError, echo
+from ..run import atomic_path, write_json
 from ..safety import safe_name
+from ..stored import read_map_index
 from .base import ExplainContext, Explainer
 from .counting import count_model_evals
 from .fastpath import (
@@ -54,7 +55,7 @@ def select_ids(rows: list[dict], cfg, seed: int) -> list[str]:
     known = {r["id"] for r in rows}
     for rid in cfg.ids:
         if rid not in known:
-            raise XauditError(f"explain.select.ids: {rid!r} is not a test image id")
+            raise XauditError(f"explain.select.ids: {echo(rid)} is not a test image id")
         chosen.append(rid)
     by_class: dict[str, list[dict]] = {}
     for r in rows:
@@ -87,7 +88,7 @@ def resolve_targets(rows: list[dict], target: str, classes: list[str]) -> list[i
     if target in classes:
         return [classes.index(target)] * len(rows)
     raise XauditError(
-        f"explain.target: {target!r} is not allowed. Allowed: predicted, true, or a class name "
+        f"explain.target: {echo(target)} is not allowed. Allowed: predicted, true, or a class name "
         f"({', '.join(classes)})"
     )
 
@@ -103,7 +104,7 @@ class MapStore:
 
     def index(self) -> dict:
         if self.index_path.is_file():
-            return read_json(self.index_path)
+            return read_map_index(self.index_path, self.label)
         return {"label": self.label, "chunks": []}
 
     def done_ids(self) -> set[str]:

@@ -101,13 +101,27 @@ def save_model_folder(module: nn.Module, folder: Path, meta: dict) -> None:
 
 
 def read_model_meta(folder: Path) -> dict:
+    """model.json of a model folder, validated (``stored.read_model_meta``)."""
+    from ..stored import read_model_meta as validated
+
     meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelError(f"no trained model in {folder}: run the train stage first")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelError(f"{meta_path}: not valid JSON ({type(err).__name__})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
-        raise ModelError(f"{meta_path}: needs at least a 'name' of the architecture")
-    return meta
+    return validated(meta_path, need_preprocessing=True)
+
+
+def content_digest(path: str | Path) -> str:
+    """sha256 of a weights file, or of a model folder's files (names and contents): what a
+    recipe's ``model.checkpoint`` stands for, so that replacing the file re-runs the stages."""
+    import hashlib
+
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(
+        p for p in (path.rglob("*") if path.is_dir() else []) if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest() if files else ""

@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, echo
 from ..registry import unknown_name_message
 from ..run import atomic_path
 
@@ -111,7 +111,7 @@ def weights_enum(name: str, which: str = "imagenet"):
     allowed = [w.name for w in enum]
     if which not in allowed:
         raise ModelError(
-            f"model.weights: {which!r} is not a weights name of {name}. "
+            f"model.weights: {echo(which)} is not a weights name of {name}. "
             f"Allowed: imagenet, none, {', '.join(allowed)}"
         )
     return enum[which]

@@ -19,6 +19,7 @@ import jinja2
 
 from ..errors import XauditError
 from ..run import RunDir, atomic_write_text, read_csv, read_json
+from .notices import embeddable_figures, notices
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_TABLE_ROWS = 200
@@ -316,6 +317,9 @@ def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict 
         sec_figures, sec_tables = [], []
         for name in sec.get("figures") or []:
             name = _plain_name(name, "figures")
+            if name not in figures and (run.figures / name).is_symlink():
+                raise XauditError(f"figures/{name} in {run.root} is a symbolic link: a report embeds "
+                                  "only plain files")
             if name not in figures:
                 raise XauditError(
                     f"no figures/{name} in {run.root} (listed by audit {title!r}): {hint}",
@@ -359,12 +363,13 @@ def build_context(run_dir: str | Path) -> dict:
     run = RunDir(run_dir)
     recipe_text = _load_recipe_text(run)
     summary = _load_summary(run)
-    names = sorted(p.name for p in run.figures.glob("*.png")) if run.figures.is_dir() else []
+    names, refused = embeddable_figures(run)
     figures = {name: _figure(run, name) for name in names}
     verdict, audit_sections = _audits(run, summary, figures)
     model, train = summary.get("model"), summary.get("train")
     context = {
         "header": _header(summary),
+        "notices": notices(run, summary) + [f"Not embedded: {r}" for r in refused],
         "verdict": verdict,
         "dataset": _dataset(run, summary, figures),
         "model": _facts(model, MODEL_FIELDS) if isinstance(model, dict) else None,

@@ -49,7 +49,8 @@ def _images(clf: Classifier, store: DecodedStore, records: list[Record],
     return audit_images(
         clf, store.batch(records), torch.tensor([r.label for r in records]),
         torch.tensor(targets) if targets is not None else None, [r.id for r in records],
-        store.masks(records, "mask"), store.masks(records, "object_mask"),
+        store.masks(records, "mask", partial=True), store.masks(records, "object_mask"),
+        mask_missing=store.mask_missing(records, "mask"),
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from ..data.base import DatasetBundle, Record
 from ..data.checks import cross_split_pairs, leakage_message
+from ..data.coverage import check_empty_classes
 from ..data.transforms import DecodedStore, Preprocessing, require_records
 from ..errors import DataError
 from ..registry import did_you_mean
@@ -33,8 +35,10 @@ def relabel_to(bundle: DatasetBundle, classes: list[str], what: str) -> DatasetB
 
 
 def decode(bundle: DatasetBundle, pre: Preprocessing, data_cfg, need_train: bool,
-           log: Callable[[str], None]) -> DecodedStore:
-    """Decode every split once; unusable files skipped (or fatal, per ``data.on_bad_image``)."""
+           log: Callable[[str], None], skipped_csv: Path) -> DecodedStore:
+    """Decode every split once; unusable files skipped (or fatal, per ``data.on_bad_image``);
+    with training, a class left with no usable training image is an error or dropped
+    (``data.on_empty_class``), before any model is built for the classes."""
     store = DecodedStore(pre, data_cfg.max_image_pixels)
     skipped = list(bundle.skipped)
     for split in ("train", "val", "test"):
@@ -48,6 +52,8 @@ def decode(bundle: DatasetBundle, pre: Preprocessing, data_cfg, need_train: bool
         bundle.splits[split] = good
         skipped += bad
     bundle.skipped = skipped
+    if need_train:
+        check_empty_classes(bundle, data_cfg.on_empty_class, skipped_csv)
     pairs = cross_split_pairs(
         {s: [(r.id, store.digests[r.id]) for r in rs] for s, rs in bundle.splits.items()}
     )

@@ -18,7 +18,7 @@ from ..explain.engine import MapStore, explain_records, resolve_targets
 from ..explain.fastpath import FastPath, ForwardCache
 from ..models import Classifier
 from ..run import RunDir, fingerprint, write_csv
-from ..safety import safe_name
+from ..safety import safe_name, unique_names
 
 
 @dataclass
@@ -89,7 +89,7 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
         stats[explainer.label] = info
     if not where.world.is_main:
         return
-    _explain_figures(run, r.report.max_figures, rows, records, explainers, store)
+    _explain_figures(run, r.report.max_figures, rows, records, explainers, store, clf.classes)
     run.update_summary(explanations=stats, explain_target=r.explain.target)
 
 
@@ -104,7 +104,8 @@ def _maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) 
     })
 
 
-def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, store) -> None:
+def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, store,
+                     classes: list[str]) -> None:
     from ..report import figures
 
     for f in run.figures.glob("*.png"):
@@ -125,15 +126,19 @@ def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, s
                 run.figure(f"explain_{i:03d}_{safe_name(row['id'], 60)}"), mode="both",
             )
     write_csv(run.table("explained_images"), table)
+    # Distinct stems: "rust spot" and "rust_spot" would otherwise share one file name.
+    class_stem = dict(zip(classes, unique_names(list(classes), 40), strict=True))
+    method_stem = dict(zip(labels, unique_names(labels, 40), strict=True))
     for lab in labels:
         for cls in sorted({row["true"] for row in rows}):
             idx = [i for i, row in enumerate(rows) if row["true"] == cls]
             figures.method_grid(
                 [images[i] for i in idx], [maps[lab][i] for i in idx],
                 [f"pred {rows[i]['pred']} ({rows[i]['prob']:.2f})" for i in idx],
-                run.figure(f"grid_{safe_name(lab, 40)}_class_{safe_name(cls, 40)}"), mode="absolute",
+                run.figure(f"grid_{method_stem[lab]}_class_{class_stem.get(cls) or safe_name(cls, 40)}"),
+                mode="absolute",
             )
         right = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if row["correct"]]
         wrong = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if not row["correct"]]
         if right and wrong:
-            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, run.figure(f"cvi_{safe_name(lab, 40)}"))
+            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, run.figure(f"cvi_{method_stem[lab]}"))

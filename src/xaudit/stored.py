@@ -1,0 +1,100 @@
+"""Checks of the JSON files a run reads back (``model.json``, a method's ``index.json``).
+
+A run folder can be edited by hand, copied from elsewhere or half-written by an old version;
+what is read back is validated like a recipe, and a bad file is one error naming it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import MAX_SIDE, check_value
+from .errors import ConfigError, ModelError, XauditError, echo
+
+MAX_CLASSES = 100_000
+_PREPROCESSING = {
+    "image_size": {"ge": 8, "le": MAX_SIDE},
+    "resize_size": {"ge": 8, "le": MAX_SIDE},
+    "mean": {"ge": 0, "le": 1, "length": 3},
+    "std": {"gt": 0, "le": 1, "length": 3},
+}
+
+
+def _load(path: Path, kind: type[XauditError]) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise kind(f"{path}: not UTF-8 text") from None
+    except ValueError as err:
+        raise kind(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+
+
+def _need(cond: bool, path: Path, message: str, kind: type[XauditError]) -> None:
+    if not cond:
+        raise kind(f"{path}: {message}")
+
+
+def read_model_meta(path: str | Path, need_preprocessing: bool = False) -> dict:
+    """``model.json``: architecture name, class names and preprocessing, each checked.
+
+    The preprocessing block is checked when present; ``need_preprocessing`` requires it.
+    """
+    path = Path(path)
+    meta = _load(path, ModelError)
+    _need(isinstance(meta, dict), path, f"expected a JSON object, got {echo(meta)}", ModelError)
+    _need(isinstance(meta.get("name"), str) and bool(meta.get("name")), path,
+          f"name: expected a model name, got {echo(meta.get('name'))}", ModelError)
+    n = meta.get("num_classes")
+    _need(n is None or (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_CLASSES), path,
+          f"num_classes: must be in [1, {MAX_CLASSES}] or null, got {echo(n)}", ModelError)
+    classes = meta.get("classes")
+    if classes is not None:
+        _need(isinstance(classes, list) and all(isinstance(c, str) for c in classes), path,
+              f"classes: expected a list of names, got {echo(classes)}", ModelError)
+        _need(n is None or len(classes) == n, path,
+              f"classes: {len(classes)} names for num_classes {n}", ModelError)
+    pre = meta.get("preprocessing")
+    if pre is None and not need_preprocessing:
+        return meta
+    _need(isinstance(pre, dict), path, f"preprocessing: expected a mapping, got {echo(pre)}", ModelError)
+    for key, limits in _PREPROCESSING.items():
+        value = pre.get(key)
+        is_num = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = (isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+              if "length" in limits else is_num and (float(value).is_integer()))
+        _need(ok, path, f"preprocessing.{key}: expected {'3 numbers' if 'length' in limits else 'an integer'}, "
+              f"got {echo(value)}", ModelError)
+        try:
+            check_value(value, limits, f"preprocessing.{key}")
+        except ConfigError as err:
+            raise ModelError(f"{path}: {err}") from None
+    return meta
+
+
+def read_map_index(path: str | Path, label: str) -> dict:
+    """A method's ``index.json``: chunk files (plain names in the method's folder) and their ids."""
+    path = Path(path)
+    index = _load(path, XauditError)
+    _need(isinstance(index, dict) and isinstance(index.get("chunks"), list), path,
+          f"expected an object with a list of chunks, got {echo(index)}", XauditError)
+    seen: set[str] = set()
+    for i, chunk in enumerate(index["chunks"]):
+        where = f"chunks[{i}]"
+        _need(isinstance(chunk, dict) and isinstance(chunk.get("file"), str)
+              and isinstance(chunk.get("ids"), list), path,
+              f"{where}: expected {{file, ids}}, got {echo(chunk)}", XauditError)
+        name = chunk["file"]
+        _need(Path(name).name == name and name.endswith(".safetensors") and not name.startswith("."), path,
+              f"{where}.file: {echo(name)} is not a chunk file name of this folder", XauditError)
+        ids = chunk["ids"]
+        _need(all(isinstance(x, str) for x in ids), path, f"{where}.ids: expected image ids, got {echo(ids)}",
+              XauditError)
+        for x in ids:
+            _need(x not in seen, path, f"{where}: image id {echo(x)} is stored twice", XauditError)
+            seen.add(x)
+    index.setdefault("label", label)
+    return index
