@@ -84,3 +84,24 @@ def test_every_new_method_gets_a_faithfulness_score(tmp_path):
     summary, labels = audit_all(tmp_path, specs, n_images=2)
     for label in labels:
         assert summary["faithfulness"][label]["score"] is not None, label
+
+
+def test_vision_transformer_mask_methods_run_and_rule_methods_refuse():
+    from torchvision.models import VisionTransformer
+
+    from xaudit.errors import XauditError
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(image_size=16, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+                            mlp_dim=16, num_classes=3).eval()
+    torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts the head at zero
+    x, t = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 2])
+    ctx = plain_ctx(torch.Generator().manual_seed(0))
+    for name in ("rise", "lime", "kernel_shap", "feature_ablation"):
+        both = build_explainer(SPECS[name]).attribute(vit, x, t, ctx)
+        one = build_explainer(SPECS[name]).attribute(vit, x[1:], t[1:], ctx)
+        assert torch.isfinite(both).all() and both.abs().sum() > 0, name
+        torch.testing.assert_close(both[1:], one, atol=1e-5, rtol=1e-4)
+    for name, word in (("lrp", "GELU"), ("deeplift_shap", "MultiheadAttention"), ("deconvolution", "GELU")):
+        with pytest.raises(XauditError, match=word):
+            build_explainer(SPECS[name]).attribute(vit, x, t, ctx)
