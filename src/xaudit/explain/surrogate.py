@@ -138,7 +138,7 @@ class LimeExplainer(SampledSurrogate):
         perturbations_per_eval: int = 64,
     ):
         check_int("n_samples", n_samples, 2)
-        check_float("alpha", alpha)
+        check_float("alpha", alpha, strict=True)
         check_float("kernel_width", kernel_width, strict=True)
         self.n_samples = n_samples
         self.alpha = float(alpha)
