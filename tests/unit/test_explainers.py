@@ -78,10 +78,11 @@ class TinyCNN(nn.Module):
             nn.Conv2d(6, 8, 3, stride=2, padding=1),
             nn.ReLU(),
         )
+        self.pool = nn.AdaptiveAvgPool2d(1)  # a module, so LRP's rules see the pooling
         self.fc = nn.Linear(8, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(2, 3)))
+        return self.fc(self.pool(self.features(x)).flatten(1))
 
 
 def calibrated(model: nn.Module) -> nn.Module:
@@ -447,6 +448,10 @@ FAST = {  # small settings so the whole registry runs in seconds; other paramete
     "occlusion": {"window": 4, "stride": 3},
     "layer_conductance": {"n_steps": 4},
     "layer_integrated_gradients": {"n_steps": 4},
+    "rise": {"n_masks": 64},
+    "lime": {"n_samples": 32, "n_segments": 12},
+    "kernel_shap": {"n_samples": 32, "n_segments": 12},
+    "feature_ablation": {"n_segments": 12},
 }
 
 
@@ -498,7 +503,9 @@ def test_explainer_leaves_model_mode_and_requires_grad():
         assert not x.requires_grad
 
 
-@pytest.mark.parametrize("name", ["gradient_shap", "noise_tunnel"])
+@pytest.mark.parametrize(
+    "name", ["gradient_shap", "noise_tunnel", "rise", "lime", "kernel_shap", "deeplift_shap"]
+)
 def test_stochastic_methods_depend_on_the_seed(name):
     x, t = images(2, 16), torch.tensor([0, 1])
     assert not torch.allclose(run_method(name, x, t, seed=0), run_method(name, x, t, seed=1))
@@ -531,6 +538,18 @@ def test_stochastic_methods_depend_on_the_seed(name):
         ({"name": "occlusion", "stride": 2.5}, "stride"),
         ({"name": "grad_cam", "layer": 4}, "layer"),
         ({"name": "layer_conductance", "n_steps": 0}, "n_steps"),
+        ({"name": "rise", "p": 1.0}, "p"),
+        ({"name": "rise", "n_masks": 0}, "n_masks"),
+        ({"name": "rise", "grid": 1.5}, "grid"),
+        ({"name": "lime", "n_segments": 1}, "n_segments"),
+        ({"name": "lime", "kernel_width": 0}, "kernel_width"),
+        ({"name": "kernel_shap", "compactness": 0}, "compactness"),
+        ({"name": "kernel_shap", "n_samples": 1}, "n_samples"),
+        ({"name": "feature_ablation", "baseline": "white"}, "baseline"),
+        ({"name": "lrp", "composite": "epsilon_plus"}, "composite"),
+        ({"name": "lrp", "canonizer": "mobilenet"}, "canonizer"),
+        ({"name": "lrp", "epsilon": 0}, "epsilon"),
+        ({"name": "deeplift_shap", "baselines": ["black"]}, "baselines"),
     ],
 )
 def test_bad_parameters_name_the_parameter(spec, word):
