@@ -413,7 +413,7 @@ def run_audits(
     """
     from ..run import fingerprint
     from .checkpoint import STATE_DIR, load_checkpoint, save_checkpoint
-    from .scorecard import scorecard_rows, summarize_cells, verdict
+    from .scorecard import scorecard_rows, scorecard_summary, summarize_cells, verdict
     from .verdict_lines import method_lines
 
     log = log or (lambda message: None)
@@ -465,6 +465,7 @@ def run_audits(
     summary["verdict"] = text
     summary["trusted"] = trusted
     summary["verdict_lines"] = method_lines(cells, [e.label for e in inp.explainers], summary)
+    summary["scorecard"] = scorecard_summary(cells)
     summary["sections"] = [
         {
             "title": r.title,

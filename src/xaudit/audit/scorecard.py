@@ -155,6 +155,12 @@ def cell_summary(cell: Cell) -> dict:
     }
 
 
+def scorecard_summary(cells: list[Cell]) -> list[dict]:
+    """Every cell as ``{method, audit, metric, score, ci, n, status, threshold, ...}``:
+    the list summary.json keeps under ``audits.scorecard`` (what the report's grid reads)."""
+    return [{"method": c.method, "audit": c.audit, **cell_summary(c)} for c in cells]
+
+
 def summarize_cells(cells: list[Cell]) -> dict:
     """``{method: headline cell}`` plus ``{method: {"metrics": [...]}}`` for every cell.
 
