@@ -22,18 +22,26 @@ def fmt(value: float | None) -> str:
 def cell_reason(cell: Cell) -> str:
     """Why a ruled cell has its status, in one line: value, interval, threshold, n."""
     mean, lo, hi, n = cell_interval(cell)
-    status = cell_status(cell)
-    if cell.threshold is None:
-        return f"{cell.metric} {fmt(mean)} (n={n}): {cell.rule}"
-    side = "≥" if cell.higher_is_better else "≤"
+    return reason(cell.metric, mean, lo, hi, n, cell_status(cell), cell.threshold,
+                  cell.higher_is_better, cell.rule)
+
+
+def reason(metric: str, mean: float | None, lo: float | None, hi: float | None, n: int,
+           status: str, threshold: float | None, higher_is_better: bool, rule: str) -> str:
+    """The one-line "why" of a cell from its numbers (also read back from summary.json)."""
+    def finite(v: float | None) -> bool:
+        return v is not None and math.isfinite(v)
+
+    if status == "" or threshold is None:
+        return f"{metric} {fmt(mean)} (n={n}): {rule}"
+    side = "≥" if higher_is_better else "≤"
     interval = f"[{fmt(lo)}, {fmt(hi)}]"
     if status == "inconclusive":
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return f"{cell.metric} {fmt(mean)} on n={n}: too few images for an interval"
-        return (f"{cell.metric} {fmt(mean)} {interval} contains the threshold {fmt(cell.threshold)} "
-                f"(n={n})")
+        if not (finite(lo) and finite(hi)):
+            return f"{metric} {fmt(mean)} on n={n}: too few images for an interval"
+        return f"{metric} {fmt(mean)} {interval} contains the threshold {fmt(threshold)} (n={n})"
     word = "meets" if status == "pass" else "misses"
-    return f"{cell.metric} {fmt(mean)} {interval} {word} {side} {fmt(cell.threshold)} (n={n})"
+    return f"{metric} {fmt(mean)} {interval} {word} {side} {fmt(threshold)} (n={n})"
 
 
 def _remedy(cell: Cell, summary: dict) -> str:

@@ -1,0 +1,148 @@
+"""The report's first screen: model, data, accuracy, the methods × audits grid, the verdict.
+
+Everything here is read from summary.json (``audits.scorecard``, ``audits.verdict_lines``),
+so the page shows exactly what the run stored; tests compare the two.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..audit.verdict_lines import fmt, reason
+from ..run import RunDir, read_csv
+
+# Audits that describe the model rather than a method: shown beside the grid, not in it.
+MODEL_AUDITS = ("shortcut", "correctness")
+STATUS_ORDER = ("fail", "inconclusive", "pass")
+# Fewer audited images than this and the report warns that intervals are wide.
+FEW_IMAGES = 20
+
+
+def _entries(run: RunDir, audits: dict) -> tuple[list[dict], str | None]:
+    """Scorecard cells from summary.json, or from tables/scorecard.csv for runs audited
+    before summary.json kept them (said on the page)."""
+    cells = audits.get("scorecard")
+    if isinstance(cells, list):
+        return [c for c in cells if isinstance(c, dict)], None
+    path = run.table("scorecard")
+    if not path.is_file():
+        return [], None
+    out = []
+    for row in read_csv(path):
+        def num(key: str) -> float | None:
+            try:
+                value = float(row.get(key) or "nan")
+            except ValueError:
+                return None
+            return value if math.isfinite(value) else None
+
+        out.append({
+            "method": row["method"], "audit": row["audit"], "metric": row["metric"],
+            "score": num("mean"), "ci": [num("ci_lo"), num("ci_hi")],
+            "n": int(float(row.get("n") or 0)), "status": row.get("status", row.get("pass", "")),
+            "threshold": num("threshold"), "higher_is_better": row.get("direction") == "higher",
+            "rule": row.get("rule", ""),
+        })
+    return out, "grid read from tables/scorecard.csv (summary.json of this run predates it)"
+
+
+def _deciding(entries: list[dict]) -> dict:
+    """The entry that decides a family's cell: the first failed, else inconclusive, else
+    passed ruled metric; with no rule, the family's headline metric."""
+    for status in STATUS_ORDER:
+        for e in entries:
+            if e.get("status") == status:
+                return e
+    return entries[0]
+
+
+def grid_cell(entries: list[dict]) -> dict:
+    """One grid cell: status, value, interval, n and why, from a family's entries."""
+    e = _deciding(entries)
+    lo, hi = (e.get("ci") or [None, None])[:2]
+    status = e.get("status") or ""
+    n = int(e.get("n") or 0)
+    return {
+        "status": status or "no rule",
+        "metric": str(e.get("metric")),
+        "value": fmt(e.get("score")),
+        "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "",
+        "n": n,
+        "why": reason(str(e.get("metric")), e.get("score"), lo, hi, n, e.get("status") or "",
+                      e.get("threshold"), bool(e.get("higher_is_better")), str(e.get("rule", ""))),
+        "ruled": sum(1 for x in entries if x.get("status")),
+    }
+
+
+def _methods(summary: dict, entries: list[dict]) -> list[str]:
+    known = list(summary.get("explanations") or {})
+    seen = [e["method"] for e in entries if "(reference)" not in e["method"]]
+    return known + [m for m in dict.fromkeys(seen) if m not in known]
+
+
+def answer(run: RunDir, summary: dict) -> dict:
+    """The top screen's data (plain strings and numbers; the template escapes them)."""
+    test = summary.get("test") or {}
+    model = summary.get("model") or {}
+    ds = summary.get("dataset") or {}
+    facts = [
+        ("model", f"{model.get('name', '–')} ({model.get('mode', '–')})"),
+        ("data", f"{ds.get('name', '–')} · {len(ds.get('classes') or [])} classes · "
+                 f"{test.get('n', '–')} test images"),
+        ("accuracy", f"{100 * test['accuracy']:.1f}%" if isinstance(test.get("accuracy"), float) else "–"),
+        ("macro F1", fmt(test.get("macro_f1"))),
+    ]
+    audits = summary.get("audits")
+    if not isinstance(audits, dict):
+        return {"facts": facts, "grid": None, "lines": [], "note": None, "warning": None,
+                "model_audits": [], "badges": {}}
+    entries, note = _entries(run, audits)
+    families = list(dict.fromkeys(e["audit"] for e in entries if e["audit"] not in MODEL_AUDITS))
+    methods = _methods(summary, entries)
+    rows = []
+    counts = {"pass": 0, "fail": 0, "inconclusive": 0}
+    for method in methods:
+        cells = []
+        for family in families:
+            own = [e for e in entries if e["method"] == method and e["audit"] == family]
+            cell = grid_cell(own) if own else None
+            if cell and cell["status"] in counts:
+                counts[cell["status"]] += 1
+            cells.append(cell)
+        rows.append({"method": method, "cells": cells})
+    lines_by_method = audits.get("verdict_lines") or {}
+    lines = [str(lines_by_method[m]) for m in methods if m in lines_by_method]
+    ns = [e.get("n") or 0 for e in entries if e["audit"] not in MODEL_AUDITS]
+    smallest = min(ns) if ns else 0
+    warning = (f"Audits ran on as few as {smallest} images: intervals are wide and many cells "
+               f"cannot be decided; audit at least {FEW_IMAGES} (audit.n_images)."
+               if ns and smallest < FEW_IMAGES else None)
+    return {
+        "facts": facts,
+        "grid": {"families": families, "rows": rows},
+        "lines": lines,
+        "trusted": [str(t) for t in audits.get("trusted") or []],
+        "note": note,
+        "warning": warning,
+        "model_audits": _model_audits(audits),
+        "badges": counts,
+    }
+
+
+def _model_audits(audits: dict) -> list[str]:
+    out = []
+    shortcut = audits.get("shortcut")
+    if isinstance(shortcut, dict) and not shortcut.get("skipped"):
+        flagged = shortcut.get("flagged")
+        classes = ", ".join(map(str, shortcut.get("classes") or [])) or "no class"
+        out.append(f"shortcut screening: {'flagged ' + classes if flagged else 'nothing flagged'}")
+    return out
+
+
+def top_grid_values(context: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(method, family, status, value) of every grid cell: what tests compare with the page."""
+    grid = context["answer"]["grid"]
+    return [(row["method"], fam, cell["status"], cell["value"])
+            for row in grid["rows"] for fam, cell in zip(grid["families"], row["cells"], strict=True)
+            if cell]
