@@ -7,7 +7,6 @@ so the page shows exactly what the run stored; tests compare the two.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from ..audit.verdict_lines import fmt, reason
 from ..run import RunDir, read_csv
@@ -26,25 +25,27 @@ def _entries(run: RunDir, audits: dict) -> tuple[list[dict], str | None]:
     if isinstance(cells, list):
         return [c for c in cells if isinstance(c, dict)], None
     path = run.table("scorecard")
-    if not path.is_file():
-        return [], None
-    out = []
-    for row in read_csv(path):
-        def num(key: str) -> float | None:
-            try:
-                value = float(row.get(key) or "nan")
-            except ValueError:
-                return None
-            return value if math.isfinite(value) else None
+    rows = read_csv(path) if path.is_file() else []
+    needed = {"method", "audit", "metric", "mean", "ci_lo", "ci_hi", "n", "status"}
+    if not rows or not needed <= set(rows[0]):
+        return [], ("no grid: this run's scorecard predates pass / fail / inconclusive; "
+                    "run `xaudit audit` again" if rows else None)
+    out = [{
+        "method": row["method"], "audit": row["audit"], "metric": row["metric"],
+        "score": _num(row, "mean"), "ci": [_num(row, "ci_lo"), _num(row, "ci_hi")],
+        "n": int(float(row.get("n") or 0)), "status": row["status"],
+        "threshold": _num(row, "threshold"), "higher_is_better": row.get("direction") == "higher",
+        "rule": row.get("rule", ""),
+    } for row in rows]
+    return out, "grid read from tables/scorecard.csv (this run's summary.json predates it)"
 
-        out.append({
-            "method": row["method"], "audit": row["audit"], "metric": row["metric"],
-            "score": num("mean"), "ci": [num("ci_lo"), num("ci_hi")],
-            "n": int(float(row.get("n") or 0)), "status": row.get("status", row.get("pass", "")),
-            "threshold": num("threshold"), "higher_is_better": row.get("direction") == "higher",
-            "rule": row.get("rule", ""),
-        })
-    return out, "grid read from tables/scorecard.csv (summary.json of this run predates it)"
+
+def _num(row: dict[str, str], key: str) -> float | None:
+    try:
+        value = float(row.get(key) or "nan")
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _deciding(entries: list[dict]) -> dict:
@@ -98,6 +99,9 @@ def answer(run: RunDir, summary: dict) -> dict:
         return {"facts": facts, "grid": None, "lines": [], "note": None, "warning": None,
                 "model_audits": [], "badges": {}}
     entries, note = _entries(run, audits)
+    if not entries:
+        return {"facts": facts, "grid": None, "lines": [], "note": note, "warning": None,
+                "model_audits": _model_audits(audits), "badges": {}}
     families = list(dict.fromkeys(e["audit"] for e in entries if e["audit"] not in MODEL_AUDITS))
     methods = _methods(summary, entries)
     rows = []
@@ -138,11 +142,3 @@ def _model_audits(audits: dict) -> list[str]:
         classes = ", ".join(map(str, shortcut.get("classes") or [])) or "no class"
         out.append(f"shortcut screening: {'flagged ' + classes if flagged else 'nothing flagged'}")
     return out
-
-
-def top_grid_values(context: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(method, family, status, value) of every grid cell: what tests compare with the page."""
-    grid = context["answer"]["grid"]
-    return [(row["method"], fam, cell["status"], cell["value"])
-            for row in grid["rows"] for fam, cell in zip(grid["families"], row["cells"], strict=True)
-            if cell]
