@@ -227,5 +227,6 @@
   });
 
   refresh();
+  document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
   document.body.setAttribute("data-ready", "1");
 })();
