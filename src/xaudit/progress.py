@@ -41,17 +41,19 @@ def epoch_line(row: dict) -> str:
 
 
 class _Step:
-    def __init__(self, total: int):
+    def __init__(self, done: int, total: int):
+        # The rate counts from the first report, which may already have some work done.
         self.start = time.perf_counter()
+        self.first = done
         self.total = total
-        self.done = 0
+        self.done = done
         self.printed = 0.0
 
     def rate_and_left(self) -> str:
         spent = time.perf_counter() - self.start
-        if self.done <= 0 or spent <= 0:
+        if self.done <= self.first or spent <= 0:
             return ""
-        rate = self.done / spent
+        rate = (self.done - self.first) / spent
         left = (self.total - self.done) / rate if self.total > self.done else 0.0
         shown = f"{rate:.2f}/s" if rate < 10 else f"{rate:,.0f}/s"
         return f", {shown}, ~{fmt_duration(left)} left" if left else f", {shown}"
@@ -78,7 +80,7 @@ class PlainReporter:
     def progress(self, desc: str, done: int, total: int) -> None:
         step = self.steps.get(desc)
         if step is None or done < step.done:
-            step = self.steps[desc] = _Step(total)
+            step = self.steps[desc] = _Step(done, total)
         step.done, step.total = done, total
         self._running(desc)
         now = time.perf_counter()
