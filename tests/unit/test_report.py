@@ -354,3 +354,18 @@ def test_table_cells_keep_names_and_format_numbers():
     assert table["numeric"] == [False, False, True, True]  # names stay left-aligned
     assert fmt_number(2227715) == "2,227,715" and fmt_number(True) == "yes"
     assert fmt_number(1.5e-5) == "1.50e-05"
+
+
+def test_every_figure_the_pipeline_writes_has_a_caption(report):
+    from xaudit.report.captions import caption_of
+
+    src = Path(__file__).resolve().parents[2] / "src" / "xaudit"
+    names = set()
+    for path in [*(src / "audit").glob("*.py"), src / "explain_stage.py", src / "pipeline.py"]:
+        names |= set(re.findall(r'figure\(f?"([a-z_]+)', path.read_text()))
+        names |= set(re.findall(r'figures_dir / f?"([a-z_]+)', path.read_text()))
+    assert {"confusion_matrix", "audit_localization", "audit_convergence_", "explain_"} <= names
+    assert [n for n in names if not caption_of(n)] == []
+    assert caption_of("extra.png") == ""
+    _, html = report
+    assert caption_of("confusion_matrix.png") in html.replace("&#39;", "'")

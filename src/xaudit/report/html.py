@@ -24,6 +24,7 @@ from markupsafe import Markup
 from ..errors import XauditError
 from ..run import RunDir, atomic_write_text, read_csv, read_json
 from .answer import answer
+from .captions import caption_of
 from .explorer import explorer_payload, payload_json, static_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -164,7 +165,7 @@ def _optional_table(run: RunDir, name: str) -> list[dict[str, str]] | None:
 def _figure(run: RunDir, name: str) -> dict:
     data = (run.figures / name).read_bytes()
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return {"name": name, "uri": uri}
+    return {"name": name, "uri": uri, "caption": caption_of(name)}
 
 
 # ---------------------------------------------------------------- sections -----------------------
