@@ -144,3 +144,18 @@ def test_a_2000_image_report_is_ready_within_2_s(browser, large):
     assert page.locator("#ex-grid .ex-tile").count() == 2000
     assert ready_ms <= READY_MS
     assert page.errors == []
+
+
+def test_the_csp_runs_only_the_pages_own_script(browser, small, tmp_path):
+    html = small.read_text(encoding="utf-8")
+    tampered = tmp_path / "report.html"
+    tampered.write_text(html.replace("<script>//", "<script>/* changed */ //", 1),
+                        encoding="utf-8")
+    assert tampered.read_text(encoding="utf-8") != html
+    page = browser.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(tampered.as_uri())
+    page.wait_for_timeout(500)
+    assert page.get_attribute("body", "data-ready") is None
+    assert any("Content Security Policy" in e for e in errors)
