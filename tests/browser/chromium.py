@@ -57,7 +57,8 @@ def screenshots(report: Path, out_dir: Path, widths=(1400, 820)) -> list[Path]:
             written.append(out_dir / f"report-top-{width}.png")
             page.screenshot(path=str(written[-1]))
             if width == widths[0]:
-                page.locator(".ex-tile.wrong, .ex-tile").first.click()
+                wrong = page.locator(".ex-tile.wrong")
+                (wrong if wrong.count() else page.locator(".ex-tile")).first.click()
                 page.wait_for_selector("#ex-viewer:not([hidden])")
                 page.wait_for_timeout(300)
                 written.append(out_dir / "report-explorer.png")

@@ -70,10 +70,25 @@ def grid_cell(entries: list[dict]) -> dict:
         "value": fmt(e.get("score")),
         "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "",
         "n": n,
-        "why": reason(str(e.get("metric")), e.get("score"), lo, hi, n, e.get("status") or "",
-                      e.get("threshold"), bool(e.get("higher_is_better")), str(e.get("rule", ""))),
+        "why": _short_why(e, lo, hi),
+        "reason": reason(str(e.get("metric")), e.get("score"), lo, hi, n, e.get("status") or "",
+                         e.get("threshold"), bool(e.get("higher_is_better")),
+                         str(e.get("rule", ""))),
         "ruled": sum(1 for x in entries if x.get("status")),
     }
+
+
+def _short_why(e: dict, lo: float | None, hi: float | None) -> str:
+    """The cell's "why" beside its numbers: the metric and how it stands to the threshold."""
+    metric, status, t = str(e.get("metric")), e.get("status") or "", e.get("threshold")
+    if not status or t is None:
+        return f"{metric}: {e.get('rule', '')}"
+    if status == "inconclusive":
+        if lo is None or hi is None:
+            return f"{metric}: too few images for an interval"
+        return f"{metric}: the interval contains the threshold {fmt(t)}"
+    side = "≥" if e.get("higher_is_better") else "≤"
+    return f"{metric}: {'meets' if status == 'pass' else 'misses'} {side} {fmt(t)}"
 
 
 def _methods(summary: dict, entries: list[dict]) -> list[str]:
@@ -117,7 +132,7 @@ def answer(run: RunDir, summary: dict) -> dict:
         rows.append({"method": method, "cells": cells})
     lines_by_method = audits.get("verdict_lines") or {}
     lines = [str(lines_by_method[m]) for m in methods if m in lines_by_method]
-    ns = [e.get("n") or 0 for e in entries if e["audit"] not in MODEL_AUDITS]
+    ns = [e["n"] for e in entries if e["audit"] not in MODEL_AUDITS and e.get("n")]
     smallest = min(ns) if ns else 0
     warning = (f"Audits ran on as few as {smallest} images: intervals are wide and many cells "
                f"cannot be decided; audit at least {FEW_IMAGES} (audit.n_images)."
