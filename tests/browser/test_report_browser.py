@@ -115,6 +115,9 @@ def test_audit_values_of_the_image_are_shown(browser, small):
     page.locator(f".ex-tile[data-id='{row['id']}']").click()
     text = page.locator("#ex-panels").text_content()
     assert "pointing-game hit" in text and f"{float(row['auroc']):.3f}" in text
+    # the similarity at the deepest cascading step (depth 1 here): 0.1 + 0.01 k
+    k = [r["id"] for r in loc if r["method"] == "saliency"].index(row["id"])
+    assert f"randomized-modelsimilarity{0.1 + 0.01 * k:.3f}" in text.replace(" ", "")
 
 
 @pytest.mark.parametrize("width", [1400, 820])

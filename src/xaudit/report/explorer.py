@@ -68,7 +68,7 @@ def image_audit_values(run: RunDir) -> dict[tuple[str, str], dict[str, float]]:
             tables[audit] = read_csv(path) if path.is_file() else []
         rows = tables[audit]
         if audit == "model_randomization":
-            cascade = [r for r in rows if r.get("mode") == "cascade" and r.get("depth") != ""]
+            cascade = [r for r in rows if r.get("mode") == "cascading" and r.get("depth") != ""]
             deepest: dict[str, int] = {}
             for r in cascade:
                 deepest[r["method"]] = max(deepest.get(r["method"], -1), int(r["depth"]))
