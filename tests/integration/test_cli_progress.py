@@ -99,6 +99,7 @@ def _check_log(stderr: str, run: Path) -> None:
     assert any(ln.startswith("time per stage: ") and "audit" in ln for ln in lines)
 
 
+@pytest.mark.slow  # a real run: about 90 s of CPU
 @needs_offline
 def test_terminal_run_then_a_logged_audit_stage(tmp_path):
     """One tiny run in a pty; then its audit stage again with output to a pipe (a log)."""
