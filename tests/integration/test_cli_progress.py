@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.test_cli import needs_offline
 
 ROOT = Path(__file__).resolve().parents[2]
