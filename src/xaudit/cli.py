@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import XauditError
 from .safety import one_line
@@ -49,40 +48,20 @@ def main_callback(
     STATE["debug"] = debug
 
 
-class _Bars:
-    """Rich progress bars keyed by the pipeline's step description."""
-
-    def __init__(self, progress: Progress):
-        self.progress = progress
-        self.tasks: dict[str, int] = {}
-
-    def __call__(self, desc: str, done: int, total: int) -> None:
-        if desc not in self.tasks:
-            self.tasks[desc] = self.progress.add_task(desc, total=total)
-        self.progress.update(self.tasks[desc], completed=done, total=total)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False, disable=not console.is_terminal and "CI" in __import__("os").environ,
-    )
-
-
 def _run_pipeline(make, action) -> Path:
+    from .cli_output import closing_block, reporter
     from .distributed import init_from_env
 
     t0 = time.perf_counter()
     world = init_from_env()  # under torchrun: join the job; otherwise one process
     if not world.is_main:  # rank 0 speaks for the job; the others work quietly
         return action(make())
-    with _progress() as progress:
-        bars = _Bars(progress)
-        pipe = make(progress=bars, log=lambda m: progress.console.print(
-            one_line(m), style="dim", markup=False, highlight=False))
-        report = action(pipe)
+    with reporter(console) as (progress, log):
+        report = action(make(progress=progress, log=lambda m: log(one_line(m))))
     ranks = f" ({world.size} processes)" if world.size > 1 else ""
-    console.print(f"[green]done[/green] in {time.perf_counter() - t0:.1f} s{ranks}: {report}")
+    for line in closing_block(Path(report).parent, time.perf_counter() - t0):
+        console.print(line + (ranks if line.startswith("──") else ""), highlight=False,
+                      markup=False, soft_wrap=True)
     return report
 
 
@@ -163,27 +142,38 @@ def report(run_dir: Annotated[Path, typer.Argument(help="An existing run folder.
 @app.command(name="list")
 def list_(
     what: Annotated[str, typer.Argument(help="methods | audits | models | sources")] = "methods",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show kinds, costs and parameters.")] = False,
 ) -> None:
-    """List the registered explanation methods, audits, models or data sources."""
+    """List the explanation methods, audits, models or data sources (answers without torch)."""
+    from . import catalog
+
     if what == "methods":
-        from .explain import EXPLAINERS
-
-        names = EXPLAINERS.names()
+        if not verbose:
+            lines = list(catalog.METHODS)
+        else:
+            lines = []
+            for name, (kind, params) in catalog.METHODS.items():
+                shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "no parameters"
+                lines += [f"{name}  [{kind}]", f"    cost: {catalog.COST_BY_KIND.get(kind, kind)}",
+                          f"    parameters: {shown}"]
     elif what == "audits":
-        from .audit import AUDITS
-
-        names = AUDITS.names()
+        lines = [f"{n}  ({', '.join(f'{k}={v!r}' for k, v in p.items())})" if verbose else n
+                 for n, p in catalog.AUDITS.items()]
     elif what == "models":
-        from .models import classification_models
-
-        names = classification_models()
+        lines = []
+        for name in catalog.MODELS:
+            offline = catalog.offline_weights(name)
+            lines.append(f"{name:<24} weights offline: {offline}" if offline else
+                         f"{name:<24} weights need a download (or weights: none)")
     elif what == "sources":
-        from .data import SOURCES
-
-        names = SOURCES.names()
+        lines = list(catalog.SOURCES)
     else:
-        raise XauditError(f"unknown list {what!r}. Allowed: methods, audits, models, sources")
-    typer.echo("\n".join(names))
+        from .registry import did_you_mean
+
+        kinds = ["methods", "audits", "models", "sources"]
+        raise XauditError(f"unknown list {what[:40]!r}. Allowed: {', '.join(kinds)}."
+                          f"{did_you_mean(what, kinds)}")
+    typer.echo("\n".join(lines))
 
 
 @data_app.command("synth")
@@ -218,9 +208,10 @@ def main() -> None:
     try:
         _main()
     finally:
-        from .distributed import leave
-
-        leave()
+        # Only a run imports torch and may have joined a process group; --help and list do not.
+        distributed = sys.modules.get("xaudit.distributed")
+        if distributed is not None:
+            distributed.leave()
 
 
 def _main() -> None:
@@ -254,12 +245,14 @@ def _main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as err:  # click usage errors and unexpected failures
-        import click
-
-        if isinstance(err, click.ClickException):
+        if _is_click(err, "ClickException"):
             err.show()
+            if _is_click(err, "NoSuchOption"):
+                console.print("hint: recipe keys are set with --set KEY=VALUE, e.g. "
+                              "--set train.epochs=3 (see `xaudit run --help`)",
+                              highlight=False, markup=False, soft_wrap=True)
             sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
+        if _is_click(err, "Abort"):
             sys.exit(1)
         if STATE["debug"]:
             raise
@@ -268,6 +261,12 @@ def _main() -> None:
             style="red", highlight=False, markup=False, soft_wrap=True,
         )
         sys.exit(1)
+
+
+def _is_click(err: BaseException, name: str) -> bool:
+    """``err`` is click's exception ``name`` (typer raises those of its own copy of click)."""
+    return any(cls.__name__ == name and cls.__module__.split(".")[0] in ("click", "typer")
+               for cls in type(err).__mro__)
 
 
 if __name__ == "__main__":

@@ -300,11 +300,22 @@ def _with_checkpoint_digest(recipe_dict: dict) -> dict:
     return {**recipe_dict, "model": model}
 
 
-def run_recipe(recipe: Recipe | str | Path, overrides: list[str] | None = None, **kw) -> Path:
-    """Python API: run every stage of a recipe; returns the report's path."""
+def run_recipe(recipe: Recipe | str | Path, overrides: list[str] | None = None,
+               verbose: bool = False, **kw) -> Path:
+    """Python API: run every stage of a recipe; returns the report's path.
+
+    ``verbose``: progress as plain lines on stderr (steps, epochs, audits), as the CLI prints
+    them when its output is not a terminal."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
-    return Pipeline(recipe, **kw).run_stages()
+    if not verbose:
+        return Pipeline(recipe, **kw).run_stages()
+    from .progress import PlainReporter, attach_epoch
+
+    with PlainReporter() as plain:
+        kw.setdefault("progress", attach_epoch(plain.progress, plain.epoch))
+        kw.setdefault("log", plain.log)
+        return Pipeline(recipe, **kw).run_stages()
 
 
 __all__ = ["Pipeline", "run_recipe"]

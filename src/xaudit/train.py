@@ -19,6 +19,7 @@ from torch import nn
 from .data.base import Record
 from .data.transforms import DecodedStore, Preprocessing, augment_batch, build_augment
 from .models import Classifier, set_train_mode
+from .progress import report_epoch
 
 Progress = Callable[[str, int, int], None]  # (description, done, total)
 
@@ -189,6 +190,7 @@ def fit_head(
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
         progress("epochs", epoch, cfg.epochs)
+        report_epoch(progress, row)
         if keeper.update(epoch, row):
             break
     result.best_epoch = keeper.epoch
@@ -239,6 +241,7 @@ def fit_full(
             row.update(val_loss=None, val_acc=None)
         row["seconds"] = time.perf_counter() - t0
         result.history.append(row)
+        report_epoch(progress, row)
         if keeper.update(epoch, row):
             break
     result.best_epoch = keeper.epoch

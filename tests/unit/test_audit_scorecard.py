@@ -127,7 +127,12 @@ def test_run_audits_end_to_end(tmp_path):
     assert set(summary["cost"]) >= set(AUDITS.names())
     assert summary["cost"]["faithfulness"]["model_evals"] > 0
     head = summary["faithfulness"]["integrated_gradients"]
-    assert set(head) >= {"metric", "score", "ci", "pass", "higher_is_better"}
+    assert set(head) >= {"metric", "score", "ci", "pass", "status", "threshold", "higher_is_better"}
+    assert set(summary["verdict_lines"]) == {"integrated_gradients", "saliency"}
+    statuses = {c["status"] for c in summary["scorecard"]}
+    assert len(summary["scorecard"]) == len(rows := read_csv(run.table("scorecard")))
+    assert [c["status"] for c in summary["scorecard"]] == [r["status"] for r in rows]
+    assert statuses <= {"", "pass", "fail", "inconclusive"} and statuses - {""}
     assert isinstance(summary["shortcut"]["flagged"], bool)
     rows = read_csv(run.table("scorecard"))
     assert {r["audit"] for r in rows} >= {"faithfulness", "model_randomization", "localization"}
@@ -146,3 +151,63 @@ def test_skipped_audits_state_their_reason(tmp_path):
                                {"name": "label_randomization"}], RunDir(tmp_path).create(), 2)
     for name in ("convergence", "localization", "label_randomization"):
         assert summary[name]["skipped"] is True and summary[name]["reason"]
+
+
+def ruled(values, threshold, higher=True, metric="m", audit="faithfulness", method="a"):
+    mean = float(np.mean(values))
+    passed = mean > threshold if higher else mean < threshold
+    return Cell(method, audit, metric, np.asarray(values, dtype=float), higher, bool(passed),
+                "rule", threshold=threshold)
+
+
+def test_status_is_inconclusive_when_the_interval_contains_the_threshold():
+    from xaudit.audit.scorecard import cell_status
+
+    # Mean 0.205 against 0.164 on 4 images with a wide spread: t-interval ≈ [−0.09, 0.50].
+    wide = ruled([0.0, 0.41, 0.05, 0.36], 0.164, higher=False)
+    assert not wide.passed and cell_status(wide) == "inconclusive"
+    tight = ruled([0.20, 0.21, 0.205, 0.205], 0.164, higher=False)
+    assert cell_status(tight) == "fail"
+    assert cell_status(ruled([0.1, 0.11, 0.12], 0.164, higher=False)) == "pass"
+    assert cell_status(ruled([0.1], 0.164, higher=False)) == "inconclusive"  # no interval at n=1
+    # A rule without a number keeps its plain pass/fail.
+    assert cell_status(Cell("a", "x", "m", np.array([1.0, 2.0]), True, False, "r")) == "fail"
+    rows = scorecard_rows([wide, tight])
+    assert [r["status"] for r in rows] == ["inconclusive", "fail"]
+    assert rows[0]["threshold"] == 0.164
+
+
+def test_intervals_are_clipped_to_the_metrics_range():
+    from xaudit.audit.scorecard import cell_interval
+
+    c = ruled([0.0, 0.4, 0.02, 0.3], 0.1, higher=False, metric="infidelity")
+    mean, lo, hi, n = cell_interval(c)
+    assert mean_ci(c.values)[1] < 0 and lo == 0.0 and hi == mean_ci(c.values)[2]
+    corr = ruled([0.99, 1.0, 0.2], 0.5, metric="spearman_vs_finest")
+    assert cell_interval(corr)[2] == 1.0
+
+
+def test_inconclusive_methods_are_not_trusted_and_get_a_short_line():
+    from xaudit.audit.verdict_lines import method_lines
+
+    cells = [ruled([0.9, 0.91, 0.92], 0.5, method="sure"),
+             ruled([0.2, 0.9, 0.4, 0.8], 0.5, method="unsure"),
+             ruled([0.1, 0.12, 0.11], 0.5, method="bad", audit="localization", metric="auroc")]
+    text, trusted = verdict(cells, ["sure", "unsure", "bad"], None)
+    assert trusted == ["sure"] and "unsure: not established" in text
+    lines = method_lines(cells, ["sure", "unsure", "bad"], {})
+    assert lines["sure"] == "sure: trusted — passed all 1 checks"
+    assert lines["unsure"].startswith("unsure: not established — m 0.575 [")
+    assert "contains the threshold 0.5 (n=4)" in lines["unsure"]
+    assert lines["bad"] == "bad: do not trust — localization indistinguishable from the centre prior (auroc)"
+
+
+def test_convergence_failure_names_the_step_count_that_fixes_it():
+    from xaudit.audit.verdict_lines import method_lines
+
+    c = ruled([0.15, 0.16, 0.17], 0.05, higher=False, metric="completeness_rel_delta",
+              audit="convergence", method="ig")
+    summary = {"convergence": {"methods": {"ig": {"configured": "gausslegendre, n_steps=32",
+                                                  "n_steps_needed": {"gausslegendre": 64}}}}}
+    line = method_lines([c], ["ig"], summary)["ig"]
+    assert line == "ig: do not trust — completeness 0.16 at gausslegendre, n_steps=32: set n_steps: 64"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -259,8 +260,14 @@ def report(tmp_path_factory) -> tuple[Path, str]:
 def test_report_is_self_contained(report):
     root, html = report
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", html, re.I)
-    assert "<script" not in html.lower() and "@import" not in html and "url(" not in html
-    assert "Content-Security-Policy" in html
+    assert "@import" not in html and "url(" not in html
+    # One executable script, allowed by its own hash and nothing else.
+    scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
+    assert len(scripts) == 1 and html.lower().count("<script") == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', html).group(1)
+    assert csp == ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                   f"script-src 'sha256-{digest}'")
 
 
 def test_every_figure_is_embedded_once(report):
@@ -286,8 +293,8 @@ def test_user_strings_are_escaped(report):
 
 def test_sections_come_in_order(report):
     _, html = report
-    ids = ["verdict", "dataset", "model", "training", "test", "explanations", "audits", "other",
-           "recipe"]
+    ids = ["answer", "scorecard", "dataset", "model", "training", "test", "explanations", "audits",
+           "other", "recipe"]
     positions = [html.index(f'id="{i}"') for i in ids]
     assert positions == sorted(positions)
 
@@ -308,8 +315,9 @@ def test_optional_parts_are_left_out(tmp_path):
     for p in (root / "figures").glob("*"):
         p.unlink()
     html = render_report(root).read_text(encoding="utf-8")
-    assert "data:image" not in html
-    assert 'id="verdict"' not in html and 'id="explanations"' not in html
+    assert 'src="data:image' not in html
+    assert 'id="scorecard"' not in html and 'id="explanations"' not in html
+    assert 'id="top-grid"' not in html and 'id="explorer"' not in html
     assert 'id="audits"' not in html and 'id="test"' in html
 
 
@@ -346,3 +354,18 @@ def test_table_cells_keep_names_and_format_numbers():
     assert table["numeric"] == [False, False, True, True]  # names stay left-aligned
     assert fmt_number(2227715) == "2,227,715" and fmt_number(True) == "yes"
     assert fmt_number(1.5e-5) == "1.50e-05"
+
+
+def test_every_figure_the_pipeline_writes_has_a_caption(report):
+    from xaudit.report.captions import caption_of
+
+    src = Path(__file__).resolve().parents[2] / "src" / "xaudit"
+    names = set()
+    for path in [*(src / "audit").glob("*.py"), src / "explain_stage.py", src / "pipeline.py"]:
+        names |= set(re.findall(r'figure\(f?"([a-z_]+)', path.read_text()))
+        names |= set(re.findall(r'figures_dir / f?"([a-z_]+)', path.read_text()))
+    assert {"confusion_matrix", "audit_localization", "audit_convergence_", "explain_"} <= names
+    assert [n for n in names if not caption_of(n)] == []
+    assert caption_of("extra.png") == ""
+    _, html = report
+    assert caption_of("confusion_matrix.png") in html.replace("&#39;", "'")

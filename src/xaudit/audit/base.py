@@ -95,6 +95,8 @@ class Cell:
     rule: str  # the stated rule
     seconds: float = 0.0
     model_evals: int = 0
+    # The number the rule compares the mean with; with the interval it makes the status.
+    threshold: float | None = None
 
 
 @dataclass
@@ -415,7 +417,8 @@ def run_audits(
     """
     from ..run import fingerprint
     from .checkpoint import STATE_DIR, load_checkpoint, save_checkpoint
-    from .scorecard import scorecard_rows, summarize_cells, verdict
+    from .scorecard import scorecard_rows, scorecard_summary, summarize_cells, verdict
+    from .verdict_lines import method_lines
 
     log = log or (lambda message: None)
     validate_audit_specs(specs)
@@ -427,8 +430,9 @@ def run_audits(
     results: list[AuditResult] = []
     inp.cache["results"] = {}  # this call's results, in run order (correctness reads them)
     maps_cost: dict[Any, tuple[float, int]] = {}  # trained-map cache key -> (seconds, evals)
-    for spec in specs:
+    for number, spec in enumerate(specs, start=1):
         name = spec["name"]
+        log(f"audit {number}/{len(specs)} {name}")
         params = {k: v for k, v in spec.items() if k != "name"}
         if "n_images" in audit_params(name) and params.get("n_images") is None:
             params["n_images"] = n_images
@@ -464,6 +468,8 @@ def run_audits(
     text, trusted = verdict(cells, [e.label for e in inp.explainers], summary.get("shortcut"))
     summary["verdict"] = text
     summary["trusted"] = trusted
+    summary["verdict_lines"] = method_lines(cells, [e.label for e in inp.explainers], summary)
+    summary["scorecard"] = scorecard_summary(cells)
     summary["sections"] = [
         {
             "title": r.title,

@@ -378,7 +378,7 @@ def faithfulness(
         reference = label in (RANDOM, EDGE)
         for metric, higher, ruled in specs:
             values = per_method[label][metric]
-            passed = None
+            passed, threshold = None, None
             rule = "reference: no rule" if reference else "no rule (reported for ranking)"
             if ruled and not reference:
                 better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
@@ -388,11 +388,15 @@ def faithfulness(
                 if metric == "infidelity":
                     passed = bool(better(mine, edge)) if np.isfinite(mine) else None
                     rule = "mean infidelity below the edge detector's"
+                    threshold = edge
                 else:
                     passed = bool(better(mine, edge) and better(mine, rand))
                     rule = f"mean {metric} {word} both the edge detector's and the random map's"
+                    # Beating both means beating the stricter of the two.
+                    threshold = max(edge, rand) if higher else min(edge, rand)
             seconds, evals = costs[label]
-            cells.append(Cell(label, "faithfulness", metric, values, higher, passed, rule, seconds, evals))
+            cells.append(Cell(label, "faithfulness", metric, values, higher, passed, rule, seconds,
+                              evals, threshold=_finite_or_none(threshold)))
         if not reference:
             beats_del = mean_of(label, "deletion_auc") < mean_of(EDGE, "deletion_auc")
             beats_ins = mean_of(label, "insertion_auc") > mean_of(EDGE, "insertion_auc")
@@ -441,3 +445,7 @@ def faithfulness(
         seconds=time.perf_counter() - start_time,
         model_evals=total_evals,
     )
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None

@@ -158,12 +158,15 @@ def localization(
         for metric in METRIC_FNS:
             values = scores[label][metric]
             passed, rule = None, "reference: no rule" if reference else "no rule (reported for ranking)"
+            threshold = None
             if metric in RULED and not reference:
                 mine, centre = mean_ci(values)[0], mean_ci(scores[CENTRE][metric])[0]
                 passed = bool(mine > centre) if np.isfinite(mine) else None
                 rule = f"mean {metric} above the centre baseline's ({centre:.2f})"
+                threshold = float(centre) if np.isfinite(centre) else None
             seconds, evals = costs.get(label, (0.0, 0))
-            cells.append(Cell(label, "localization", metric, values, True, passed, rule, seconds, evals))
+            cells.append(Cell(label, "localization", metric, values, True, passed, rule, seconds,
+                              evals, threshold=threshold))
     figures = [plots.plot_overlays(
         figures_dir / "audit_localization.png",
         images.pixels.permute(0, 2, 3, 1).numpy(), masks,

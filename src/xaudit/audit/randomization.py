@@ -176,7 +176,8 @@ def model_randomization(
         rule = (f"cascading Spearman(|map|) at full randomization < random-pair "
                 f"({line:.2f}) + {margin:g}")
         cells.append(Cell(explainer.label, "model_randomization", "cascade_final_spearman_abs",
-                          final["spearman_abs"], False, passed, rule, seconds, evals))
+                          final["spearman_abs"], False, passed, rule, seconds, evals,
+                          threshold=_limit(line, margin)))
         cells.append(Cell(explainer.label, "model_randomization", "cascade_final_ssim",
                           final["ssim"], False, None, "no rule (reported for ranking)"))
         summary[explainer.label] = {
@@ -246,7 +247,8 @@ def label_randomization(
         cells.append(Cell(explainer.label, "label_randomization", "spearman_abs_vs_shuffled",
                           sims["spearman_abs"], False, passed,
                           f"Spearman(|map|) with the shuffled-label model's map < random-pair "
-                          f"({line:.2f}) + {margin:g}", m.seconds, m.model_evals))
+                          f"({line:.2f}) + {margin:g}", m.seconds, m.model_evals,
+                          threshold=_limit(line, margin)))
         summary[explainer.label] = {"random_pair": {k: _mean(v) for k, v in pair.items()},
                                     "shuffled": {k: _mean(v) for k, v in sims.items()}}
     text = (
@@ -257,3 +259,9 @@ def label_randomization(
     )
     return AuditResult("label_randomization", title, text, rows, cells, [], summary,
                        time.perf_counter() - start, total_evals)
+
+
+def _limit(line: float, margin: float) -> float | None:
+    """The randomization rules' threshold: the random-pair level plus the margin."""
+    value = float(line) + float(margin)
+    return value if np.isfinite(value) else None

@@ -2,6 +2,11 @@
 
 Intervals are Student-t intervals over the audited images (mean ± t(0.975, n−1)·s/√n), NaN
 values skipped; with fewer than two finite values the interval is undefined (NaN / null).
+Intervals are clipped to the range a metric can take (a correlation never leaves [−1, 1]).
+
+A ruled cell's status: ``pass`` or ``fail`` when its whole interval lies on one side of the
+rule's threshold, ``inconclusive`` when the interval contains the threshold (or is undefined),
+so that a mean just across the line on a handful of images decides nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +50,49 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
     return mean, mean - half, mean + half, n
 
 
+# The range each metric can take (by name prefix): intervals are clipped to it.
+METRIC_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("spearman", -1.0, 1.0), ("cascade_final_spearman", -1.0, 1.0), ("cascade_final_ssim", -1.0, 1.0),
+    ("mean_pairwise_spearman", -1.0, 1.0), ("deletion_auc", 0.0, 1.0), ("insertion_auc", 0.0, 1.0),
+    ("road_gap", -1.0, 1.0), ("pointing_game", 0.0, 1.0), ("auroc", 0.0, 1.0),
+    ("relevance_rank", 0.0, 1.0), ("infidelity", 0.0, math.inf),
+    ("max_sensitivity", 0.0, math.inf), ("completeness", 0.0, math.inf),
+)
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    for prefix, lo, hi in METRIC_RANGES:
+        if metric.startswith(prefix):
+            return lo, hi
+    if "_share_" in metric:
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
+def cell_interval(cell: Cell) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) of a cell, the interval clipped to the metric's range."""
+    mean, lo, hi, n = mean_ci(cell.values)
+    low, high = metric_range(cell.metric)
+    if math.isfinite(lo):
+        lo = min(max(lo, low), high)
+    if math.isfinite(hi):
+        hi = max(min(hi, high), low)
+    return mean, lo, hi, n
+
+
+def cell_status(cell: Cell) -> str:
+    """``pass`` / ``fail`` / ``inconclusive``, or ``""`` for a cell without a rule."""
+    if cell.passed is None:
+        return ""
+    verdict = "pass" if cell.passed else "fail"
+    if cell.threshold is None:
+        return verdict
+    _, lo, hi, _ = cell_interval(cell)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= cell.threshold <= hi:
+        return "inconclusive"
+    return verdict
+
+
 def rank_cells(cells: list[Cell]) -> dict[int, int]:
     """Rank (1 = best) of each cell among the cells with the same audit and metric."""
     ranks: dict[int, int] = {}
@@ -67,7 +115,7 @@ def scorecard_rows(cells: list[Cell]) -> list[dict]:
     ranks = rank_cells(cells)
     rows = []
     for cell in cells:
-        mean, lo, hi, n = mean_ci(cell.values)
+        mean, lo, hi, n = cell_interval(cell)
         rows.append(
             {
                 "method": cell.method,
@@ -79,6 +127,8 @@ def scorecard_rows(cells: list[Cell]) -> list[dict]:
                 "n": n,
                 "direction": "higher" if cell.higher_is_better else "lower",
                 "pass": "" if cell.passed is None else ("pass" if cell.passed else "fail"),
+                "status": cell_status(cell),
+                "threshold": "" if cell.threshold is None else cell.threshold,
                 "rank": ranks.get(id(cell), ""),
                 "rule": cell.rule,
                 "seconds": round(cell.seconds, 3),
@@ -89,18 +139,26 @@ def scorecard_rows(cells: list[Cell]) -> list[dict]:
 
 
 def cell_summary(cell: Cell) -> dict:
-    mean, lo, hi, n = mean_ci(cell.values)
+    mean, lo, hi, n = cell_interval(cell)
     return {
         "metric": cell.metric,
         "score": nan_to_none(mean),
         "ci": [nan_to_none(lo), nan_to_none(hi)],
         "n": n,
         "pass": cell.passed,
+        "status": cell_status(cell),
+        "threshold": nan_to_none(cell.threshold),
         "higher_is_better": cell.higher_is_better,
         "rule": cell.rule,
         "seconds": round(cell.seconds, 3),
         "model_evals": int(cell.model_evals),
     }
+
+
+def scorecard_summary(cells: list[Cell]) -> list[dict]:
+    """Every cell as ``{method, audit, metric, score, ci, n, status, threshold, ...}``:
+    the list summary.json keeps under ``audits.scorecard`` (what the report's grid reads)."""
+    return [{"method": c.method, "audit": c.audit, **cell_summary(c)} for c in cells]
 
 
 def summarize_cells(cells: list[Cell]) -> dict:
@@ -121,18 +179,19 @@ def summarize_cells(cells: list[Cell]) -> dict:
 def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tuple[str, list[str]]:
     """Plain-language verdict and the methods whose maps can be trusted.
 
-    A method is trusted when it failed no stated rule of the method audits (cells with a
-    rule) and passed at least one; model-level audits (shortcut, correctness) never decide it.
+    A method is trusted when none of its ruled method-audit cells failed or was
+    inconclusive and at least one passed; model-level audits (shortcut, correctness) never
+    decide it.
     """
     lines: list[str] = []
     trusted: list[str] = []
     pass_rate: dict[str, tuple[int, int]] = {}
     for method in methods:
-        own = [c for c in cells if c.method == method and c.audit not in MODEL_AUDITS]
-        judged = [c for c in own if c.passed is not None]
-        failed = [c for c in judged if not c.passed]
+        judged = _judged(cells, method)
+        failed = [c for c in judged if cell_status(c) == "fail"]
+        unsure = [c for c in judged if cell_status(c) == "inconclusive"]
         if judged:
-            pass_rate[method] = (len(judged) - len(failed), len(judged))
+            pass_rate[method] = (len(judged) - len(failed) - len(unsure), len(judged))
         if not judged:
             lines.append(f"{method}: no audit with a pass/fail rule ran, so no verdict.")
             continue
@@ -140,6 +199,12 @@ def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tup
             reasons = "; ".join(f"{c.audit} ({c.metric}): fails '{c.rule}'" for c in failed)
             lines.append(
                 f"{method}: do not trust — failed {len(failed)} of {len(judged)} checks: {reasons}."
+            )
+        elif unsure:
+            reasons = "; ".join(f"{c.audit} ({c.metric})" for c in unsure)
+            lines.append(
+                f"{method}: not established — {len(unsure)} of {len(judged)} checks inconclusive "
+                f"(the interval contains the threshold; audit more images): {reasons}."
             )
         else:
             trusted.append(method)
@@ -161,3 +226,8 @@ def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tup
             " the model may rely on a shortcut, whatever the method."
         )
     return " ".join([head, *lines]), trusted
+
+
+def _judged(cells: list[Cell], method: str) -> list[Cell]:
+    return [c for c in cells if c.method == method and c.audit not in MODEL_AUDITS
+            and c.passed is not None]

@@ -178,16 +178,17 @@ def _show_image(ax, image: np.ndarray, title: str | None = None) -> None:
 
 
 def draw_overlay(ax, image: np.ndarray, attr: np.ndarray, mode: str = "absolute"):
-    """Draw ``attr`` over a greyed ``image`` on ``ax``; returns (mappable for a colour bar, note).
+    """Draw ``attr`` over the full-colour ``image`` on ``ax``; returns (mappable for a colour
+    bar, note).
 
-    Opacity grows with |scaled attribution| so weak regions show the image underneath; the
-    hue follows the colour bar. A map with a note is left blank and the note is written on it.
+    Opacity grows with |scaled attribution| so weak regions show the image, in its own
+    colours, underneath (a darkened grey copy hid the lesions the map should be compared
+    with); the hue follows the colour bar. A map with a note is left blank with the note on it.
     """
     rgb = as_rgb(image)
     h, w = rgb.shape[:2]
     extent = (0, w, h, 0)  # the map fills the image even if its resolution differs
-    grey = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
-    ax.imshow(0.25 + 0.5 * grey, cmap="gray", vmin=0.0, vmax=1.0, extent=extent)
+    ax.imshow(rgb, extent=extent)
     scaled, note = scale_map(attr, "absolute" if mode == "absolute" else "signed")
     cmap, norm = colormaps[CMAPS[mode]], _norm(mode)
     if note is None:

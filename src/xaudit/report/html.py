@@ -1,14 +1,17 @@
 """The self-contained HTML report of a run directory.
 
-One file: figures embedded as base64 PNG data URIs, CSS inline, no scripts, nothing loaded
-from the network (a Content-Security-Policy in the page enforces that). Every string that
-comes from the run (class names, ids, recipe values, audit texts) goes through jinja2's
-autoescaping; this module hands the template plain data and never marks anything safe.
+One file: figures embedded as base64 PNG data URIs, CSS inline, one inline script (sortable
+tables, the image explorer), nothing loaded from the network: the page's
+Content-Security-Policy allows images from data: URIs and only the script whose sha256 it
+names. Every string that comes from the run (class names, ids, recipe values, audit texts)
+goes through jinja2's autoescaping; the one exception is the explorer's JSON data block,
+whose '<', '>' and '&' are escaped as JSON unicode escapes instead (``payload_json``).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -16,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup
 
 from ..errors import XauditError
 from ..run import RunDir, atomic_write_text, read_csv, read_json
 from .notices import embeddable_figures, notices
+from .answer import answer
+from .captions import caption_of
+from .explorer import explorer_payload, payload_json, static_text
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_TABLE_ROWS = 200
@@ -159,7 +166,7 @@ def _optional_table(run: RunDir, name: str) -> list[dict[str, str]] | None:
 def _figure(run: RunDir, name: str) -> dict:
     data = (run.figures / name).read_bytes()
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return {"name": name, "uri": uri}
+    return {"name": name, "uri": uri, "caption": caption_of(name)}
 
 
 # ---------------------------------------------------------------- sections -----------------------
@@ -314,6 +321,8 @@ def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict 
     sections = []
     for sec in audits.get("sections") or []:
         title = fmt_value(sec.get("title", "audit"))
+        if title == "Scorecard":  # shown once, on the first screen
+            continue
         sec_figures, sec_tables = [], []
         for name in sec.get("figures") or []:
             name = _plain_name(name, "figures")
@@ -358,8 +367,9 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def build_context(run_dir: str | Path) -> dict:
-    """Everything the template shows, as plain strings, lists and dicts (no markup)."""
+def build_context(run_dir: str | Path, originals=None) -> dict:
+    """Everything the template shows, as plain strings, lists and dicts (no markup but the
+    explorer's escaped JSON). ``originals``: how to load the explained images (tests)."""
     run = RunDir(run_dir)
     recipe_text = _load_recipe_text(run)
     summary = _load_summary(run)
@@ -383,10 +393,26 @@ def build_context(run_dir: str | Path) -> dict:
         ),
         "audits": audit_sections,
         "recipe": recipe_text,
+        "answer": answer(run, summary),
+        "explorer": _explorer(run, summary, originals),
     }
     used = {f["name"] for f in _walk_figures(context)}
     context["other_figures"] = [figures[n] for n in names if n not in used]
     return context
+
+
+def _explorer(run: RunDir, summary: dict, originals) -> dict | None:
+    payload = explorer_payload(run, summary, originals)
+    if payload is None:
+        return None
+    return {"n": len(payload["images"]), "note": payload["note"],
+            "json": Markup(payload_json(payload))}
+
+
+def script_hash(script: str) -> str:
+    """The CSP source that allows exactly this inline script."""
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
 
 
 def _walk_figures(obj: Any) -> Iterable[dict]:
@@ -404,6 +430,14 @@ def _walk_figures(obj: Any) -> Iterable[dict]:
 def render_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/report.html`` from what earlier stages stored; return its path."""
     run = RunDir(run_dir)
-    html = _environment().get_template("report.html").render(**build_context(run.root))
+    html = render_html(build_context(run.root))
     atomic_write_text(run.report_path, html)
     return run.report_path
+
+
+def render_html(context: dict) -> str:
+    """The page of a context from ``build_context``."""
+    script = static_text("report.js")
+    return _environment().get_template("report.html").render(
+        **context, script=Markup(script), script_hash=script_hash(script),
+        css=Markup(static_text("report.css")))

@@ -1,0 +1,159 @@
+"""The report's first screen: model, data, accuracy, the methods × audits grid, the verdict.
+
+Everything here is read from summary.json (``audits.scorecard``, ``audits.verdict_lines``),
+so the page shows exactly what the run stored; tests compare the two.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..audit.verdict_lines import fmt, reason
+from ..run import RunDir, read_csv
+
+# Audits that describe the model rather than a method: shown beside the grid, not in it.
+MODEL_AUDITS = ("shortcut", "correctness")
+STATUS_ORDER = ("fail", "inconclusive", "pass")
+# Fewer audited images than this and the report warns that intervals are wide.
+FEW_IMAGES = 20
+
+
+def _entries(run: RunDir, audits: dict) -> tuple[list[dict], str | None]:
+    """Scorecard cells from summary.json, or from tables/scorecard.csv for runs audited
+    before summary.json kept them (said on the page)."""
+    cells = audits.get("scorecard")
+    if isinstance(cells, list):
+        return [c for c in cells if isinstance(c, dict)], None
+    path = run.table("scorecard")
+    rows = read_csv(path) if path.is_file() else []
+    needed = {"method", "audit", "metric", "mean", "ci_lo", "ci_hi", "n", "status"}
+    if not rows or not needed <= set(rows[0]):
+        return [], ("no grid: this run's scorecard predates pass / fail / inconclusive; "
+                    "run `xaudit audit` again" if rows else None)
+    out = [{
+        "method": row["method"], "audit": row["audit"], "metric": row["metric"],
+        "score": _num(row, "mean"), "ci": [_num(row, "ci_lo"), _num(row, "ci_hi")],
+        "n": int(float(row.get("n") or 0)), "status": row["status"],
+        "threshold": _num(row, "threshold"), "higher_is_better": row.get("direction") == "higher",
+        "rule": row.get("rule", ""),
+    } for row in rows]
+    return out, "grid read from tables/scorecard.csv (this run's summary.json predates it)"
+
+
+def _num(row: dict[str, str], key: str) -> float | None:
+    try:
+        value = float(row.get(key) or "nan")
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _deciding(entries: list[dict]) -> dict:
+    """The entry that decides a family's cell: the first failed, else inconclusive, else
+    passed ruled metric; with no rule, the family's headline metric."""
+    for status in STATUS_ORDER:
+        for e in entries:
+            if e.get("status") == status:
+                return e
+    return entries[0]
+
+
+def grid_cell(entries: list[dict]) -> dict:
+    """One grid cell: status, value, interval, n and why, from a family's entries."""
+    e = _deciding(entries)
+    lo, hi = (e.get("ci") or [None, None])[:2]
+    status = e.get("status") or ""
+    n = int(e.get("n") or 0)
+    return {
+        "status": status or "no rule",
+        "metric": str(e.get("metric")),
+        "value": fmt(e.get("score")),
+        "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "",
+        "n": n,
+        "why": _short_why(e, lo, hi),
+        "reason": reason(str(e.get("metric")), e.get("score"), lo, hi, n, e.get("status") or "",
+                         e.get("threshold"), bool(e.get("higher_is_better")),
+                         str(e.get("rule", ""))),
+        "ruled": sum(1 for x in entries if x.get("status")),
+    }
+
+
+def _short_why(e: dict, lo: float | None, hi: float | None) -> str:
+    """The cell's "why" beside its numbers: the metric and how it stands to the threshold."""
+    metric, status, t = str(e.get("metric")), e.get("status") or "", e.get("threshold")
+    if not status or t is None:
+        return f"{metric}: {e.get('rule', '')}"
+    if status == "inconclusive":
+        if lo is None or hi is None:
+            return f"{metric}: too few images for an interval"
+        return f"{metric}: the interval contains the threshold {fmt(t)}"
+    side = "≥" if e.get("higher_is_better") else "≤"
+    return f"{metric}: {'meets' if status == 'pass' else 'misses'} {side} {fmt(t)}"
+
+
+def _methods(summary: dict, entries: list[dict]) -> list[str]:
+    known = list(summary.get("explanations") or {})
+    seen = [e["method"] for e in entries if "(reference)" not in e["method"]]
+    return known + [m for m in dict.fromkeys(seen) if m not in known]
+
+
+def answer(run: RunDir, summary: dict) -> dict:
+    """The top screen's data (plain strings and numbers; the template escapes them)."""
+    test = summary.get("test") or {}
+    model = summary.get("model") or {}
+    ds = summary.get("dataset") or {}
+    facts = [
+        ("model", f"{model.get('name', '–')} ({model.get('mode', '–')})"),
+        ("data", f"{ds.get('name', '–')} · {len(ds.get('classes') or [])} classes · "
+                 f"{test.get('n', '–')} test images"),
+        ("accuracy", f"{100 * test['accuracy']:.1f}%" if isinstance(test.get("accuracy"), float) else "–"),
+        ("macro F1", fmt(test.get("macro_f1"))),
+    ]
+    audits = summary.get("audits")
+    if not isinstance(audits, dict):
+        return {"facts": facts, "grid": None, "lines": [], "note": None, "warning": None,
+                "model_audits": [], "badges": {}}
+    entries, note = _entries(run, audits)
+    if not entries:
+        return {"facts": facts, "grid": None, "lines": [], "note": note, "warning": None,
+                "model_audits": _model_audits(audits), "badges": {}}
+    families = list(dict.fromkeys(e["audit"] for e in entries if e["audit"] not in MODEL_AUDITS))
+    methods = _methods(summary, entries)
+    rows = []
+    counts = {"pass": 0, "fail": 0, "inconclusive": 0}
+    for method in methods:
+        cells = []
+        for family in families:
+            own = [e for e in entries if e["method"] == method and e["audit"] == family]
+            cell = grid_cell(own) if own else None
+            if cell and cell["status"] in counts:
+                counts[cell["status"]] += 1
+            cells.append(cell)
+        rows.append({"method": method, "cells": cells})
+    lines_by_method = audits.get("verdict_lines") or {}
+    lines = [str(lines_by_method[m]) for m in methods if m in lines_by_method]
+    ns = [e["n"] for e in entries if e["audit"] not in MODEL_AUDITS and e.get("n")]
+    smallest = min(ns) if ns else 0
+    warning = (f"Audits ran on as few as {smallest} images: intervals are wide and many cells "
+               f"cannot be decided; audit at least {FEW_IMAGES} (audit.n_images)."
+               if ns and smallest < FEW_IMAGES else None)
+    return {
+        "facts": facts,
+        "grid": {"families": families, "rows": rows},
+        "lines": lines,
+        "trusted": [str(t) for t in audits.get("trusted") or []],
+        "note": note,
+        "warning": warning,
+        "model_audits": _model_audits(audits),
+        "badges": counts,
+    }
+
+
+def _model_audits(audits: dict) -> list[str]:
+    out = []
+    shortcut = audits.get("shortcut")
+    if isinstance(shortcut, dict) and not shortcut.get("skipped"):
+        flagged = shortcut.get("flagged")
+        classes = ", ".join(map(str, shortcut.get("classes") or [])) or "no class"
+        out.append(f"shortcut screening: {'flagged ' + classes if flagged else 'nothing flagged'}")
+    return out

@@ -1,0 +1,38 @@
+"""One caption per report figure: what to look for in it."""
+
+from __future__ import annotations
+
+# What to look for in each figure, by file-name prefix (the longest matching prefix wins).
+CAPTIONS = {
+    "dataset_examples": "Training images with their class: check the classes look as expected.",
+    "history": "Loss and accuracy per epoch: validation far below training means overfitting.",
+    "confusion_matrix": "Rows are true classes, columns predictions: off-diagonal cells are errors.",
+    "top_losses": "The test images the model got most wrong: look for label errors and hard cases.",
+    "explain_": "One image, every method: where the methods agree, and where they do not.",
+    "grid_": "One method on the images of one class: a map that looks the same on every image "
+             "says more about the method than about the images.",
+    "cvi_": "Maps of correct and of wrong predictions: wrong ones that look at the background "
+            "point to a shortcut.",
+    "audit_convergence": "Completeness error against integration steps: the configured setting "
+                         "should sit below the tolerance line.",
+    "audit_baseline_sensitivity": "Agreement of the maps between baselines: low values mean the "
+                                  "map depends on the chosen baseline.",
+    "audit_model_randomization": "Similarity to the trained model's map as layers are "
+                                 "randomized: it should fall to the random-pair line.",
+    "audit_label_randomization": "Maps of the model trained on shuffled labels: they should not "
+                                 "resemble the real model's.",
+    "audit_faithfulness_deletion": "Score as the most relevant pixels are removed (deletion, "
+                                   "lower is better) or added (insertion, higher is better).",
+    "audit_faithfulness_road": "ROAD: score after removing the most (MoRF) and least (LeRF) "
+                               "relevant pixels; a larger gap is more faithful.",
+    "audit_localization": "Maps with the evidence mask outlined: mass inside the outline is "
+                          "what localization measures.",
+    "audit_shortcut": "Share of the map in each image region: evidence off the object flags a "
+                      "possible shortcut.",
+    "audit_correctness": "Audit values of correct and of wrong predictions side by side.",
+}
+
+
+def caption_of(name: str) -> str:
+    hits = [p for p in CAPTIONS if name.startswith(p)]
+    return CAPTIONS[max(hits, key=len)] if hits else ""

@@ -1,0 +1,168 @@
+"""The image explorer's data: every explained image, its maps and its own audit values.
+
+The page's script (static/explorer.js) reads this payload from a JSON data block and sets
+image sources only when an image comes into view, so a run of thousands of images opens
+quickly. Images are JPEG (maps in colour) and the mask outline a transparent PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import XauditError
+from ..run import RunDir, read_csv, read_json
+from ..safety import safe_name
+from . import encode
+
+STATIC = Path(__file__).parent / "static"
+THUMB_SIDE = 72
+# Larger runs get smaller panels, so the page stays a size a browser opens quickly.
+VIEW_SIDE, VIEW_SIDE_LARGE, LARGE_RUN = 224, 112, 200
+# Per-image audit values shown in the viewer: (audit table, column, label).
+IMAGE_AUDIT_VALUES = (
+    ("localization", "pointing_game", "pointing-game hit"),
+    ("localization", "auroc", "mask AUROC"),
+    ("faithfulness", "deletion_auc", "deletion AUC"),
+    ("faithfulness", "insertion_auc", "insertion AUC"),
+    ("model_randomization", "spearman_abs", "randomized-model similarity"),
+)
+
+
+def load_maps(run: RunDir, label: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(maps N×H×W, targets N) of one method in the order of ``ids``, read without torch."""
+    from safetensors.numpy import load_file
+
+    folder = run.maps / safe_name(label)
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        raise XauditError(f"no maps/{folder.name}/index.json in {run.root}: run `xaudit explain` first")
+    found: dict[str, tuple[np.ndarray, int]] = {}
+    wanted = set(ids)
+    for chunk in read_json(index_path)["chunks"]:
+        if not wanted.intersection(chunk["ids"]):
+            continue
+        data = load_file(str(folder / chunk["file"]))
+        for k, image_id in enumerate(chunk["ids"]):
+            found[image_id] = (data["maps"][k], int(data["targets"][k]))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise XauditError(f"maps of {label}: no stored map for {missing[0][:80]!r}")
+    maps = np.stack([np.asarray(found[i][0], dtype=np.float32) for i in ids])
+    if maps.ndim == 4:  # C×H×W per image: the channels summed, as everywhere else
+        maps = maps.sum(axis=1)
+    return maps, np.array([found[i][1] for i in ids])
+
+
+def image_audit_values(run: RunDir) -> dict[tuple[str, str], dict[str, float]]:
+    """``{(method, id): {label: value}}`` from the audits' per-image tables."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    tables: dict[str, list[dict[str, str]]] = {}
+    for audit, column, label in IMAGE_AUDIT_VALUES:
+        if audit not in tables:
+            path = run.table(f"audit_{audit}")
+            tables[audit] = read_csv(path) if path.is_file() else []
+        rows = tables[audit]
+        if audit == "model_randomization":
+            cascade = [r for r in rows if r.get("mode") == "cascading" and r.get("depth") != ""]
+            deepest: dict[str, int] = {}
+            for r in cascade:
+                deepest[r["method"]] = max(deepest.get(r["method"], -1), int(r["depth"]))
+            rows = [r for r in cascade if int(r["depth"]) == deepest[r["method"]]]
+        for r in rows:
+            if column in r and r.get(column) not in ("", None) and "id" in r:
+                value = float(r[column])
+                out.setdefault((r["method"], r["id"]), {})[label] = (
+                    value if math.isfinite(value) else None)
+    return out
+
+
+def _rows(run: RunDir) -> list[dict]:
+    path = run.table("explained_images")
+    if not path.is_file():
+        return []
+    explained = read_csv(path)
+    pred_path = run.table("predictions")
+    preds = {r["id"]: r for r in read_csv(pred_path)} if pred_path.is_file() else {}
+    out = []
+    for r in explained:
+        p = preds.get(r["id"], {})
+        out.append({
+            "id": r["id"], "true": r["true"], "pred": r["pred"],
+            "correct": r["correct"] in ("1", "True", "true"),
+            "prob": float(r["prob"]), "loss": float(p["loss"]) if p.get("loss") else None,
+            "split": p.get("split", "test"),
+        })
+    return out
+
+
+def _class_names(run: RunDir, summary: dict) -> list[str]:
+    meta = run.model_dir / "model.json"
+    if meta.is_file():
+        return [str(c) for c in read_json(meta).get("classes") or []]
+    return [str(c) for c in (summary.get("dataset") or {}).get("classes") or []]
+
+
+Loader = Callable[[RunDir, dict, list[str]], dict]
+
+
+def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None) -> dict | None:
+    """The explorer's data, or None when the run explained no image."""
+    rows = _rows(run)
+    labels = [str(k) for k in summary.get("explanations") or {}]
+    if not rows or not labels:
+        return None
+    if originals is None:
+        from .originals import load_originals as originals
+    ids = [r["id"] for r in rows]
+    note = None
+    try:
+        pictures = originals(run, summary, ids)
+    except XauditError as err:
+        pictures, note = {}, f"original images not shown: {err}"
+    side = VIEW_SIDE if len(rows) <= LARGE_RUN else VIEW_SIDE_LARGE
+    classes = _class_names(run, summary)
+    values = image_audit_values(run)
+    methods, maps, targets = [], {}, {}
+    for label in labels:
+        maps[label], targets[label] = load_maps(run, label, ids)
+        # Signed view only where the maps take both signs (not saliency's |gradient|, not
+        # Grad-CAM after its ReLU).
+        methods.append({"label": label, "signed": bool((maps[label] < 0).any())})
+    images = []
+    for i, row in enumerate(rows):
+        pic = pictures.get(row["id"])
+        t = int(targets[labels[0]][i])
+        entry = {
+            **row,
+            "target": classes[t] if 0 <= t < len(classes) else str(t),
+            "t": encode.photo(pic.pixels, THUMB_SIDE, 80) if pic else
+                 encode.colour_map(maps[labels[0]][i], False, THUMB_SIDE, 80),
+            "o": encode.photo(pic.pixels, side) if pic else "",
+            "k": encode.outline(pic.mask, side) if pic is not None and pic.mask is not None else "",
+            "m": {},
+            "a": {},
+        }
+        for m in methods:
+            lab = m["label"]
+            entry["m"][lab] = [encode.colour_map(maps[lab][i], False, side),
+                               encode.colour_map(maps[lab][i], True, side) if m["signed"] else ""]
+            if (lab, row["id"]) in values:
+                entry["a"][lab] = values[(lab, row["id"])]
+        images.append(entry)
+    return {"methods": methods, "images": images, "note": note, "side": side}
+
+
+def payload_json(payload: dict) -> str:
+    """The payload as JSON safe inside a <script type="application/json"> block: '<', '>'
+    and '&' escaped, so no run value can close the block."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def static_text(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")

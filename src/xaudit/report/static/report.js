@@ -1,0 +1,232 @@
+// The report's only script: sortable tables and the image explorer. It reads the JSON data
+// block #explorer-data, loads images only when they scroll into view, and needs no network.
+(function () {
+  "use strict";
+  var $ = function (sel, root) { return (root || document).querySelector(sel); };
+  var el = function (tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  // ------------------------------------------------------------ sortable tables
+  function cellKey(td) {
+    var t = td.textContent.trim().replace(/,/g, "");
+    var n = parseFloat(t);
+    return isNaN(n) || !/^[-+−]?[\d.]/.test(t) ? t.toLowerCase() : n;
+  }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    table.querySelectorAll("thead th").forEach(function (th, col) {
+      th.tabIndex = 0;
+      th.title = "sort by this column";
+      var sort = function () {
+        var body = table.tBodies[0];
+        var asc = th.getAttribute("aria-sort") !== "ascending";
+        table.querySelectorAll("thead th").forEach(function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", asc ? "ascending" : "descending");
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (a, b) {
+          var x = cellKey(a.cells[col]), y = cellKey(b.cells[col]);
+          if (typeof x !== typeof y) { x = String(x); y = String(y); }
+          return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1);
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      };
+      th.addEventListener("click", sort);
+      th.addEventListener("keydown", function (e) { if (e.key === "Enter") sort(); });
+    });
+  });
+
+  // ------------------------------------------------------------ explorer
+  var block = document.getElementById("explorer-data");
+  var root = document.getElementById("explorer");
+  if (!block || !root) { document.body.setAttribute("data-ready", "1"); return; }
+  var data = JSON.parse(block.textContent);
+  var images = data.images, methods = data.methods;
+  var jpeg = function (b64) { return "data:image/jpeg;base64," + b64; };
+  var png = function (b64) { return "data:image/png;base64," + b64; };
+  var grid = $("#ex-grid"), count = $("#ex-count");
+  var filters = {
+    true: $("#ex-true"), pred: $("#ex-pred"), correct: $("#ex-correct"), split: $("#ex-split")
+  };
+  var sortBy = $("#ex-sort");
+  var shown = [];  // indices of the images that pass the filters, in display order
+
+  function options(select, values) {
+    values.forEach(function (v) { var o = el("option", null, v); o.value = v; select.appendChild(o); });
+  }
+  function distinct(key) {
+    var seen = {};
+    images.forEach(function (im) { seen[im[key]] = true; });
+    return Object.keys(seen).sort();
+  }
+  options(filters.true, distinct("true"));
+  options(filters.pred, distinct("pred"));
+  options(filters.split, distinct("split"));
+
+  // Thumbnails get their source when they come near the viewport.
+  var observer = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
+    entries.forEach(function (e) {
+      if (e.isIntersecting) {
+        var img = e.target;
+        img.src = jpeg(images[+img.dataset.index].t);
+        observer.unobserve(img);
+      }
+    });
+  }, { rootMargin: "300px" }) : null;
+
+  var tiles = images.map(function (im, i) {
+    var tile = el("button", "ex-tile" + (im.correct ? "" : " wrong"));
+    tile.type = "button";
+    tile.dataset.index = i;
+    tile.dataset.id = im.id;
+    var img = el("img");
+    img.alt = im.id;
+    img.width = 72; img.height = 72;
+    img.dataset.index = i;
+    if (observer) observer.observe(img); else img.src = jpeg(im.t);
+    tile.appendChild(img);
+    tile.appendChild(el("span", "ex-cap", (im.correct ? "" : "✗ ") + im.true + " → " + im.pred));
+    tile.appendChild(el("span", "ex-cap num", "p " + im.prob.toFixed(2) +
+      (im.loss === null ? "" : " · loss " + im.loss.toFixed(2))));
+    tile.title = im.id;
+    tile.addEventListener("click", function () { openViewer(i); });
+    return tile;
+  });
+
+  function passes(im) {
+    var c = filters.correct.value;
+    return (!filters.true.value || im.true === filters.true.value) &&
+      (!filters.pred.value || im.pred === filters.pred.value) &&
+      (!filters.split.value || im.split === filters.split.value) &&
+      (!c || (c === "correct") === im.correct);
+  }
+  var sorters = {
+    id: function (a, b) { return a.id < b.id ? -1 : a.id > b.id ? 1 : 0; },
+    "loss-desc": function (a, b) { return (b.loss || 0) - (a.loss || 0); },
+    "prob-asc": function (a, b) { return a.prob - b.prob; },
+    "prob-desc": function (a, b) { return b.prob - a.prob; }
+  };
+  function refresh() {
+    shown = [];
+    images.forEach(function (im, i) { if (passes(im)) shown.push(i); });
+    var cmp = sorters[sortBy.value] || sorters.id;
+    shown.sort(function (a, b) { return cmp(images[a], images[b]); });
+    var frag = document.createDocumentFragment();
+    shown.forEach(function (i) { frag.appendChild(tiles[i]); });
+    grid.textContent = "";
+    grid.appendChild(frag);
+    count.textContent = shown.length + " of " + images.length + " images";
+    count.dataset.count = shown.length;
+  }
+  Object.keys(filters).forEach(function (k) { filters[k].addEventListener("change", refresh); });
+  sortBy.addEventListener("change", refresh);
+
+  // Arrow keys move between tiles; Enter or Space opens one (a button's own behaviour).
+  grid.addEventListener("keydown", function (e) {
+    var pos = shown.indexOf(+document.activeElement.dataset.index);
+    if (pos < 0) return;
+    var perRow = Math.max(1, Math.round(grid.clientWidth / tiles[shown[pos]].offsetWidth));
+    var step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: perRow, ArrowUp: -perRow }[e.key];
+    if (!step) return;
+    var next = shown[Math.min(shown.length - 1, Math.max(0, pos + step))];
+    tiles[next].focus();
+    e.preventDefault();
+  });
+
+  // ------------------------------------------------------------ side-by-side viewer
+  var viewer = $("#ex-viewer"), panels = $("#ex-panels"), opacity = $("#ex-opacity");
+  var outline = $("#ex-outline"), current = -1, modes = {};
+
+  function panel(title, base, overlay, maskB64) {
+    var box = el("figure", "ex-panel");
+    var stack = el("div", "ex-stack");
+    var img = el("img"); img.src = base; img.alt = title; stack.appendChild(img);
+    if (overlay) {
+      var ov = el("img", "ex-overlay"); ov.src = overlay; ov.alt = title + " map";
+      ov.style.opacity = opacity.value / 100; stack.appendChild(ov);
+    }
+    if (maskB64) {
+      var mk = el("img", "ex-mask"); mk.src = png(maskB64); mk.alt = "mask outline";
+      mk.hidden = !outline.checked; stack.appendChild(mk);
+    }
+    box.appendChild(stack);
+    box.appendChild(el("figcaption", null, title));
+    return box;
+  }
+
+  function render() {
+    var im = images[current];
+    $("#ex-id").textContent = im.id;
+    $("#ex-facts").textContent = "true " + im.true + " · predicted " + im.pred +
+      " (p " + im.prob.toFixed(2) + ")" + (im.correct ? "" : " · misclassified") +
+      " · maps explain the class: " + im.target;
+    panels.textContent = "";
+    var base = im.o ? jpeg(im.o) : "";
+    if (base) panels.appendChild(panel("original", base, null, im.k));
+    methods.forEach(function (m) {
+      var mode = m.signed && modes[m.label] === "signed" ? 1 : 0;
+      var box = panel(m.label + (mode ? " (signed)" : ""), base || jpeg(im.m[m.label][0]),
+        jpeg(im.m[m.label][mode]), im.k);
+      if (m.signed) {
+        var toggle = el("button", "ex-mode", mode ? "show |map|" : "show signed");
+        toggle.type = "button";
+        toggle.addEventListener("click", function () {
+          modes[m.label] = mode ? "absolute" : "signed";
+          render();
+        });
+        box.appendChild(toggle);
+      }
+      var vals = im.a[m.label];
+      if (vals) {
+        var dl = el("dl", "ex-audit");
+        Object.keys(vals).forEach(function (k) {
+          dl.appendChild(el("dt", null, k));
+          dl.appendChild(el("dd", "num", vals[k] === null ? "–" : (+vals[k]).toFixed(3)));
+        });
+        box.appendChild(dl);
+      }
+      panels.appendChild(box);
+    });
+    var pos = shown.indexOf(current);
+    $("#ex-pos").textContent = (pos + 1) + " / " + shown.length;
+  }
+  function openViewer(i) {
+    current = i;
+    render();
+    viewer.hidden = false;
+    $("#ex-close").focus();
+  }
+  function closeViewer() {
+    viewer.hidden = true;
+    if (current >= 0) tiles[current].focus();
+  }
+  function move(step) {
+    var pos = shown.indexOf(current);
+    if (pos < 0 || !shown.length) return;
+    current = shown[(pos + step + shown.length) % shown.length];
+    render();
+  }
+  $("#ex-close").addEventListener("click", closeViewer);
+  $("#ex-prev").addEventListener("click", function () { move(-1); });
+  $("#ex-next").addEventListener("click", function () { move(1); });
+  opacity.addEventListener("input", function () {
+    panels.querySelectorAll(".ex-overlay").forEach(function (o) { o.style.opacity = opacity.value / 100; });
+  });
+  outline.addEventListener("change", function () {
+    panels.querySelectorAll(".ex-mask").forEach(function (o) { o.hidden = !outline.checked; });
+  });
+  document.addEventListener("keydown", function (e) {
+    if (viewer.hidden) return;
+    if (e.key === "Escape") closeViewer();
+    else if (e.key === "ArrowRight") move(1);
+    else if (e.key === "ArrowLeft") move(-1);
+    else return;
+    e.preventDefault();
+  });
+
+  refresh();
+  document.body.setAttribute("data-ready-ms", String(Math.round(performance.now())));
+  document.body.setAttribute("data-ready", "1");
+})();
