@@ -23,10 +23,10 @@ from markupsafe import Markup
 
 from ..errors import XauditError
 from ..run import RunDir, atomic_write_text, read_csv, read_json
-from .notices import embeddable_figures, notices
 from .answer import answer
 from .captions import caption_of
 from .explorer import explorer_payload, payload_json, static_text
+from .notices import embeddable_figures, notices
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_TABLE_ROWS = 200
