@@ -1,6 +1,7 @@
 """What `xaudit list` and `--help` show, without importing torch: the registries' names,
 each method's kind and parameters. tests/unit/test_catalog.py keeps this equal to the
-registries (a method, audit, source or model added there fails that test until added here)."""
+registries (a method, audit, source or model added there fails that test until
+`python scripts/catalog.py` rewrites the lists below)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,24 @@ from pathlib import Path
 
 # name -> (kind, {parameter: default})
 METHODS: dict[str, tuple[str, dict]] = {
+    'deconvolution': ('gradient', {}),
     'deeplift': ('gradient', {'baseline': 'black'}),
+    'deeplift_shap': ('gradient', {'baselines': ('black', 'blur', 'noise')}),
+    'feature_ablation': ('perturbation', {'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'perturbations_per_eval': 16}),
     'grad_cam': ('cam', {'layer': None, 'relu': True}),
     'gradient_shap': ('gradient', {'n_samples': 20, 'stdevs': 0.1, 'baselines': ('black', 'noise')}),
     'guided_backprop': ('gradient', {}),
     'guided_grad_cam': ('cam', {'layer': None}),
     'input_x_gradient': ('gradient', {}),
     'integrated_gradients': ('path', {'n_steps': 32, 'baseline': 'black', 'method': 'gausslegendre', 'internal_batch_size': None}),
+    'kernel_shap': ('perturbation', {'n_samples': 200, 'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'perturbations_per_eval': 64}),
     'layer_conductance': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
     'layer_integrated_gradients': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
+    'lime': ('perturbation', {'n_samples': 200, 'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'alpha': 0.01, 'kernel_width': 1.0, 'perturbations_per_eval': 64}),
+    'lrp': ('gradient', {'composite': 'epsilon_plus_flat', 'canonizer': 'auto', 'epsilon': 1e-06, 'gamma': 0.25}),
     'noise_tunnel': ('gradient', {'base': 'saliency', 'nt_type': 'smoothgrad', 'n_samples': 10, 'stdev': 0.15, 'base_params': None, 'internal_batch_size': None}),
     'occlusion': ('perturbation', {'window': 15, 'stride': 8, 'baseline': 'zero', 'perturbations_per_eval': 16, 'incremental': True, 'split': 'auto'}),
+    'rise': ('perturbation', {'n_masks': 2000, 'grid': 7, 'p': 0.5, 'baseline': 'zero', 'perturbations_per_eval': 64}),
     'saliency': ('gradient', {'abs': True}),
 }
 # name -> {parameter: default}
@@ -38,19 +46,20 @@ SOURCES: tuple[str, ...] = ('filename', 'folder', 'hub', 'synthetic')
 MODELS: tuple[str, ...] = (
     'alexnet', 'convnext_base', 'convnext_large', 'convnext_small', 'convnext_tiny',
     'densenet121', 'densenet161', 'densenet169', 'densenet201', 'efficientnet_b0',
-    'efficientnet_b1', 'efficientnet_b2', 'efficientnet_b3', 'efficientnet_b4', 'efficientnet_b5',
-    'efficientnet_b6', 'efficientnet_b7', 'efficientnet_v2_l', 'efficientnet_v2_m',
-    'efficientnet_v2_s', 'googlenet', 'inception_v3', 'maxvit_t', 'mnasnet0_5', 'mnasnet0_75',
-    'mnasnet1_0', 'mnasnet1_3', 'mobilenet_v2', 'mobilenet_v3_large', 'mobilenet_v3_small',
-    'regnet_x_16gf', 'regnet_x_1_6gf', 'regnet_x_32gf', 'regnet_x_3_2gf', 'regnet_x_400mf',
-    'regnet_x_800mf', 'regnet_x_8gf', 'regnet_y_128gf', 'regnet_y_16gf', 'regnet_y_1_6gf',
-    'regnet_y_32gf', 'regnet_y_3_2gf', 'regnet_y_400mf', 'regnet_y_800mf', 'regnet_y_8gf',
-    'resnet101', 'resnet152', 'resnet18', 'resnet34', 'resnet50', 'resnext101_32x8d',
-    'resnext101_64x4d', 'resnext50_32x4d', 'shufflenet_v2_x0_5', 'shufflenet_v2_x1_0',
-    'shufflenet_v2_x1_5', 'shufflenet_v2_x2_0', 'squeezenet1_0', 'squeezenet1_1', 'swin_b',
-    'swin_s', 'swin_t', 'swin_v2_b', 'swin_v2_s', 'swin_v2_t', 'vgg11', 'vgg11_bn', 'vgg13',
-    'vgg13_bn', 'vgg16', 'vgg16_bn', 'vgg19', 'vgg19_bn', 'vit_b_16', 'vit_b_32', 'vit_h_14',
-    'vit_l_16', 'vit_l_32', 'wide_resnet101_2', 'wide_resnet50_2',
+    'efficientnet_b1', 'efficientnet_b2', 'efficientnet_b3', 'efficientnet_b4',
+    'efficientnet_b5', 'efficientnet_b6', 'efficientnet_b7', 'efficientnet_v2_l',
+    'efficientnet_v2_m', 'efficientnet_v2_s', 'googlenet', 'inception_v3', 'maxvit_t',
+    'mnasnet0_5', 'mnasnet0_75', 'mnasnet1_0', 'mnasnet1_3', 'mobilenet_v2',
+    'mobilenet_v3_large', 'mobilenet_v3_small', 'regnet_x_16gf', 'regnet_x_1_6gf',
+    'regnet_x_32gf', 'regnet_x_3_2gf', 'regnet_x_400mf', 'regnet_x_800mf', 'regnet_x_8gf',
+    'regnet_y_128gf', 'regnet_y_16gf', 'regnet_y_1_6gf', 'regnet_y_32gf', 'regnet_y_3_2gf',
+    'regnet_y_400mf', 'regnet_y_800mf', 'regnet_y_8gf', 'resnet101', 'resnet152', 'resnet18',
+    'resnet34', 'resnet50', 'resnext101_32x8d', 'resnext101_64x4d', 'resnext50_32x4d',
+    'shufflenet_v2_x0_5', 'shufflenet_v2_x1_0', 'shufflenet_v2_x1_5', 'shufflenet_v2_x2_0',
+    'squeezenet1_0', 'squeezenet1_1', 'swin_b', 'swin_s', 'swin_t', 'swin_v2_b', 'swin_v2_s',
+    'swin_v2_t', 'vgg11', 'vgg11_bn', 'vgg13', 'vgg13_bn', 'vgg16', 'vgg16_bn', 'vgg19',
+    'vgg19_bn', 'vit_b_16', 'vit_b_32', 'vit_h_14', 'vit_l_16', 'vit_l_32', 'wide_resnet101_2',
+    'wide_resnet50_2',
 )
 # What one image costs, by kind of method (what `list methods -v` shows).
 COST_BY_KIND = {

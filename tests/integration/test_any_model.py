@@ -25,16 +25,24 @@ transformers = pytest.importorskip("transformers")
 CLASSES = ["blue", "green", "red"]  # folder names sort this way
 SIZE = 64
 METHODS = ["saliency", "grad_cam", {"name": "integrated_gradients", "n_steps": 4}]
-AUDITS = ["convergence", "model_randomization", "faithfulness", "localization"]
+# every audit family that runs without a retrain, at settings small enough for the default suite
+AUDITS = [
+    {"name": "convergence", "steps": [4, 8], "rules": ["riemann_middle"]},
+    {"name": "model_randomization", "max_steps": 2, "independent": False},
+    {"name": "faithfulness", "steps": 5, "road_percentages": [0.5], "infidelity_samples": 1,
+     "sensitivity_samples": 1},
+    "localization",
+]
+AUDIT_NAMES = {a if isinstance(a, str) else a["name"] for a in AUDITS}
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    """tmp/images/<class>/<i>.png (64 px, 4 per class) and tmp/masks/ mirroring them."""
+    """tmp/images/<class>/<i>.png (64 px, 2 per class) and tmp/masks/ mirroring them."""
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
     for label, cls in enumerate(CLASSES):
-        for i in range(4):
+        for i in range(2):
             img = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
             img[16:48, 16:48, (2 - label)] += 150
             write_png(root / "images" / cls / f"{i}.png", img)
@@ -127,9 +135,9 @@ def test_library_explains_and_audits(models, images, name):
         assert m.maps.abs().amax() > 0, label
     ig = maps["integrated_gradients"]
     assert ig.delta is not None and ig.stats["model_evals"] > 0
-    result = xaudit.audit(clf, files, labels, METHODS, masks=masks, audits=AUDITS, n_images=6)
+    result = xaudit.audit(clf, files, labels, METHODS, masks=masks, audits=AUDITS)
     summary = result.summary
-    assert set(AUDITS) <= set(summary) and isinstance(result.verdict, str) and result.verdict
+    assert AUDIT_NAMES <= set(summary) and isinstance(result.verdict, str) and result.verdict
     methods = {r["method"] for r in result.scorecard}
     assert {"saliency", "grad_cam", "integrated_gradients"} <= methods
     rand = summary["model_randomization"]
@@ -147,7 +155,7 @@ def test_recipe_with_train_skip_runs_on_a_users_model(models, images, tmp_path, 
         "model": {**model_section, "classes": model_section.get("classes", CLASSES)},
         "train": {"skip": True},
         "explain": {"methods": METHODS, "select": {"per_class": 1, "correct": "any"}},
-        "audit": {"enabled": True, "n_images": 4, "audits": AUDITS},
+        "audit": {"enabled": True, "n_images": 6, "audits": AUDITS},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -159,7 +167,7 @@ def test_recipe_with_train_skip_runs_on_a_users_model(models, images, tmp_path, 
     run = tmp_path / "own"
     summary = json.loads((run / "summary.json").read_text())
     preds = table(run / "tables" / "predictions.csv")
-    assert summary["test"]["n"] == len(preds) == 12
+    assert summary["test"]["n"] == len(preds) == 6
     assert summary["train"]["skipped"] is True and summary["model"]["source"] in (
         "torchvision", "timm", "transformers", "python")
     assert set(summary["explanations"]) == {"saliency", "grad_cam", "integrated_gradients"}
