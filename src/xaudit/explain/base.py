@@ -31,6 +31,9 @@ class ExplainContext:
     layers: dict[str, nn.Module] = field(default_factory=dict)  # named layers of the model
     generator: torch.Generator | None = None
     dataset_mean: torch.Tensor | None = None  # (C,) pixel-space mean of the training images
+    # CAM methods: the target layer's output (N×L×C tokens, N×H×W×C, ...) -> N×C×h×w,
+    # applied to its activations and gradients alike; None leaves 4-D outputs as they are
+    reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def pixel_to_input(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean.view(1, -1, 1, 1).to(pixels)) / self.std.view(1, -1, 1, 1).to(pixels)

@@ -1,6 +1,6 @@
-"""Class activation maps and layer methods: Grad-CAM, guided Grad-CAM, layer conductance,
-layer integrated gradients. All return N×1×H×W maps (guided Grad-CAM: N×3×H×W),
-bilinearly upsampled from the layer's resolution to the input's.
+"""Target layers, and the layer methods that stay on Captum: guided Grad-CAM, layer
+conductance, layer integrated gradients. They return N×1×H×W maps (guided Grad-CAM:
+N×3×H×W), bilinearly upsampled from the layer's resolution to the input's.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from captum.attr import (
     GuidedGradCam,
     LayerAttribution,
     LayerConductance,
-    LayerGradCam,
     LayerIntegratedGradients,
 )
 from torch import nn
 
-from ..errors import ConfigError, XauditError
-from .base import BASELINES, ExplainContext, Explainer, register
-from .gradient import (
+from ...errors import ConfigError, XauditError
+from ..base import BASELINES, ExplainContext, Explainer, register
+from ..gradient import (
     baseline_for,
     captum_call,
     check_choice,
@@ -108,30 +107,6 @@ def check_layer(layer: Any) -> None:
 def layer_label(self) -> str:
     """``name`` or ``name[layer]``: the same method on two layers gets two labels."""
     return self.name if self.layer is None else f"{self.name}[{self.layer}]"
-
-
-@register("grad_cam")
-class GradCamExplainer(Explainer):
-    kind = "cam"
-
-    def __init__(self, layer: str | None = None, relu: bool = True):
-        check_layer(layer)
-        if not isinstance(relu, bool):
-            raise ValueError(f"relu must be true or false, got {relu!r}")
-        self.layer = layer
-        self.relu = relu
-
-    label = property(layer_label)
-
-    def attribute(
-        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
-    ) -> torch.Tensor:
-        layer = resolve_layer(self.layer, ctx, self.name)
-        with captum_call():
-            attr = LayerGradCam(model, layer).attribute(
-                x, target=target, relu_attributions=self.relu
-            )
-        return upsample(attr.detach(), x, self.name).float()
 
 
 @register("guided_grad_cam")
