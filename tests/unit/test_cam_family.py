@@ -353,25 +353,77 @@ def test_every_variant_through_the_engine_equals_a_direct_call(tmp_path):
         torch.testing.assert_close(store.load([r.id for r in records])["maps"], direct, rtol=1e-4, atol=1e-6)
 
 
-def test_every_variant_goes_through_the_audits(tmp_path):
+def audit_all_variants(tmp_path, specs: list[dict], n: int) -> dict:
     torch.manual_seed(0)
     model = TinyNet()
-    images = images_for(model, n=4, size=16)
+    images = images_for(model, n=n, size=16)
     explainers = [build_explainer(name) for name in FAMILY]
     inp = audit_input(model, explainers, images, splits={"test": images, "train": images},
                       retrain_shuffled=lambda seed: TinyNet())
     inp = dataclasses.replace(inp, ctx=dataclasses.replace(
         inp.ctx, target_layer=model.act2, layers=dict(model.named_modules())))
-    specs = [
-        {"name": "model_randomization", "max_steps": 2, "independent": False},
-        {"name": "label_randomization"},
-        {"name": "faithfulness", "steps": 4, "road_percentages": [0.5], "infidelity_samples": 2,
-         "sensitivity_samples": 2},
-        {"name": "localization"},
-        {"name": "shortcut"},
-        {"name": "correctness"},
-    ]
-    summary = run_audits(inp, specs, RunDir(tmp_path / "run").create(), n_images=4)
+    summary = run_audits(inp, specs, RunDir(tmp_path / "run").create(), n_images=n)
     json.dumps(summary, allow_nan=False)
-    for audit in ("faithfulness", "localization", "model_randomization"):
+    return summary
+
+
+def test_every_variant_goes_through_the_audits(tmp_path):
+    specs = [{"name": "model_randomization", "max_steps": 1, "independent": False},
+             {"name": "label_randomization"}, {"name": "localization"}, {"name": "shortcut"},
+             {"name": "correctness"}]
+    summary = audit_all_variants(tmp_path, specs, n=2)
+    for audit in ("localization", "model_randomization"):
         assert set(FAMILY) <= set(summary[audit]), (audit, sorted(summary[audit]))
+    assert set(summary["cost"]) >= {s["name"] for s in specs}
+
+
+@pytest.mark.slow
+def test_every_variant_goes_through_faithfulness(tmp_path):
+    specs = [{"name": "faithfulness", "steps": 4, "road_percentages": [0.5], "infidelity_samples": 2,
+              "sensitivity_samples": 2}]
+    summary = audit_all_variants(tmp_path, specs, n=2)
+    assert set(FAMILY) <= set(summary["faithfulness"]), sorted(summary["faithfulness"])
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.ModuleDict({"conv": nn.Conv2d(3, 6, 3, stride=2), "act": nn.ReLU()})
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.block["act"](self.block["conv"](x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("arch, layer, channels", [("net", "features.6", 12), ("net", "features", 12),
+                                                   ("resnet18", "layer4", 512)])
+def test_ablation_cam_runs_only_the_model_after_a_chain_layer(arch, layer, channels, monkeypatch):
+    """The suffix path (layers before the target computed once) equals the plain path."""
+    from xaudit.explain.cam import ablation_cam
+
+    torch.manual_seed(0)
+    model = net() if arch == "net" else models.resnet18(weights=None, num_classes=5).eval()
+    x, t = inputs(2)
+    e = build_explainer({"name": "ablation_cam", "layer": layer})
+    e.samples_per_pass = 600
+    with count_model_evals(model) as count:
+        fast = e.attribute(model, x, t, ctx_of(model, None))
+    report = e.take_report()
+    assert report["path"] == "incremental" and report["split"] == layer and report["work"] < 0.05
+    assert count.n == 2 + 1 + 1 + 2 * channels  # activations, chain trace, check, one copy per channel
+    monkeypatch.setattr(ablation_cam.Suffix, "build", classmethod(lambda cls, run: "forced plain"))
+    plain = e.attribute(model, x, t, ctx_of(model, None))
+    assert e.take_report() == {"path": "plain", "images": 2, "reason": "forced plain"}
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_ablation_cam_inside_a_stage_runs_the_whole_model_and_says_why():
+    torch.manual_seed(0)
+    model = Nested().eval()
+    x, t = inputs(2)
+    e = build_explainer({"name": "ablation_cam", "layer": "block.conv"})
+    got = e.attribute(model, x, t, ctx_of(model, None))
+    report = e.take_report()
+    assert report["path"] == "plain" and "block.conv is not a stage" in report["reason"]
+    torch.testing.assert_close(minmax(got[:, 0]), oracle("ablation_cam", model, model.block["conv"], x, t),
+                               rtol=1e-4, atol=1e-5)
