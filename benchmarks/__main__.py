@@ -21,7 +21,7 @@ from .memory import bench_memory
 # (images, resolution): the sizes the benchmarks are specified at (about 13 minutes on 2 quiet
 # cores); the ratios compare per-image costs, so --quick's smaller sizes only check the wiring
 FULL = {"ig": (64, 224), "occlusion": (8, 224), "gradcam": (256, 224), "beans": ((1034, 133, 128), 1),
-        "memory": (200, 2000), "scorecam": (4, 224)}
+        "memory": (200, 2000), "scorecam": (2, 224)}
 QUICK = {"ig": (2, 96), "occlusion": (1, 96), "gradcam": (16, 96), "beans": ((60, 12, 12), 1),
          "memory": (50, 200), "scorecam": (1, 96)}
 
