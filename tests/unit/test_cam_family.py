@@ -427,3 +427,42 @@ def test_ablation_cam_inside_a_stage_runs_the_whole_model_and_says_why():
     assert report["path"] == "plain" and "block.conv is not a stage" in report["reason"]
     torch.testing.assert_close(minmax(got[:, 0]), oracle("ablation_cam", model, model.block["conv"], x, t),
                                rtol=1e-4, atol=1e-5)
+
+
+class InPlace(nn.Module):
+    """A frozen conv followed by an in-place ReLU: the layer's output is overwritten."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.act = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_layer_before_an_in_place_op_with_frozen_weights():
+    torch.manual_seed(0)
+    model = InPlace().eval()
+    for p in model.conv.parameters():
+        p.requires_grad_(False)
+    x, t = inputs(2, 16)
+    ctx = ctx_of(model, model.conv)
+    got = build_explainer("hires_cam").attribute(model, x, t, ctx)
+    with torch.no_grad():
+        acts = model.conv(x)  # dy/dA = w_t / hw where A > 0, else 0
+        grads = (acts > 0) * model.fc.weight[t][:, :, None, None] / acts[0, 0].numel()
+        expected = F.interpolate(F.relu((grads * acts).sum(1, keepdim=True)), size=(16, 16),
+                                 mode="bilinear", align_corners=False)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    w = grads.mean(dim=(2, 3))[:, :, None, None]
+    by_hand = F.interpolate(F.relu((w * acts).sum(1, keepdim=True)), size=(16, 16), mode="bilinear",
+                            align_corners=False)
+    grad_cam = build_explainer("grad_cam").attribute(model, x, t, ctx)
+    torch.testing.assert_close(grad_cam, by_hand, rtol=1e-5, atol=1e-7)
+    # Captum's LayerGradCam (grad_cam's implementation before the template) misses the
+    # hand-computed map on a layer whose output is modified in place: see docs/methods.md
+    captum = LayerAttribution.interpolate(LayerGradCam(model, model.conv).attribute(x, target=t), (16, 16),
+                                          interpolate_mode="bilinear").detach()
+    assert (captum - by_hand).abs().max() > 1e-3

@@ -1,9 +1,9 @@
 """Forward hooks that keep a layer's output for CAM methods, released by a ``with`` block.
 
-The hook hands the rest of the model a clone of the layer's output and keeps that clone:
-gradients are taken with respect to it, so a model that later modifies the output in place
-(DenseNet's ``F.relu(features, inplace=True)``) changes neither the kept activations nor
-their gradients. Captum's layer methods do the same.
+The hook keeps the layer's output and hands the rest of the model a clone of it: gradients
+are taken with respect to the kept output, so a model that later modifies its input in
+place (VGG's ``ReLU(inplace=True)``, DenseNet's ``F.relu(features, inplace=True)``) changes
+neither the kept activations nor their gradients. Captum's layer methods do the same.
 """
 
 from __future__ import annotations
@@ -49,11 +49,11 @@ class LayerCapture:
                     f"the CAM layer returns {type(out).__name__}, not a tensor; name a layer "
                     f"with one tensor output (explain.layer)."
                 )
-            kept = out.clone()
-            if self.grad and torch.is_grad_enabled() and not kept.requires_grad:
-                kept.requires_grad_(True)  # frozen weights below the layer: still differentiable here
-            self.outputs[i] = kept
-            return kept if self.replace is None else self.replace(kept)
+            if self.grad and torch.is_grad_enabled() and not out.requires_grad:
+                out.requires_grad_(True)  # frozen weights below the layer: still differentiable here
+            self.outputs[i] = out
+            passed = out.clone()
+            return passed if self.replace is None else self.replace(passed)
 
         return hook
 
