@@ -15,15 +15,17 @@ import torch
 from .attribution import bench_gradcam, bench_ig, bench_occlusion, quiet
 from .beans import bench_beans
 from .breadth import bench_rise, bench_surrogates
+from .cam import bench_score_cam
 from .common import Results
 from .memory import bench_memory
 
 # (images, resolution): the sizes the benchmarks are specified at (about 13 minutes on 2 quiet
 # cores); the ratios compare per-image costs, so --quick's smaller sizes only check the wiring
 FULL = {"ig": (64, 224), "occlusion": (8, 224), "gradcam": (256, 224), "beans": ((1034, 133, 128), 1),
-        "memory": (200, 2000), "rise": (4, 224, 1000), "surrogates": (4, 224, 200)}
+        "memory": (200, 2000), "rise": (4, 224, 1000), "surrogates": (4, 224, 200),
+         "scorecam": (2, 224)}
 QUICK = {"ig": (2, 96), "occlusion": (1, 96), "gradcam": (16, 96), "beans": ((60, 12, 12), 1),
-         "memory": (50, 200), "rise": (2, 64, 100), "surrogates": (2, 64, 40)}
+         "memory": (50, 200), "rise": (2, 64, 100), "surrogates": (2, 64, 40), "scorecam": (1, 96)}
 
 
 def main(argv: list[str] | None = None) -> Results:
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> Results:
         bench_rise(res, *sizes["rise"])
     if "surrogates" in wanted:
         bench_surrogates(res, *sizes["surrogates"])
+    if "scorecam" in wanted:
+        bench_score_cam(res, *sizes["scorecam"])
     print(f"\nratios (higher is better; {time.perf_counter() - t0:.0f} s in all):")
     print(res.table())
     return res

@@ -11,17 +11,23 @@ from pathlib import Path
 
 # name -> (kind, {parameter: default})
 METHODS: dict[str, tuple[str, dict]] = {
+    'ablation_cam': ('cam', {'layer': None, 'relu': True}),
     'deconvolution': ('gradient', {}),
     'deeplift': ('gradient', {'baseline': 'black'}),
     'deeplift_shap': ('gradient', {'baselines': ('black', 'blur', 'noise')}),
+    'eigen_cam': ('cam', {'layer': None, 'relu': True}),
     'feature_ablation': ('perturbation', {'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'perturbations_per_eval': 16}),
+    'full_grad': ('cam', {}),
     'grad_cam': ('cam', {'layer': None, 'relu': True}),
+    'grad_cam_plusplus': ('cam', {'layer': None, 'relu': True}),
     'gradient_shap': ('gradient', {'n_samples': 20, 'stdevs': 0.1, 'baselines': ('black', 'noise')}),
     'guided_backprop': ('gradient', {}),
     'guided_grad_cam': ('cam', {'layer': None}),
+    'hires_cam': ('cam', {'layer': None, 'relu': True}),
     'input_x_gradient': ('gradient', {}),
     'integrated_gradients': ('path', {'n_steps': 32, 'baseline': 'black', 'method': 'gausslegendre', 'internal_batch_size': None}),
     'kernel_shap': ('perturbation', {'n_samples': 200, 'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'perturbations_per_eval': 64}),
+    'layer_cam': ('cam', {'layer': None, 'relu': True}),
     'layer_conductance': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
     'layer_integrated_gradients': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
     'lime': ('perturbation', {'n_samples': 200, 'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'alpha': 0.01, 'kernel_width': 1.0, 'perturbations_per_eval': 64}),
@@ -30,6 +36,8 @@ METHODS: dict[str, tuple[str, dict]] = {
     'occlusion': ('perturbation', {'window': 15, 'stride': 8, 'baseline': 'zero', 'perturbations_per_eval': 16, 'incremental': True, 'split': 'auto'}),
     'rise': ('perturbation', {'n_masks': 2000, 'grid': 7, 'p': 0.5, 'baseline': 'zero', 'perturbations_per_eval': 64}),
     'saliency': ('gradient', {'abs': True}),
+    'score_cam': ('cam', {'layer': None, 'relu': True}),
+    'xgrad_cam': ('cam', {'layer': None, 'relu': True}),
 }
 # name -> {parameter: default}
 AUDITS: dict[str, dict] = {

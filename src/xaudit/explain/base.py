@@ -31,7 +31,8 @@ class ExplainContext:
     layers: dict[str, nn.Module] = field(default_factory=dict)  # named layers of the model
     generator: torch.Generator | None = None
     dataset_mean: torch.Tensor | None = None  # (C,) pixel-space mean of the training images
-    # The target layer's output -> N×C×h×w (tokens or channels-last layers); None: it is already
+    # CAM methods: the target layer's output (N×L×C tokens, N×H×W×C, ...) -> N×C×h×w,
+    # applied to its activations and gradients alike; None leaves 4-D outputs as they are
     reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
     cam_hint: str = ""  # why no target layer is known, and which setting names one
 

@@ -1,6 +1,6 @@
-"""Class activation maps and layer methods: Grad-CAM, guided Grad-CAM, layer conductance,
-layer integrated gradients. All return N×1×H×W maps (guided Grad-CAM: N×3×H×W),
-bilinearly upsampled from the layer's resolution to the input's.
+"""Target layers, and the layer methods that stay on Captum: guided Grad-CAM, layer
+conductance, layer integrated gradients. They return N×1×H×W maps (guided Grad-CAM:
+N×3×H×W), bilinearly upsampled from the layer's resolution to the input's.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ from captum.attr import (
     GuidedGradCam,
     LayerAttribution,
     LayerConductance,
-    LayerGradCam,
     LayerIntegratedGradients,
 )
 from torch import nn
 
-from ..errors import ConfigError, XauditError, echo
-from .base import BASELINES, ExplainContext, Explainer, register
-from .gradient import (
+from ...errors import ConfigError, XauditError, echo
+from ..base import BASELINES, ExplainContext, Explainer, register
+from ..gradient import (
     baseline_for,
     captum_call,
     check_choice,
@@ -42,7 +41,7 @@ def _named(model: nn.Module, module: nn.Module) -> tuple[str, nn.Module]:
 def find_target_layer(model: nn.Module) -> tuple[str, nn.Module]:
     """The family's CAM layer (models/families.py): the last spatial block, or for vision
     transformers the layer whose tokens still reach the logits."""
-    from ..models.families import describe
+    from ...models.families import describe
 
     anatomy = describe(model)
     if anatomy.cam_layer is None:
@@ -95,56 +94,6 @@ def check_layer(layer: Any) -> None:
 def layer_label(self) -> str:
     """``name`` or ``name[layer]``: the same method on two layers gets two labels."""
     return self.name if self.layer is None else f"{self.name}[{self.layer}]"
-
-
-@register("grad_cam")
-class GradCamExplainer(Explainer):
-    kind = "cam"
-
-    def __init__(self, layer: str | None = None, relu: bool = True):
-        check_layer(layer)
-        if not isinstance(relu, bool):
-            raise ValueError(f"relu must be true or false, got {relu!r}")
-        self.layer = layer
-        self.relu = relu
-
-    label = property(layer_label)
-
-    def attribute(
-        self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
-    ) -> torch.Tensor:
-        layer = resolve_layer(self.layer, ctx, self.name)
-        grid = ctx.reshape if self.layer is None else None
-        if grid is not None:
-            attr = _grid_grad_cam(model, layer, grid, x, target, self.relu)
-            return upsample(attr.detach(), x, self.name).float()
-        with captum_call():
-            attr = LayerGradCam(model, layer).attribute(
-                x, target=target, relu_attributions=self.relu
-            )
-        return upsample(attr.detach(), x, self.name).float()
-
-
-def _grid_grad_cam(model: nn.Module, layer: nn.Module, grid, x: torch.Tensor, target: torch.Tensor,
-                   relu: bool) -> torch.Tensor:
-    """Grad-CAM on a layer whose output is not N×C×h×w: activations and gradients both
-    through ``grid`` (as pytorch-grad-cam's reshape_transform), then Captum's arithmetic."""
-    seen: list[torch.Tensor] = []
-    handle = layer.register_forward_hook(lambda _m, _a, out: seen.append(out))
-    try:
-        with torch.enable_grad():
-            logits = model(x.detach().requires_grad_(True))
-            act = seen[-1]
-            (grad,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), act)
-    finally:
-        handle.remove()
-    try:
-        acts, grads = grid(act.detach()), grid(grad)
-    except ValueError as err:
-        raise XauditError(f"grad_cam: {err}") from None
-    weights = torch.mean(grads, dim=(2, 3), keepdim=True)
-    cam = torch.sum(weights * acts, dim=1, keepdim=True)
-    return torch.relu(cam) if relu else cam
 
 
 @register("guided_grad_cam")
