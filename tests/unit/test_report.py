@@ -361,7 +361,7 @@ def test_every_figure_the_pipeline_writes_has_a_caption(report):
 
     src = Path(__file__).resolve().parents[2] / "src" / "xaudit"
     names = set()
-    for path in [*(src / "audit").glob("*.py"), src / "explain_stage.py", src / "pipeline.py"]:
+    for path in [*(src / "audit").glob("*.py"), *(src / "stages").glob("*.py"), src / "pipeline.py"]:
         names |= set(re.findall(r'figure\(f?"([a-z_]+)', path.read_text()))
         names |= set(re.findall(r'figures_dir / f?"([a-z_]+)', path.read_text()))
     assert {"confusion_matrix", "audit_localization", "audit_convergence_", "explain_"} <= names

@@ -12,8 +12,9 @@ from xaudit.explain import EXPLAINERS
 
 timm = pytest.importorskip("timm")
 
-# ReLU-only backward rules cannot guide a GELU network; DeepLift's rules do not cover it
-REFUSED = {"deeplift", "guided_backprop", "guided_grad_cam"}
+# ReLU-only backward rules cannot guide a GELU network; DeepLift's and LRP's rules do not
+# cover attention and LayerNorm: each says so rather than return wrong maps
+REFUSED = {"deeplift", "deeplift_shap", "deconvolution", "guided_backprop", "guided_grad_cam", "lrp"}
 CHEAP = {"integrated_gradients": {"n_steps": 4}, "layer_conductance": {"n_steps": 4},
          "layer_integrated_gradients": {"n_steps": 4}, "gradient_shap": {"n_samples": 4},
          "noise_tunnel": {"n_samples": 2}, "occlusion": {"window": 16, "stride": 16}}
