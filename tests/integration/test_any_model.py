@@ -119,9 +119,15 @@ def models(tmp_path_factory):
 
 MODELS = ["resnet18", "vit_small_patch16_224", "swin_tiny_patch4_window7_224", "convnext_atto",
           "hf-vit", "module"]
+# the default suite keeps one case of each path; `make test-all` runs every source both ways
+DEFAULT_LIBRARY, DEFAULT_RECIPE = {"hf-vit", "module"}, {"vit_small_patch16_224"}
 
 
-@pytest.mark.parametrize("name", MODELS)
+def cases(default: set[str]) -> list:
+    return [n if n in default else pytest.param(n, marks=pytest.mark.slow) for n in MODELS]
+
+
+@pytest.mark.parametrize("name", cases(DEFAULT_LIBRARY))
 def test_library_explains_and_audits(models, images, name):
     clf = models[name][1]()
     files = sorted((images / "images").rglob("*.png"))
@@ -145,7 +151,7 @@ def test_library_explains_and_audits(models, images, name):
     assert not summary["localization"].get("skipped"), summary["localization"]
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", cases(DEFAULT_RECIPE))
 def test_recipe_with_train_skip_runs_on_a_users_model(models, images, tmp_path, name):
     model_section = dict(models[name][0])
     recipe = {

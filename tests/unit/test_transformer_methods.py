@@ -46,6 +46,7 @@ def test_every_method_on_a_vit(vit, pixels, name):
     assert torch.isfinite(maps.maps).all() and maps.maps.abs().amax() > 0
 
 
+@pytest.mark.slow  # about 90 s on two busy cores; the default suite audits a ViT in test_any_model
 def test_every_audit_on_a_vit(vit, pixels):
     masks = torch.zeros(4, 32, 32, dtype=torch.bool)
     masks[:, 8:24, 8:24] = True
