@@ -31,9 +31,9 @@ AUDITS = [
     {"name": "model_randomization", "max_steps": 2, "independent": False},
     {"name": "faithfulness", "steps": 5, "road_percentages": [0.5], "infidelity_samples": 1,
      "sensitivity_samples": 1},
-    "localization",
+    {"name": "localization"},
 ]
-AUDIT_NAMES = {a if isinstance(a, str) else a["name"] for a in AUDITS}
+AUDIT_NAMES = {a["name"] for a in AUDITS}
 
 
 @pytest.fixture(scope="module")
