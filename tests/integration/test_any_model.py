@@ -160,7 +160,8 @@ def test_recipe_with_train_skip_runs_on_a_users_model(models, images, tmp_path, 
                  "splits": {"train": 0.0, "val": 0.0, "test": 1.0}},
         "model": {**model_section, "classes": model_section.get("classes", CLASSES)},
         "train": {"skip": True},
-        "explain": {"methods": METHODS, "select": {"per_class": 1, "correct": "any"}},
+        "explain": {"methods": [m if isinstance(m, dict) else {"name": m} for m in METHODS],
+                    "select": {"per_class": 1, "correct": "any"}},
         "audit": {"enabled": True, "n_images": 6, "audits": AUDITS},
     }
     path = tmp_path / "recipe.yaml"
