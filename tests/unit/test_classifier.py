@@ -235,3 +235,15 @@ def test_token_grid_drops_prefix_tokens_and_refuses_non_squares():
     with pytest.raises(ValueError, match="square grid"):
         TokenGrid(0)(t)
     assert np.isclose(float(g.sum()), float(t[:, 1:].sum()))
+
+
+def test_recipe_preprocessing_equals_the_librarys_before_any_model_is_built():
+    from xaudit.config import load_recipe
+    from xaudit.models.sources import recipe_preprocessing
+
+    args = {"img_size": 64}
+    recipe = load_recipe(None, model={"source": "timm", "name": "vit_small_patch16_224", "args": args})
+    clf = Classifier.from_timm("vit_small_patch16_224", pretrained=False, classes=["a", "b"],
+                               model_args=args)
+    assert recipe_preprocessing(recipe.model) == clf.preprocessing
+    assert clf.preprocessing.resize_size == 71  # floor(64 / crop_pct 0.9), as timm resizes

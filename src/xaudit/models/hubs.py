@@ -70,23 +70,22 @@ def timm_preprocessing(model: nn.Module, model_args: dict | None = None) -> Prep
     """From timm's ``resolve_data_config``: the evaluation transform timm itself would build
     (its input size that of ``img_size`` when the model was built with one)."""
     timm = _require("timm")
-    cfg = timm.data.resolve_data_config({}, model=model)
-    size = (model_args or {}).get("img_size")
-    if isinstance(size, int):
-        cfg["input_size"] = (3, size, size)
-    return _timm_pre(cfg, type(model).__name__)
+    return _timm_pre(timm.data.resolve_data_config({}, model=model), type(model).__name__, model_args)
 
 
-def timm_preprocessing_cfg(name: str) -> Preprocessing:
+def timm_preprocessing_cfg(name: str, model_args: dict | None = None) -> Preprocessing:
     """The same from the model's pretrained config alone (nothing is built or downloaded)."""
     timm = _require("timm")
     if not timm.is_model(name):
         raise ModelError(f"timm has no model {name!r}.{did_you_mean(name, timm.list_models())}")
     cfg = timm.get_pretrained_cfg(name).to_dict()
-    return _timm_pre(timm.data.resolve_data_config({}, pretrained_cfg=cfg), name)
+    return _timm_pre(timm.data.resolve_data_config({}, pretrained_cfg=cfg), name, model_args)
 
 
-def _timm_pre(cfg: dict, what: str) -> Preprocessing:
+def _timm_pre(cfg: dict, what: str, model_args: dict | None) -> Preprocessing:
+    size = (model_args or {}).get("img_size")
+    if isinstance(size, int):  # built for another input size than its pretrained config says
+        cfg = {**cfg, "input_size": (3, size, size)}
     _, h, w = cfg["input_size"]
     if h != w:
         raise ModelError(f"{what}: non-square input size {h}×{w} is not supported")

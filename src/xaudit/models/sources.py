@@ -53,12 +53,7 @@ def base_preprocessing(m) -> Preprocessing:
         from .hubs import _require, timm_preprocessing_cfg
 
         _require("timm")
-        pre = timm_preprocessing_cfg(m.name.removeprefix("timm:"))
-        size = (m.args or {}).get("img_size")
-        if isinstance(size, int):  # as timm_preprocessing: the model's own input size
-            pre = dataclasses.replace(pre, image_size=size,
-                                      resize_size=math.floor(size * pre.resize_size / pre.image_size))
-        return pre
+        return timm_preprocessing_cfg(m.name.removeprefix("timm:"), m.args)
     if m.source == "transformers":
         from .hubs import processor_preprocessing
 
