@@ -66,11 +66,7 @@ def _tensor(t: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
         t = (t * 255).round().to(torch.uint8)
     if tuple(t.shape[-2:]) == (pre.image_size, pre.image_size):
         return t.cpu()
-    return torch.stack([_geometry_tensor(img, pre) for img in t.cpu()])
-
-
-def _geometry_tensor(img: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
-    return pre.image_tensor(TF.to_pil_image(img))
+    return torch.stack([pre.image_tensor(TF.to_pil_image(img)) for img in t.cpu()])
 
 
 def _one(img: Any, pre: Preprocessing) -> torch.Tensor:

@@ -185,8 +185,3 @@ def transformers_config_model(config: dict) -> nn.Module:
     transformers = _require("transformers")
     cfg = transformers.AutoConfig.for_model(**config)
     return transformers.AutoModelForImageClassification.from_config(cfg).eval()
-
-
-def load_into(module: nn.Module, checkpoint: str | Path) -> nn.Module:
-    load_weights(module, read_state_dict(checkpoint), checkpoint)
-    return module

@@ -111,7 +111,7 @@ class GuidedGradCamExplainer(Explainer):
     ) -> torch.Tensor:
         layer = resolve_layer(self.layer, ctx, self.name)
         refuse_unguided(self.name, model)
-        if ctx.reshape is not None and self.layer is None:
+        if ctx.reshape is not None and layer is ctx.target_layer:
             raise XauditError(f"{self.name}: the target layer's output is not N×C×h×w; Captum's "
                               "guided Grad-CAM cannot read it (use grad_cam)")
         with captum_call():
@@ -180,7 +180,7 @@ class _LayerPathExplainer(Explainer):
             raise XauditError(
                 f"{self.name}: layer {self.layer or 'target layer'} has several outputs; name one."
             )
-        if ctx.reshape is not None and self.layer is None:
+        if ctx.reshape is not None and layer is ctx.target_layer:
             attr = ctx.reshape(attr)  # attributions have the layer output's shape
         if attr.dim() != 4:
             upsample(attr, x, self.name)  # raises the shape error
