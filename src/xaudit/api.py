@@ -234,10 +234,12 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
           methods: Sequence[str | dict | Explainer] | None = None, *, masks: Any = None,
           audits: Sequence[str | dict] | None = None, target: Any = "predicted",
           n_images: int | None = None, seed: int = 0, out: str | Path | None = None,
-          log: Callable[[str], None] | None = None) -> AuditReport:
-    """Audit each method's maps of ``images`` (every registered audit unless ``audits`` lists
-    some); ``masks`` (one evidence mask per image) enable the localization audit. Label
-    randomization needs a retrain and is skipped with its reason."""
+          log: Callable[[str], None] | None = None, preset: str = "full",
+          controls: bool = True) -> AuditReport:
+    """Audit each method's maps of ``images`` (the ``preset``'s audits, ``full`` or ``quick``,
+    unless ``audits`` lists some); ``masks`` (one evidence mask per image) enable the
+    localization audit. Label randomization needs a retrain and is skipped with its reason.
+    ``controls``: score the negative controls (maps that ignore the model) beside the methods."""
     from .audit import AuditInput, run_audits
     from .audit.inputs import audit_images
 
@@ -266,7 +268,8 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
         run.tables.mkdir(parents=True, exist_ok=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 6)
-            summary = run_audits(inp, list(audits or []), run, n, log=log)
+            summary = run_audits(inp, list(audits or []), run, n, log=log, preset=preset,
+                                 controls=controls)
         tables = {p.stem: p.read_text(encoding="utf-8") for p in sorted(run.tables.glob("*.csv"))}
         figures = {p.name: p.read_bytes() for p in sorted(run.figures.glob("*.png"))}
     report = AuditReport(summary, tables, figures)

@@ -156,7 +156,9 @@ class ExplainConfig:
 class AuditConfig:
     enabled: bool = False
     n_images: int = ranged(12, ge=1)  # images per audit, shared by all audits
-    audits: list[dict[str, Any]] = field(default_factory=list)  # empty = every registered audit
+    audits: list[dict[str, Any]] = field(default_factory=list)  # empty = the preset's audits
+    preset: Literal["full", "quick"] = "full"  # with audits empty: every audit, or the cheap ones
+    controls: bool = True  # negative controls (noise, edges, centre, constant) as scorecard rows
     blocks: list[str] | None = None  # model-randomization blocks, output side first; else automatic
     regions: dict[str, list[float]] | None = ranged(None, ge=0, le=1, length=4)  # shortcut screening: name -> [x0, y0, x1, y1] fractions
 

@@ -26,6 +26,11 @@ class ModelError(XauditError):
     """A model or its weights could not be built or loaded."""
 
 
+class MethodRefused(XauditError):
+    """A method cannot explain this model correctly (e.g. guided backprop past ReLU6): its
+    numbers would be wrong, so it refuses; the audits skip it with this reason."""
+
+
 _ECHO_LIMIT = 80
 
 

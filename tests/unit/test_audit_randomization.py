@@ -132,6 +132,8 @@ def test_costly_methods_are_skipped_with_a_stated_reason(tmp_path):
     images = images_for(model, n=3, size=16)
     inp = audit_input(model, [GradientExplainer()], images)
     result = model_randomization(inp, tmp_path, max_method_evals=0)
-    assert result.cells == []
+    # Left out, and in the scorecard as "not tested": never counted in its favour.
+    assert [(c.method, c.forced) for c in result.cells] == [("toy_gradient", "not tested")]
+    assert "max_method_evals" in result.cells[0].note
     assert "max_method_evals" in result.summary["skipped_methods"]["toy_gradient"]
     assert "too costly" in result.text

@@ -55,6 +55,7 @@ def test_rows_rank_by_direction():
 def test_verdict_trusts_only_methods_that_fail_nothing():
     cells = [
         cell("good", 0.9, passed=True),
+        cell("good", 0.9, passed=True, audit="model_randomization"),
         cell("bad", 0.1, passed=False, audit="model_randomization"),
         cell("bad", 0.9, passed=True),
         cell("good", 0.5, passed=None, audit="shortcut"),
@@ -128,11 +129,18 @@ def test_run_audits_end_to_end(tmp_path):
     assert summary["cost"]["faithfulness"]["model_evals"] > 0
     head = summary["faithfulness"]["integrated_gradients"]
     assert set(head) >= {"metric", "score", "ci", "pass", "status", "threshold", "higher_is_better"}
-    assert set(summary["verdict_lines"]) == {"integrated_gradients", "saliency"}
+    controls = {"control: random", "control: blurred random", "control: edge", "control: centre",
+                "control: constant"}
+    assert summary["controls"] and set(summary["controls"]) == controls
+    assert set(summary["verdict_lines"]) == {"integrated_gradients", "saliency"} | controls
+    # Controls are scored by the method audits only, never by the model-level ones.
+    audited = {(c["method"], c["audit"]) for c in summary["scorecard"]}
+    assert ("control: edge", "faithfulness") in audited and ("control: edge", "shortcut") not in audited
     statuses = {c["status"] for c in summary["scorecard"]}
     assert len(summary["scorecard"]) == len(rows := read_csv(run.table("scorecard")))
     assert [c["status"] for c in summary["scorecard"]] == [r["status"] for r in rows]
-    assert statuses <= {"", "pass", "fail", "inconclusive"} and statuses - {""}
+    assert statuses <= {"", "pass", "fail", "inconclusive", "not tested", "not informative"}
+    assert statuses - {""}
     assert isinstance(summary["shortcut"]["flagged"], bool)
     rows = read_csv(run.table("scorecard"))
     assert {r["audit"] for r in rows} >= {"faithfulness", "model_randomization", "localization"}

@@ -14,9 +14,9 @@ from .base import (
     AuditInput,
     AuditResult,
     Cell,
-    run_audits,
     validate_audit_specs,
 )
+from .runner import PRESETS, resolve_specs, run_audits
 
 __all__ = [
     "AUDITS",
@@ -24,6 +24,8 @@ __all__ = [
     "AuditInput",
     "AuditResult",
     "Cell",
+    "PRESETS",
+    "resolve_specs",
     "run_audits",
     "validate_audit_specs",
 ]

@@ -89,7 +89,7 @@ def non_monotone(values: list[float], slack: float = 0.1) -> bool:
     return any(b > a * (1 + slack) and b - a > 1e-6 for a, b in zip(v, v[1:], strict=False))
 
 
-@register_audit("convergence")
+@register_audit("convergence", order=10, family="convergence", needs="a path method (integrated gradients)")
 def convergence(
     inp: AuditInput,
     figures_dir: Path,
@@ -218,7 +218,7 @@ def convergence(
                        time.perf_counter() - start, total_evals)
 
 
-@register_audit("baseline_sensitivity")
+@register_audit("baseline_sensitivity", order=20, family="convergence", needs="a method with a baseline")
 def baseline_sensitivity(
     inp: AuditInput,
     figures_dir: Path,

@@ -42,7 +42,7 @@ def pick_images(images, n: int | None):
     return images.subset(sorted(wrong + [i for i in right if images.ids[i] in keep]))
 
 
-@register_audit("correctness")
+@register_audit("correctness", order=90, family="correctness", model_level=True, needs_others=True, quick=True)
 def correctness(
     inp: AuditInput,
     figures_dir: Path,

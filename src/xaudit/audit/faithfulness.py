@@ -258,7 +258,7 @@ def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainConte
 # --------------------------------------------------------------------------- the audit
 
 
-@register_audit("faithfulness")
+@register_audit("faithfulness", order=50, family="faithfulness", quick=True)
 def faithfulness(
     inp: AuditInput,
     figures_dir: Path,

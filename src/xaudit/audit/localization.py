@@ -99,7 +99,7 @@ METRIC_FNS = {
 RULED = ("relevance_mass", "auroc")
 
 
-@register_audit("localization")
+@register_audit("localization", order=60, family="localization", needs="evidence masks", quick=True)
 def localization(
     inp: AuditInput,
     figures_dir: Path,

@@ -30,7 +30,8 @@ from .base import (
     stratified,
     trained_maps,
 )
-from .scorecard import mean_ci
+from .controls import is_control
+from .scorecard import NOT_INFORMATIVE, NOT_TESTED, mean_ci
 from .similarity import METRICS, all_similarities, derangement
 
 Block = tuple[str, list[str]]  # (label, module names)
@@ -98,17 +99,23 @@ def random_pair(inp: AuditInput, explainer, images: AuditImages) -> dict[str, np
 
 
 def pick_steps(n_blocks: int, max_steps: int) -> list[int]:
-    """Evenly spaced cascade depths, always including the first and the full model."""
+    """Cascade depths: the head and the top block (the decisive steps: a frozen backbone's
+    maps must already change there), then evenly spaced down to the full model."""
     if n_blocks <= max_steps:
         return list(range(n_blocks))
-    return sorted({int(round(v)) for v in np.linspace(0, n_blocks - 1, max_steps)})
+    spaced = {int(round(v)) for v in np.linspace(0, n_blocks - 1, max(2, max_steps - 1))}
+    return sorted(spaced | {0, 1})
+
+
+# The steps a method's map must not survive (Adebayo et al.: guided backprop's does).
+DECISIVE = ((0, "head"), (1, "top_block"))
 
 
 def _mean(values: np.ndarray) -> float:
     return mean_ci(values)[0]
 
 
-@register_audit("model_randomization")
+@register_audit("model_randomization", order=30, family="randomization", quick=True)
 def model_randomization(
     inp: AuditInput,
     figures_dir: Path,
@@ -116,10 +123,12 @@ def model_randomization(
     max_steps: int = 4,
     independent: bool = True,
     margin: float = 0.1,
+    survival: float = 0.5,
+    max_random_pair: float = 0.5,
     max_method_evals: int = 64,
     batch_size: int = 2,
 ) -> AuditResult:
-    """Cascading and independent re-initialisation; pass if the map decorrelates fully."""
+    """Cascading and independent re-initialisation, judged at every decisive step."""
     title = "Model randomization (cascading and independent)"
     images = stratified(inp.splits["test"], n_images)
     if len(images) < 2:
@@ -130,83 +139,138 @@ def model_randomization(
         return skipped("model_randomization", title, "the model has no parameterised blocks")
     seeds = [fork_seed(inp.generator) for _ in blocks]
     depths = pick_steps(len(blocks), max_steps)
-    rows, cells, figures = [], [], []
     summary: dict = {"blocks": [b[0] for b in blocks], "cascade_steps": [blocks[d][0] for d in depths],
-                     "margin": margin, "skipped_methods": {}}
-    total_evals = 0
+                     "margin": margin, "survival": survival, "max_random_pair": max_random_pair,
+                     "skipped_methods": {}}
+    methods, refs, pairs = [], {}, {}
     for explainer in inp.explainers:
         trained = trained_maps(inp, explainer, "test", images)
         per_image = trained.model_evals / len(images)
-        if per_image > max_method_evals:  # stated in the summary, never silent
+        if per_image > max_method_evals:  # stated in the summary and the scorecard, never silent
             summary["skipped_methods"][explainer.label] = (
                 f"costs {per_image:.0f} model evaluations per image, above max_method_evals="
                 f"{max_method_evals}; raise it to include this method"
             )
             continue
-        ref = trained.maps
-        pair = random_pair(inp, explainer, images)
-        seconds, evals = 0.0, 0
-        cascade: list[dict[str, np.ndarray]] = []
-        strip = []
-        runs = [("cascading", d, blocks[: d + 1], seeds[: d + 1]) for d in depths]
-        if independent:
-            runs += [("independent", d, [blocks[d]], [seeds[d]]) for d in depths]
-        for mode, d, chosen, chosen_seeds in runs:
-            model = randomized_copy(inp.model, chosen, chosen_seeds)
+        methods.append(explainer)
+        refs[explainer.label] = trained.maps
+        pairs[explainer.label] = random_pair(inp, explainer, images)
+    runs = [("cascading", d, blocks[: d + 1], seeds[: d + 1]) for d in depths]
+    if independent:
+        runs += [("independent", d, [blocks[d]], [seeds[d]]) for d in depths]
+    rows: list[dict] = []
+    cost = {e.label: [0.0, 0] for e in methods}
+    cascade: dict[str, list[dict[str, np.ndarray]]] = {e.label: [] for e in methods}
+    strips: dict[str, list] = {e.label: [] for e in methods}
+    # One randomized copy per step, shared by every method: the copy is the costly part.
+    for mode, d, chosen, chosen_seeds in runs:
+        model = randomized_copy(inp.model, chosen, chosen_seeds)
+        for explainer in methods:
+            label = explainer.label
             m = compute_maps(explainer, model, images.x, images.targets, inp.ctx, batch_size,
                              reference=inp.model)
-            seconds += m.seconds
-            evals += m.model_evals
-            sims = similarities(ref, m.maps)
+            cost[label][0] += m.seconds
+            cost[label][1] += m.model_evals
+            sims = similarities(refs[label], m.maps)
             if mode == "cascading":
-                cascade.append(sims)
-                strip.append((f"..{blocks[d][0]}", m.maps[0].numpy()))
+                cascade[label].append(sims)
+                strips[label].append((f"..{blocks[d][0]}", m.maps[0].numpy()))
             for i, image_id in enumerate(images.ids):
-                rows.append({"method": explainer.label, "mode": mode, "block": blocks[d][0],
-                             "depth": d, "id": image_id,
-                             **{k: float(v[i]) for k, v in sims.items()}})
+                rows.append({"method": label, "mode": mode, "block": blocks[d][0], "depth": d,
+                             "id": image_id, **{k: float(v[i]) for k, v in sims.items()}})
+        del model
+    cells = []
+    for explainer in methods:
+        label = explainer.label
+        pair = pairs[label]
         for i, image_id in enumerate(images.ids):
-            rows.append({"method": explainer.label, "mode": "random_pair", "block": "", "depth": "",
+            rows.append({"method": label, "mode": "random_pair", "block": "", "depth": "",
                          "id": image_id, **{k: float(v[i]) for k, v in pair.items()}})
-        total_evals += evals
-        final = cascade[-1]
-        line = _mean(pair["spearman_abs"])
-        final_mean = _mean(final["spearman_abs"])
-        passed = bool(final_mean < line + margin) if np.isfinite(final_mean) else None
-        rule = (f"cascading Spearman(|map|) at full randomization < random-pair "
-                f"({line:.2f}) + {margin:g}")
-        cells.append(Cell(explainer.label, "model_randomization", "cascade_final_spearman_abs",
-                          final["spearman_abs"], False, passed, rule, seconds, evals,
-                          threshold=_limit(line, margin)))
-        cells.append(Cell(explainer.label, "model_randomization", "cascade_final_ssim",
-                          final["ssim"], False, None, "no rule (reported for ranking)"))
-        summary[explainer.label] = {
+        cells += _cascade_cells(label, blocks, depths, cascade[label], pair, margin, survival,
+                                max_random_pair, *cost[label])
+        summary[label] = {
             "random_pair": {k: _mean(v) for k, v in pair.items()},
-            "cascade": {k: [_mean(s[k]) for s in cascade] for k in METRICS},
+            "cascade": {k: [_mean(s[k]) for s in cascade[label]] for k in METRICS},
         }
-        steps_labels = [f"..{blocks[d][0]}" for d in depths]
-        figures.append(plots.plot_randomization(
-            figures_dir / f"audit_model_randomization_{safe_name(explainer.label)}.png",
-            images.pixels[0].permute(1, 2, 0).numpy(),
-            [("trained", ref[0].numpy()), *strip],
-            steps_labels,
-            {k: [_mean(s[k]) for s in cascade] for k in METRICS},
-            {k: _mean(v) for k, v in pair.items()},
-            f"{explainer.label}: cascading randomization (blocks re-initialised down to ...)",
-        ))
+        figures_name = f"audit_model_randomization_{safe_name(label)}.png"
+        summary_curves = {k: [_mean(s[k]) for s in cascade[label]] for k in METRICS}
+        # Figures for methods; a control's curves are in the table and summary.
+        if not is_control(label):
+            summary_pair = {k: _mean(v) for k, v in pair.items()}
+
+            summary.setdefault("figures", [])
+            summary["figures"].append(plots.plot_randomization(
+                figures_dir / figures_name, images.pixels[0].permute(1, 2, 0).numpy(),
+                [("trained", refs[label][0].numpy()), *strips[label]],
+                [f"..{blocks[d][0]}" for d in depths], summary_curves, summary_pair,
+                f"{label}: cascading randomization (blocks re-initialised down to ...)",
+            ))
+    for label, why in summary["skipped_methods"].items():
+        cells.append(Cell(label, "model_randomization", "cascade_head_spearman_abs", np.array([]),
+                          False, None, "left out for cost", forced=NOT_TESTED, note=why))
+    figures = summary.pop("figures", [])
     text = (
         ("Not run (too costly, see max_method_evals): "
          + ", ".join(summary["skipped_methods"]) + ". " if summary["skipped_methods"] else "")
         + "Blocks of a copy of the model are re-initialised from the logits down; a method that "
         "explains the model must give maps that stop resembling the trained model's maps. The "
         "dotted lines are the random-pair baseline (maps of two different images under the trained "
-        f"model). Rule: at full randomization the Spearman(|map|) must fall below that line + {margin:g}."
+        f"model). Rules: after the head's and the top block's re-initialisation the map must have "
+        f"lost at least {1 - survival:.0%} of its distance from that line (guided backprop's "
+        f"does not), and at full randomization its Spearman(|map|) must fall below the line + "
+        f"{margin:g}; where the line itself is at or above {max_random_pair:g}, the test is not "
+        "informative."
     )
+    total_evals = sum(c[1] for c in cost.values())
     return AuditResult("model_randomization", title, text, rows, cells, figures, summary,
                        time.perf_counter() - start, total_evals)
 
 
-@register_audit("label_randomization")
+def step_threshold(line: float, survival: float) -> float:
+    """The similarity a map may keep after a decisive step: the random-pair level plus
+    ``survival`` of the way from it to 1 (an unchanged map)."""
+    return float(line) + survival * (1.0 - float(line))
+
+
+def _cascade_cells(label: str, blocks: list[Block], depths: list[int],
+                   cascade: list[dict[str, np.ndarray]], pair: dict[str, np.ndarray],
+                   margin: float, survival: float, max_random_pair: float, seconds: float,
+                   evals: int) -> list[Cell]:
+    """The ruled cells of one method: the decisive steps and the full re-initialisation."""
+    line = _mean(pair["spearman_abs"])
+    steps = [(f"cascade_{name}_spearman_abs", depths.index(d), blocks[d][0],
+              step_threshold(line, survival))
+             for d, name in DECISIVE if d in depths and d != depths[-1]]
+    steps.append(("cascade_final_spearman_abs", len(depths) - 1, "all blocks",
+                  _limit(line, margin)))
+    cells = []
+    for k, (metric, index, block, threshold) in enumerate(steps):
+        values = cascade[index]["spearman_abs"]
+        mean = _mean(values)
+        if metric == "cascade_final_spearman_abs":
+            rule = f"Spearman(|map|) at full randomization < random-pair ({line:.2f}) + {margin:g}"
+        else:
+            rule = (f"Spearman(|map|) after re-initialising down to {block} < random-pair "
+                    f"({line:.2f}) + {survival:g} × (1 − random-pair) = {threshold:.2f}")
+        forced, note = None, ""
+        if not np.isfinite(mean) or not np.isfinite(line):
+            forced, note = NOT_INFORMATIVE, "the map is constant: its similarity is undefined"
+        elif line >= max_random_pair:
+            forced = NOT_INFORMATIVE
+            note = (f"maps of different images already agree at {line:.2f} (>= {max_random_pair:g}): "
+                    "'below it' cannot separate a map that follows the model from one that does not")
+        passed = bool(mean < threshold) if np.isfinite(mean) and threshold is not None else None
+        # The cost goes with the first cell, so that the scorecard does not count it thrice.
+        cells.append(Cell(label, "model_randomization", metric, values, False, passed, rule,
+                          seconds if k == 0 else 0.0, evals if k == 0 else 0,
+                          threshold=threshold, forced=forced, note=note))
+    final = cascade[-1]
+    cells.append(Cell(label, "model_randomization", "cascade_final_ssim", final["ssim"], False,
+                      None, "no rule (reported for ranking)"))
+    return cells
+
+
+@register_audit("label_randomization", order=40, family="randomization", needs="a run that can retrain")
 def label_randomization(
     inp: AuditInput,
     figures_dir: Path,

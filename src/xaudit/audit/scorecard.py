@@ -6,7 +6,9 @@ Intervals are clipped to the range a metric can take (a correlation never leaves
 
 A ruled cell's status: ``pass`` or ``fail`` when its whole interval lies on one side of the
 rule's threshold, ``inconclusive`` when the interval contains the threshold (or is undefined),
-so that a mean just across the line on a handful of images decides nothing.
+so that a mean just across the line on a handful of images decides nothing. Two statuses the
+numbers cannot give are set by the audit: ``not tested`` (the method refused or was left out)
+and ``not informative`` (the check's own controls cannot be told apart on this data).
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import math
 import numpy as np
 from scipy import stats
 
-from .base import Cell, nan_to_none
+from .base import INFO, Cell, model_level_audits, nan_to_none
+from .controls import is_control
 
-# Cells of these audits describe the model, not the method: they never decide trust.
-MODEL_AUDITS = ("shortcut", "correctness")
+NOT_TESTED, NOT_INFORMATIVE = "not tested", "not informative"
+# Families a trusted method must pass a check of, where the run has one: maps of noise pass
+# randomization, maps of the image (edges, the centre) pass faithfulness or localization
+# against weak references; only a map that explains the model passes both kinds.
+REQUIRED_FAMILIES = ("randomization", "faithfulness")
 
 
 def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -52,7 +58,7 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
 
 # The range each metric can take (by name prefix): intervals are clipped to it.
 METRIC_RANGES: tuple[tuple[str, float, float], ...] = (
-    ("spearman", -1.0, 1.0), ("cascade_final_spearman", -1.0, 1.0), ("cascade_final_ssim", -1.0, 1.0),
+    ("spearman", -1.0, 1.0), ("cascade_", -1.0, 1.0),
     ("mean_pairwise_spearman", -1.0, 1.0), ("deletion_auc", 0.0, 1.0), ("insertion_auc", 0.0, 1.0),
     ("road_gap", -1.0, 1.0), ("pointing_game", 0.0, 1.0), ("auroc", 0.0, 1.0),
     ("relevance_rank", 0.0, 1.0), ("infidelity", 0.0, math.inf),
@@ -81,7 +87,10 @@ def cell_interval(cell: Cell) -> tuple[float, float, float, int]:
 
 
 def cell_status(cell: Cell) -> str:
-    """``pass`` / ``fail`` / ``inconclusive``, or ``""`` for a cell without a rule."""
+    """``pass`` / ``fail`` / ``inconclusive`` / ``not tested`` / ``not informative``, or ``""``
+    for a cell without a rule."""
+    if cell.forced:
+        return cell.forced
     if cell.passed is None:
         return ""
     verdict = "pass" if cell.passed else "fail"
@@ -131,6 +140,8 @@ def scorecard_rows(cells: list[Cell]) -> list[dict]:
                 "threshold": "" if cell.threshold is None else cell.threshold,
                 "rank": ranks.get(id(cell), ""),
                 "rule": cell.rule,
+                "note": cell.note,
+                "control": is_control(cell.method),
                 "seconds": round(cell.seconds, 3),
                 "model_evals": int(cell.model_evals),
             }
@@ -150,6 +161,8 @@ def cell_summary(cell: Cell) -> dict:
         "threshold": nan_to_none(cell.threshold),
         "higher_is_better": cell.higher_is_better,
         "rule": cell.rule,
+        "note": cell.note,
+        "control": is_control(cell.method),
         "seconds": round(cell.seconds, 3),
         "model_evals": int(cell.model_evals),
     }
@@ -179,46 +192,64 @@ def summarize_cells(cells: list[Cell]) -> dict:
 def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tuple[str, list[str]]:
     """Plain-language verdict and the methods whose maps can be trusted.
 
-    A method is trusted when none of its ruled method-audit cells failed or was
-    inconclusive and at least one passed; model-level audits (shortcut, correctness) never
-    decide it.
+    A method is trusted when none of its judged method-audit cells failed, was inconclusive
+    or was not tested, at least one passed, and it passed a check of each required family
+    the run could decide (``REQUIRED_FAMILIES``). Model-level audits never decide it; a
+    control (``controls.py``) is judged by the same rules, and if one would be trusted, no
+    method is: the checks could not tell a map that ignores the model from one that does not.
     """
+    decided = {INFO[c.audit].family for c in cells if c.audit in INFO
+               and cell_status(c) in ("pass", "fail")}
+    required = [f for f in REQUIRED_FAMILIES if f in decided]
     lines: list[str] = []
     trusted: list[str] = []
     pass_rate: dict[str, tuple[int, int]] = {}
     for method in methods:
         judged = _judged(cells, method)
-        failed = [c for c in judged if cell_status(c) == "fail"]
-        unsure = [c for c in judged if cell_status(c) == "inconclusive"]
-        if judged:
-            pass_rate[method] = (len(judged) - len(failed) - len(unsure), len(judged))
-        if not judged:
-            lines.append(f"{method}: no audit with a pass/fail rule ran, so no verdict.")
-            continue
-        if failed:
+        status = {id(c): cell_status(c) for c in judged}
+        failed = [c for c in judged if status[id(c)] == "fail"]
+        unsure = [c for c in judged if status[id(c)] in ("inconclusive", NOT_TESTED)]
+        passed = [c for c in judged if status[id(c)] == "pass"]
+        missing = [f for f in required if not any(INFO[c.audit].family == f for c in passed)]
+        counted = [c for c in judged if status[id(c)] != NOT_INFORMATIVE]
+        if counted and not is_control(method):
+            pass_rate[method] = (len(passed), len(counted))
+        if not counted:
+            lines.append(f"{method}: no audit with a pass/fail rule decided anything, so no verdict.")
+        elif failed:
             reasons = "; ".join(f"{c.audit} ({c.metric}): fails '{c.rule}'" for c in failed)
             lines.append(
-                f"{method}: do not trust — failed {len(failed)} of {len(judged)} checks: {reasons}."
+                f"{method}: do not trust — failed {len(failed)} of {len(counted)} checks: {reasons}."
             )
         elif unsure:
-            reasons = "; ".join(f"{c.audit} ({c.metric})" for c in unsure)
+            reasons = "; ".join(f"{c.audit} ({c.metric}{': ' + c.note if c.note else ''})"
+                                for c in unsure)
             lines.append(
-                f"{method}: not established — {len(unsure)} of {len(judged)} checks inconclusive "
-                f"(the interval contains the threshold; audit more images): {reasons}."
+                f"{method}: not established — {len(unsure)} of {len(counted)} checks inconclusive "
+                f"or not tested (audit more images, or see why): {reasons}."
             )
+        elif missing:
+            lines.append(f"{method}: not established — passed no {' or '.join(missing)} check.")
         else:
             trusted.append(method)
-            names = ", ".join(sorted({c.audit for c in judged}))
-            lines.append(f"{method}: trusted — passed all {len(judged)} checks ({names}).")
-    if trusted:
+            names = ", ".join(sorted({c.audit for c in passed}))
+            lines.append(f"{method}: trusted — passed all {len(passed)} checks ({names}).")
+    fooled = [m for m in trusted if is_control(m)]
+    if fooled:
+        trusted = []
+        head = (f"The audits passed a negative control ({', '.join(fooled)}): on this data they "
+                "cannot tell a map that ignores the model from an explanation, so no method is "
+                "trusted.")
+    elif trusted:
         head = f"This model's maps can be trusted with {', '.join(trusted)}."
     else:
         head = "None of the audited methods passed every check: read its maps with caution."
         if pass_rate:
             best = max(p / n for p, n in pass_rate.values())
-            closest = [m for m, (p, n) in pass_rate.items() if p / n == best]
+            closest = [m for m, (p, n) in pass_rate.items() if p / n == best and p > 0]
             shown = ", ".join(f"{m} ({pass_rate[m][0]} of {pass_rate[m][1]} checks)" for m in closest)
-            head += f" Closest to trustworthy: {shown}."
+            if closest:
+                head += f" Closest to trustworthy: {shown}."
     if shortcut and shortcut.get("flagged"):
         classes = ", ".join(shortcut.get("classes", [])) or "some classes"
         head += (
@@ -229,5 +260,7 @@ def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tup
 
 
 def _judged(cells: list[Cell], method: str) -> list[Cell]:
-    return [c for c in cells if c.method == method and c.audit not in MODEL_AUDITS
-            and c.passed is not None]
+    """A method's cells that can decide its trust: ruled (or forced) method-audit cells."""
+    model_level = model_level_audits()
+    return [c for c in cells if c.method == method and c.audit not in model_level
+            and (c.passed is not None or c.forced)]

@@ -82,7 +82,7 @@ def concentration_threshold(area: float, margin: float) -> float:
     return area + margin * (1 - area)
 
 
-@register_audit("shortcut")
+@register_audit("shortcut", order=70, family="shortcut", model_level=True, quick=True)
 def shortcut(
     inp: AuditInput,
     figures_dir: Path,

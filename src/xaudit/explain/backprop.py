@@ -16,7 +16,7 @@ import torch
 from captum.attr import Deconvolution, DeepLiftShap
 from torch import nn
 
-from ..errors import XauditError
+from ..errors import MethodRefused
 from .base import BASELINES, ExplainContext, make_baseline, register
 from .gradient import (
     ALTERNATIVES,
@@ -78,7 +78,7 @@ class DeepLiftShapExplainer(CaptumExplainer):
     def prepared(self, model: nn.Module, x: torch.Tensor) -> Iterator[nn.Module]:
         problem = deeplift_coverage_problem(model, x)
         if problem:
-            raise XauditError(f"deeplift_shap cannot explain this model: {problem}. Use {ALTERNATIVES}.")
+            raise MethodRefused(f"deeplift_shap cannot explain this model: {problem}. Use {ALTERNATIVES}.")
         counts = _call_counts(model, x[:1], tuple(DEEPLIFT_RULES))
         with swapped_modules(model, {m: _PerCall(m, n) for m, n in counts.items() if n > 1}):
             yield model

@@ -34,7 +34,7 @@ from captum.attr import (
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR, nonlinear
 from torch import nn
 
-from ..errors import XauditError
+from ..errors import MethodRefused, XauditError
 from .base import BASELINES, EXPLAINERS, ExplainContext, Explainer, make_baseline, register
 
 # Captum's riemann_trapezoid is left out: its weights sum to 1 - 1/n_steps (nodes at
@@ -431,7 +431,7 @@ class DeepLiftExplainer(PathExplainer):
     def prepared(self, model: nn.Module, x: torch.Tensor) -> Iterator[nn.Module]:
         problem = deeplift_coverage_problem(model, x)
         if problem:
-            raise XauditError(f"deeplift cannot explain this model: {problem}. Use {ALTERNATIVES}.")
+            raise MethodRefused(f"deeplift cannot explain this model: {problem}. Use {ALTERNATIVES}.")
         counts = _call_counts(model, x[:1], tuple(DEEPLIFT_RULES))
         reused = {m: _PerCall(m, n) for m, n in counts.items() if n > 1}
         with swapped_modules(model, reused):
@@ -453,7 +453,7 @@ def unguided_activations(model: nn.Module) -> list[str]:
 def refuse_unguided(method: str, model: nn.Module) -> None:
     other = unguided_activations(model)
     if other:
-        raise XauditError(
+        raise MethodRefused(
             f"{method} guides the backward pass of nn.ReLU only; this model also uses "
             f"{', '.join(other)}, whose gradients would pass unguided. Use saliency, "
             f"integrated_gradients or grad_cam instead."

@@ -35,7 +35,7 @@ from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 from zennit.types import Activation, Convolution
 from zennit.types import Linear as ZennitLinear
 
-from ..errors import XauditError
+from ..errors import MethodRefused
 from .base import ExplainContext, Explainer, register
 from .fastpath import FastModel
 from .gradient import check_choice, check_float
@@ -175,5 +175,5 @@ class LrpExplainer(Explainer):
         x = x.float()
         problem = lrp_problem(net, x, target, self.canonizer)
         if problem:
-            raise XauditError(f"lrp cannot explain this model: {problem}. Use {ALTERNATIVES}.")
+            raise MethodRefused(f"lrp cannot explain this model: {problem}. Use {ALTERNATIVES}.")
         return relevance(net, self.build_composite(net, x, ctx), x, target).float()

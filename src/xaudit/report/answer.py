@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 
+from ..audit.controls import is_control
+from ..audit.registry import model_level_audits
 from ..audit.verdict_lines import fmt, reason
 from ..run import RunDir, read_csv
 
-# Audits that describe the model rather than a method: shown beside the grid, not in it.
-MODEL_AUDITS = ("shortcut", "correctness")
-STATUS_ORDER = ("fail", "inconclusive", "pass")
+# The status that decides a family's cell first: any failure, then doubt, then a pass.
+STATUS_ORDER = ("fail", "inconclusive", "not tested", "not informative", "pass")
 # Fewer audited images than this and the report warns that intervals are wide.
 FEW_IMAGES = 20
 
@@ -117,10 +118,11 @@ def answer(run: RunDir, summary: dict) -> dict:
     if not entries:
         return {"facts": facts, "grid": None, "lines": [], "note": note, "warning": None,
                 "model_audits": _model_audits(audits), "badges": {}}
-    families = list(dict.fromkeys(e["audit"] for e in entries if e["audit"] not in MODEL_AUDITS))
+    model_level = model_level_audits()  # they describe the model: beside the grid, not in it
+    families = list(dict.fromkeys(e["audit"] for e in entries if e["audit"] not in model_level))
     methods = _methods(summary, entries)
     rows = []
-    counts = {"pass": 0, "fail": 0, "inconclusive": 0}
+    counts = {"pass": 0, "fail": 0, "inconclusive": 0, "not tested": 0, "not informative": 0}
     for method in methods:
         cells = []
         for family in families:
@@ -129,10 +131,10 @@ def answer(run: RunDir, summary: dict) -> dict:
             if cell and cell["status"] in counts:
                 counts[cell["status"]] += 1
             cells.append(cell)
-        rows.append({"method": method, "cells": cells})
+        rows.append({"method": method, "cells": cells, "control": is_control(method)})
     lines_by_method = audits.get("verdict_lines") or {}
     lines = [str(lines_by_method[m]) for m in methods if m in lines_by_method]
-    ns = [e["n"] for e in entries if e["audit"] not in MODEL_AUDITS and e.get("n")]
+    ns = [e["n"] for e in entries if e["audit"] not in model_level and e.get("n")]
     smallest = min(ns) if ns else 0
     warning = (f"Audits ran on as few as {smallest} images: intervals are wide and many cells "
                f"cannot be decided; audit at least {FEW_IMAGES} (audit.n_images)."

@@ -158,7 +158,8 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
     def audits(claim=None) -> dict:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(r.seed + 6)
-            return run_audits(inp, specs, run, r.audit.n_images, state=state, log=where.log, claim=claim)
+            return run_audits(inp, specs, run, r.audit.n_images, state=state, log=where.log,
+                              claim=claim, preset=r.audit.preset, controls=r.audit.controls)
 
     if world.size > 1:
         # Every rank claims whole audits and saves them; rank 0 then reloads them all.

@@ -1,0 +1,65 @@
+"""Small helpers the audits share: image sampling, seeds, names, JSON-ready values."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .types import AuditImages
+
+
+def stratified(images: AuditImages, n: int | None) -> AuditImages:
+    """At most ``n`` images, taken round-robin over classes (deterministic, keeps order)."""
+    if n is None or n >= len(images):
+        return images
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(images.labels.tolist()):
+        by_class.setdefault(label, []).append(i)
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < n:
+        added = False
+        for label in sorted(by_class):
+            if depth < len(by_class[label]) and len(chosen) < n:
+                chosen.append(by_class[label][depth])
+                added = True
+        if not added:
+            break
+        depth += 1
+    return images.subset(sorted(chosen))
+
+
+def fork_seed(generator: torch.Generator) -> int:
+    """A fresh seed drawn from ``generator`` (for forked RNG state and sub-generators)."""
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+
+
+def sub_generator(generator: torch.Generator) -> torch.Generator:
+    return torch.Generator().manual_seed(fork_seed(generator))
+
+
+def safe_name(label: str) -> str:
+    """A method label usable in a file name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+
+
+def nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        value = value.item()
+    return nan_to_none(value)
