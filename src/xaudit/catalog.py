@@ -44,7 +44,7 @@ AUDITS: dict[str, dict] = {
     'baseline_sensitivity': {'n_images': None, 'baselines': ('black', 'blur', 'noise', 'mean'), 'batch_size': 2},
     'convergence': {'n_images': None, 'steps': (8, 16, 32, 64), 'rules': ('gausslegendre', 'riemann_middle'), 'tolerance': 0.05, 'min_spearman': 0.9, 'batch_size': 2},
     'correctness': {'n_images': None},
-    'faithfulness': {'n_images': None, 'steps': 20, 'score': 'prob', 'road_percentages': (0.2, 0.4, 0.6, 0.8), 'infidelity_samples': 4, 'infidelity_std': 0.1, 'sensitivity_samples': 2, 'sensitivity_radius': 0.02, 'sensitivity_max_evals': 64, 'batch_size': 32},
+    'faithfulness': {'n_images': None, 'steps': 50, 'score': 'prob', 'road_percentages': (0.2, 0.4, 0.6, 0.8), 'infidelity_samples': 4, 'infidelity_std': 0.1, 'sensitivity_samples': 2, 'sensitivity_radius': 0.02, 'sensitivity_max_evals': 64, 'batch_size': 32},
     'label_randomization': {'n_images': None, 'margin': 0.1, 'batch_size': 2},
     'localization': {'n_images': None, 'absolute': True, 'tolerance': None, 'smooth': 0.02},
     'model_randomization': {'n_images': None, 'max_steps': 4, 'independent': True, 'margin': 0.1, 'max_method_evals': 64, 'batch_size': 2},

@@ -21,11 +21,13 @@ from xaudit.audit.faithfulness import (
     auc,
     faithfulness,
     infidelity_scores,
+    linear_impute,
     noisy_linear_impute,
     relevance_ranks,
     reveal_curve,
     sobel_map,
 )
+from xaudit.errors import ConfigError
 
 SIZE = 12
 
@@ -79,13 +81,38 @@ def test_relevance_ranks_order_and_ties():
 
 
 def test_imputation_recovers_a_linear_ramp():
-    ramp = torch.linspace(0, 1, 16).view(1, 1, 1, 16).expand(1, 3, 16, 16).contiguous()
+    """A plane is its own weighted neighbour mean (symmetric weights), so an interior hole is
+    filled exactly."""
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    plane = torch.stack([xs / 15, ys / 15, 0.3 * xs / 15 + 0.5 * ys / 15]).unsqueeze(0)
     removed = torch.zeros(1, 16, 16, dtype=torch.bool)
     removed[0, 4:12, 5:11] = True
-    filled = noisy_linear_impute(ramp, removed, torch.Generator(), noise=0.0, iterations=60)
-    assert torch.allclose(filled, ramp, atol=1e-3)
-    noisy = noisy_linear_impute(ramp, removed, torch.Generator().manual_seed(0), noise=0.05)
-    assert torch.equal(noisy[:, :, ~removed[0]], ramp[:, :, ~removed[0]])  # known pixels kept
+    removed[0, 2, 2] = True
+    filled = noisy_linear_impute(plane, removed, torch.Generator(), noise=0.0)
+    assert torch.allclose(filled, plane, atol=1e-6)
+    noisy = noisy_linear_impute(plane, removed, torch.Generator().manual_seed(0), noise=0.05)
+    assert torch.equal(noisy[:, :, ~removed[0]], plane[:, :, ~removed[0]])  # known pixels kept
+    assert 0.02 < (noisy - filled)[:, :, removed[0]].std() < 0.08  # noise on the imputed ones
+
+
+def test_imputed_pixel_is_the_weighted_mean_of_its_neighbours_at_the_border():
+    """Out-of-image neighbours drop out and the remaining weights are renormalised."""
+    img = np.arange(9, dtype=float).reshape(1, 3, 3)
+    removed = np.zeros((3, 3), bool)
+    removed[0, 0] = True  # corner: neighbours (0,1) 1/6, (1,0) 1/6, (1,1) 1/12
+    expected = (img[0, 0, 1] / 6 + img[0, 1, 0] / 6 + img[0, 1, 1] / 12) / (1 / 6 + 1 / 6 + 1 / 12)
+    assert linear_impute(img, removed)[0, 0, 0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_imputation_needs_a_known_pixel_and_the_audit_refuses_full_removal(tmp_path, linear):
+    with pytest.raises(ValueError, match="every pixel"):
+        linear_impute(np.zeros((3, 4, 4)), np.ones((4, 4), bool))
+    model, _, _ = linear
+    inp = audit_input(model, [GradientExplainer()], images_for(model, n=2, size=SIZE))
+    with pytest.raises(ConfigError, match="road_percentages"):
+        faithfulness(inp, tmp_path, road_percentages=[0.5, 1.0])
+    with pytest.raises(ConfigError, match="steps"):
+        faithfulness(inp, tmp_path, steps=0)
 
 
 def test_sobel_finds_a_vertical_edge():

@@ -23,6 +23,7 @@ from xaudit.audit.localization import (
     relevance_mass,
     relevance_rank,
 )
+from xaudit.errors import ConfigError
 
 
 @pytest.fixture
@@ -54,7 +55,31 @@ def test_pointing_game_miss_and_tolerance(mask):
     near = np.zeros((16, 16))
     near[9, 8] = 1.0  # one pixel below the mask
     assert pointing_game(near, mask) == 0.0
-    assert pointing_game(near, mask, tolerance=1) == 1.0
+    assert pointing_game(near, mask, tolerance=1) == 0.0  # distance 1 is not < 1
+    assert pointing_game(near, mask, tolerance=2) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("offset", "tolerance", "hit"),
+    [
+        ((10, 10), 15, 1.0),  # Euclidean 14.1 < 15 (city-block 20: a diamond would miss it)
+        ((11, 11), 15, 0.0),  # Euclidean 15.6
+        ((0, 15), 15, 0.0),  # exactly 15: TorchRay's bound is strict
+        ((0, 15), 16, 1.0),
+        ((0, 14), 15, 1.0),
+    ],
+)
+def test_pointing_tolerance_is_euclidean_and_strict(offset, tolerance, hit):
+    mask = np.zeros((80, 80), bool)
+    mask[50, 50] = True
+    saliency = np.zeros((80, 80))
+    saliency[50 + offset[0], 50 + offset[1]] = 1.0
+    assert pointing_game(saliency, mask, tolerance=tolerance) == hit
+
+
+def test_pointing_tolerance_must_be_a_distance(mask):
+    with pytest.raises(ConfigError, match="tolerance"):
+        pointing_game(mask.astype(float), mask, tolerance=-1)
 
 
 def test_relevance_mass_uses_positive_relevance_only(mask):
@@ -117,6 +142,13 @@ def test_audit_scores_mask_explainer_above_centre_baseline(tmp_path):
     assert by[(CENTRE, "relevance_mass")].passed is None
     assert result.summary["centre_baseline"]["relevance_mass"] == pytest.approx(centre.mean())
     assert result.figures == ["audit_localization.png"]
+
+
+def test_audit_refuses_a_negative_tolerance(tmp_path):
+    model = TinyNet()
+    images = images_for(model, n=2, size=16)
+    with pytest.raises(ConfigError, match="localization tolerance"):
+        localization(audit_input(model, [GradientExplainer()], images), tmp_path, tolerance=-3)
 
 
 def test_audit_is_skipped_without_masks(tmp_path):
