@@ -119,6 +119,10 @@ def test_run_audits_end_to_end(tmp_path):
         {"name": "localization"},
         {"name": "shortcut"},
         {"name": "correctness"},
+        {"name": "complexity"},
+        {"name": "robustness", "n_samples": 1},
+        {"name": "faithfulness_correlation", "n_runs": 3, "subset_size": 16},
+        {"name": "random_logit"},
     ]
     run = RunDir(tmp_path / "run").create()
     summary = run_audits(inp, specs, run, n_images=4)

@@ -1,11 +1,15 @@
 """Audits of explanation methods: each a registered function returning an AuditResult."""
 
 from . import (  # noqa: F401  (register the audits)
+    complexity,
     convergence,
     correctness,
+    correlation,
     faithfulness,
     localization,
+    random_logit,
     randomization,
+    robustness,
     shortcut,
 )
 from .base import (

@@ -52,7 +52,7 @@ def complexity(maps: Tensor | np.ndarray) -> np.ndarray:
     return np.where(total[:, 0] > 0, -terms.sum(axis=1), np.nan)
 
 
-@register_audit("complexity")
+@register_audit("complexity", order=58, family="complexity", quick=True)
 def complexity_audit(inp: AuditInput, figures_dir: Path, n_images: int | None = None) -> AuditResult:
     """Sparseness and entropy of every method's |map| (summed over channels): ranked only."""
     title = "Complexity: how concentrated is each method's map?"

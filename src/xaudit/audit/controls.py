@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..explain.base import ExplainContext, Explainer, gaussian_blur
+from .references import centre_map, sobel_map
 
 PREFIX = "control: "
 KINDS = ("random", "blurred random", "edge", "centre", "constant")
@@ -70,8 +71,6 @@ class ControlMap(Explainer):
 
     def attribute(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                   ctx: ExplainContext) -> torch.Tensor:
-        from .faithfulness import centre_map, sobel_map
-
         n, _, h, w = x.shape
         if self.which == "random":
             m = _noise(model, x, ctx)

@@ -155,7 +155,7 @@ def _check(score: str, subset_size: int, n_runs: int, n_groups: int, samples: in
                               f"(a correlation needs points), got {echo(value)}")
 
 
-@register_audit("faithfulness_correlation")
+@register_audit("faithfulness_correlation", order=52, family="faithfulness")
 def faithfulness_correlation_audit(
     inp: AuditInput,
     figures_dir: Path,

@@ -12,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from captum.metrics import infidelity, sensitivity_max
-from scipy import sparse
-from scipy.sparse.linalg import splu
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, echo
 from ..explain.base import ExplainContext, Explainer, make_baseline
 from ..explain.counting import count_model_evals
 from . import plots
@@ -33,35 +30,12 @@ from .base import (
     sub_generator,
     trained_maps,
 )
-from .scorecard import mean_ci
+from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
+from .road import linear_impute, noisy_linear_impute, road_curves  # noqa: F401
+from .scorecard import NOT_INFORMATIVE, mean_ci
 
 RANDOM = "random (reference)"
 EDGE = "edge (reference)"
-
-# --------------------------------------------------------------------------- reference maps
-
-
-def sobel_map(pixels: Tensor) -> Tensor:
-    """N×H×W Sobel gradient magnitude of the grey image (pixels N×C×H×W in [0, 1])."""
-    grey = pixels.float().mean(dim=1, keepdim=True)
-    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]).view(1, 1, 3, 3)
-    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
-    gx = F.conv2d(padded, kx)
-    gy = F.conv2d(padded, kx.transpose(2, 3))
-    return torch.sqrt(gx**2 + gy**2)[:, 0]
-
-
-def random_map(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-    return torch.rand(shape, generator=generator)
-
-
-def centre_map(n: int, h: int, w: int) -> Tensor:
-    """N×H×W centred Gaussian (sigma = a quarter of each side): the centre-bias baseline."""
-    ys = (torch.arange(h, dtype=torch.float32) - (h - 1) / 2) / (h / 4)
-    xs = (torch.arange(w, dtype=torch.float32) - (w - 1) / 2) / (w / 4)
-    m = torch.exp(-0.5 * (ys.view(-1, 1) ** 2 + xs.view(1, -1) ** 2))
-    return m.expand(n, h, w).clone()
-
 
 # --------------------------------------------------------------------------- orderings & curves
 
@@ -111,103 +85,6 @@ def auc(curves: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 
 # ROAD's neighbour offsets and weights: direct neighbours 1/6, diagonal neighbours 1/12.
-_ROAD_WEIGHTS = [((dy, dx), 1 / 6 if dy == 0 or dx == 0 else 1 / 12)
-                 for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-
-
-def linear_impute(pixels: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """ROAD's linear fill of one C×H×W image: each removed pixel = weighted mean of its neighbours.
-
-    The weights are those of Rong et al.'s NoisyLinearImputer, renormalised over the
-    neighbours inside the image; the sparse system is solved exactly, one factorisation for
-    all channels.
-    """
-    c, h, w = pixels.shape
-    idx = np.flatnonzero(removed.ravel())
-    if idx.size == 0:
-        return pixels.astype(np.float64, copy=True)
-    if idx.size == h * w:
-        raise ValueError("ROAD imputation needs at least one known pixel; every pixel was removed")
-    var = np.full(h * w, -1)
-    var[idx] = np.arange(idx.size)
-    flat = pixels.reshape(c, -1).astype(np.float64)
-    ys, xs = np.divmod(idx, w)
-    diag = np.zeros(idx.size)
-    rhs = np.zeros((idx.size, c))
-    rows, cols, vals = [], [], []
-    for (dy, dx), weight in _ROAD_WEIGHTS:
-        ny, nx = ys + dy, xs + dx
-        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
-        me, nb = np.flatnonzero(inside), (ny * w + nx)[inside]
-        diag[me] += weight
-        unknown = var[nb] >= 0
-        rows.append(me[unknown])
-        cols.append(var[nb[unknown]])
-        vals.append(np.full(int(unknown.sum()), -weight))
-        rhs[me[~unknown]] += weight * flat[:, nb[~unknown]].T  # one neighbour per offset: no repeats
-    rows.append(np.arange(idx.size))
-    cols.append(np.arange(idx.size))
-    vals.append(diag)
-    system = sparse.csc_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(idx.size, idx.size)
-    )
-    solution = splu(system).solve(rhs)
-    out = flat.copy()
-    out[:, idx] = solution.T
-    return out.reshape(c, h, w)
-
-
-def noisy_linear_impute(
-    pixels: Tensor,
-    removed: Tensor,
-    generator: torch.Generator,
-    noise: float = 0.01,
-) -> Tensor:
-    """Fill ``removed`` pixels (N×H×W bool) of N×C×H×W images as ROAD does, plus Gaussian noise.
-
-    ``linear_impute`` per image, then N(0, ``noise``²) added to the imputed pixels only (not
-    clipped, as in the reference imputer).
-    """
-    x = pixels.detach().cpu().double().numpy()
-    gone = removed.detach().cpu().numpy().astype(bool)
-    filled = torch.from_numpy(np.stack([linear_impute(x[i], gone[i]) for i in range(len(x))]))
-    jitter = torch.randn(filled.shape, generator=generator, dtype=torch.float64) * noise
-    keep = torch.from_numpy(~gone).unsqueeze(1)
-    return torch.where(keep, filled, filled + jitter).to(pixels.dtype)
-
-
-def road_curves(
-    model: nn.Module,
-    images_pixels: Tensor,
-    ranks: Tensor,
-    targets: Tensor,
-    percentages: list[float],
-    ctx: ExplainContext,
-    generator: torch.Generator,
-    most_relevant_first: bool,
-    batch_size: int = 32,
-    score: str = "prob",
-) -> np.ndarray:
-    """N×P class scores after imputing the most (or least) relevant p of the pixels."""
-    n, _, h, w = images_pixels.shape
-    hw = h * w
-    curves = np.zeros((n, len(percentages)))
-    for i in range(n):
-        removed = []
-        for p in percentages:
-            k = int(round(p * hw))
-            r = ranks[i]
-            removed.append((r < k) if most_relevant_first else (r >= hw - k))
-        removed_t = torch.stack(removed).view(-1, h, w)
-        imputed = noisy_linear_impute(
-            images_pixels[i : i + 1].expand(len(percentages), -1, -1, -1), removed_t, generator
-        )
-        x = ctx.pixel_to_input(imputed)
-        tgt = targets[i].repeat(len(percentages))
-        curves[i] = class_scores(model, x, tgt, batch_size, score).numpy()
-    return curves
-
-
 # --------------------------------------------------------------------------- captum metrics
 
 
@@ -302,6 +179,8 @@ def faithfulness(
     sensitivity_samples: int = 2,
     sensitivity_radius: float = 0.02,
     sensitivity_max_evals: int = 64,
+    deletion_baseline: str = "black",
+    max_early_share: float = 0.8,
     batch_size: int = 32,
 ) -> AuditResult:
     """Deletion/insertion AUC, ROAD, infidelity and max-sensitivity, against edge and random."""
@@ -316,12 +195,17 @@ def faithfulness(
     # Imputing every pixel leaves ROAD's linear system without a known value to fill from.
     if not all(isinstance(p, (int, float)) and 0 <= p < 1 for p in road_percentages):
         raise ConfigError(f"faithfulness.road_percentages: expected fractions in [0, 1), got {road_percentages!r}")
+    if deletion_baseline not in DELETION_BASELINES:
+        raise ConfigError(f"faithfulness.deletion_baseline: expected one of "
+                          f"{', '.join(DELETION_BASELINES)}, got {echo(deletion_baseline)}")
+    if not 0 < max_early_share <= 1:
+        raise ConfigError(f"faithfulness.max_early_share: expected a fraction in (0, 1], got {echo(max_early_share)}")
     start_time = time.perf_counter()
     gen = inp.generator
     model, ctx = inp.model, inp.ctx
     n, _, h, w = images.x.shape
     fractions = np.linspace(0.0, 1.0, steps + 1)
-    black = make_baseline("black", images.x, ctx)
+    black = make_baseline(deletion_baseline, images.x, ctx)
     blurred = make_baseline("blur", images.x, ctx)
     percentages = [float(p) for p in road_percentages]
 
@@ -370,6 +254,8 @@ def faithfulness(
         total_evals += count.n
         costs[label] = (time.perf_counter() - t0 + map_seconds, count.n + map_evals)
         per_method[label] = {
+            "deletion_start": dele[:, 0],
+            "deletion_end": dele[:, -1],
             "deletion_auc": auc(dele, fractions),
             "insertion_auc": auc(ins, fractions),
             "road_morf": morf.mean(axis=1),
@@ -402,6 +288,12 @@ def faithfulness(
     def mean_of(label: str, metric: str) -> float:
         return mean_ci(per_method[label][metric])[0]
 
+    informative = {"deletion_auc": uninformative(curves[RANDOM]["deletion"], fractions, max_early_share),
+                   "insertion_auc": uninformative(curves[RANDOM]["insertion"], fractions, max_early_share)}
+    summary["not_informative"] = {k: v for k, v in informative.items() if v}
+    summary["deletion_baseline"] = deletion_baseline
+    summary["baseline_keeps_class"] = baseline_keeps_class(per_method[RANDOM]["deletion_start"],
+                                                           per_method[RANDOM]["deletion_end"])
     cells: list[Cell] = []
     specs = [
         ("deletion_auc", False, True),
@@ -431,8 +323,11 @@ def faithfulness(
                     # Beating both means beating the stricter of the two.
                     threshold = max(edge, rand) if higher else min(edge, rand)
             seconds, evals = costs[label]
+            note = informative.get(metric) or ""
             cells.append(Cell(label, "faithfulness", metric, values, higher, passed, rule, seconds,
-                              evals, threshold=_finite_or_none(threshold)))
+                              evals, threshold=_finite_or_none(threshold),
+                              forced=NOT_INFORMATIVE if note and passed is not None else None,
+                              note=note))
         if not reference:
             beats_del = mean_of(label, "deletion_auc") < mean_of(EDGE, "deletion_auc")
             beats_ins = mean_of(label, "insertion_auc") > mean_of(EDGE, "insertion_auc")
@@ -443,7 +338,7 @@ def faithfulness(
         plots.plot_curves(
             figures_dir / "audit_faithfulness_deletion_insertion.png",
             [
-                ("deletion (to black)", "fraction of pixels removed", fractions,
+                (f"deletion (to {deletion_baseline})", "fraction of pixels removed", fractions,
                  {k: v["deletion"] for k, v in curves.items()}),
                 ("insertion (into blur)", "fraction of pixels inserted", fractions,
                  {k: v["insertion"] for k, v in curves.items()}),
@@ -463,12 +358,20 @@ def faithfulness(
     ]
     summary["n_images"] = n
     flagged = summary["flagged_no_better_than_edge"]
+    warn = ""
+    if summary["baseline_keeps_class"]:
+        warn = (f" The {deletion_baseline} baseline keeps most of the class score here (it resembles "
+                "the class evidence): deletion to it says little; try deletion_baseline: blur or mean.")
+    if summary["not_informative"]:
+        warn += " Not informative here: " + "; ".join(
+            f"{k}: {v}" for k, v in summary["not_informative"].items()) + "."
     text = (
-        "Deletion replaces the most relevant pixels by black (lower area = more faithful); insertion "
+        f"Deletion replaces the most relevant pixels by {deletion_baseline} (lower area = more faithful); insertion "
         "reveals them in a blurred image (higher = more faithful); ROAD imputes pixels instead so the "
         "model is not fooled by the artefact (gap = LeRF − MoRF, higher = better). Each method must "
         "beat a random map and a Sobel edge map, which see no model"
         + (f"; no better than the edge detector: {', '.join(flagged)}." if flagged else ".")
+        + warn
     )
     return AuditResult(
         name="faithfulness",
@@ -481,6 +384,31 @@ def faithfulness(
         seconds=time.perf_counter() - start_time,
         model_evals=total_evals,
     )
+
+
+DELETION_BASELINES = ("black", "blur", "mean")
+EARLY = 0.05  # "early": the first 5% of the pixels removed (or inserted)
+
+
+def uninformative(curve: np.ndarray, fractions: np.ndarray, max_early_share: float) -> str:
+    """Why a random map's mean deletion (or insertion) curve makes the test uninformative,
+    or "": when removing (revealing) any ``EARLY`` share of the pixels already does
+    ``max_early_share`` of the whole change, every ordering scores alike; when the whole
+    change is below 0.01, the baseline does not move the score at all."""
+    total = float(curve[-1] - curve[0])
+    if not np.isfinite(total) or abs(total) < 0.01:
+        return f"the score moves by {abs(total):.3f} from no pixels to all pixels"
+    early = float(np.interp(EARLY, fractions, curve) - curve[0]) / total
+    if early >= max_early_share:
+        return (f"a random {EARLY:.0%} of the pixels already does {early:.0%} of the change "
+                f"(>= {max_early_share:.0%}): any ordering scores alike")
+    return ""
+
+
+def baseline_keeps_class(start: np.ndarray, end: np.ndarray) -> bool:
+    """Whether the baseline image keeps at least half of the images' class score (mean)."""
+    s, e = float(np.nanmean(start)), float(np.nanmean(end))
+    return bool(np.isfinite(s) and np.isfinite(e) and s > 0 and e >= 0.5 * s)
 
 
 def _finite_or_none(value: float | None) -> float | None:

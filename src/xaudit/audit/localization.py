@@ -32,7 +32,8 @@ from .base import (
     sub_generator,
     trained_maps,
 )
-from .faithfulness import EDGE, RANDOM, centre_map, random_map, sobel_map
+from .faithfulness import EDGE, RANDOM
+from .references import centre_map, random_map, sobel_map
 from .scorecard import mean_ci
 from .similarity import as_map
 

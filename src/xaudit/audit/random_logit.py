@@ -64,7 +64,7 @@ def random_logit(
     return map_similarities(maps.sum(dim=1), explain(x, others).sum(dim=1))
 
 
-@register_audit("random_logit")
+@register_audit("random_logit", order=35, family="randomization", needs="two classes or more")
 def random_logit_audit(
     inp: AuditInput,
     figures_dir: Path,

@@ -121,7 +121,7 @@ def _check(n_samples: int, radius: float, lipschitz_std: float, max_method_evals
         )
 
 
-@register_audit("robustness")
+@register_audit("robustness", order=57, family="robustness")
 def robustness(
     inp: AuditInput,
     figures_dir: Path,

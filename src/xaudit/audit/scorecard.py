@@ -63,6 +63,9 @@ METRIC_RANGES: tuple[tuple[str, float, float], ...] = (
     ("road_gap", -1.0, 1.0), ("pointing_game", 0.0, 1.0), ("auroc", 0.0, 1.0),
     ("relevance_rank", 0.0, 1.0), ("infidelity", 0.0, math.inf),
     ("max_sensitivity", 0.0, math.inf), ("completeness", 0.0, math.inf),
+    ("sparseness", 0.0, 1.0), ("complexity", 0.0, math.inf), ("avg_sensitivity", 0.0, math.inf),
+    ("local_lipschitz", 0.0, math.inf), ("faithfulness_correlation", -1.0, 1.0),
+    ("monotonicity_correlation", -1.0, 1.0), ("random_logit", -1.0, 1.0),
 )
 
 

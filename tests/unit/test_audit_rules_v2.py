@@ -1,0 +1,282 @@
+"""The audits' rules on the cases the literature knows: Adebayo et al.'s cascade, negative
+controls (Binder et al.), refused methods, uninformative checks, presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.unit.test_audit_toys import FunctionExplainer, TinyNet, audit_input, images_for
+from xaudit.audit import AuditImages, AuditInput, Cell, resolve_specs, run_audits
+from xaudit.audit.controls import control_explainers, is_control
+from xaudit.audit.faithfulness import faithfulness, uninformative
+from xaudit.audit.randomization import model_randomization, pick_steps, step_threshold
+from xaudit.audit.references import sobel_map
+from xaudit.audit.scorecard import cell_status, verdict
+from xaudit.errors import ConfigError
+from xaudit.explain import build_explainer
+from xaudit.run import RunDir
+
+
+def _relu_mobilenet() -> nn.Module:
+    """torchvision's ImageNet MobileNetV2 with ReLU6 replaced by ReLU, so that guided
+    backprop (which guides nn.ReLU only) applies: a trained network, offline."""
+    from xaudit.models.weights import build_torchvision
+
+    model, _ = build_torchvision("mobilenet_v2", None, "IMAGENET1K_V1")
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU6):
+                setattr(module, name, nn.ReLU())
+    return model.eval()
+
+
+def _photo_crops(size: int) -> torch.Tensor:
+    """12 crops of scikit-image's photos, the object in a different place in each, so that
+    maps of different images do not agree by the centre alone."""
+    from skimage import data, transform
+
+    crops = []
+    for photo in (data.astronaut(), data.chelsea(), data.coffee(), data.rocket()):
+        h, w = photo.shape[:2]
+        ch, cw = int(0.7 * h), int(0.7 * w)
+        for fy, fx in ((0, 0), (1, 1), (0, 1)):
+            c = photo[fy * (h - ch): fy * (h - ch) + ch, fx * (w - cw): fx * (w - cw) + cw]
+            c = transform.resize(c, (size, size), anti_aliasing=True)
+            crops.append(torch.tensor(c, dtype=torch.float32).permute(2, 0, 1))
+    return torch.stack(crops)
+
+
+def test_adebayo_guided_backprop_fails_model_randomization_saliency_and_grad_cam_pass(tmp_path):
+    """Adebayo et al. (2018), Fig. 2: guided backprop's map survives the re-initialisation of
+    the logits and the top block; saliency's and Grad-CAM's do not."""
+    import xaudit
+
+    model = _relu_mobilenet()
+    clf = xaudit.Classifier.from_module(model, classes=[str(i) for i in range(1000)])
+    pixels = _photo_crops(224)
+    x = clf.preprocessing.normalize(pixels)
+    with torch.no_grad():
+        preds = model(x).argmax(1)
+    images = AuditImages(x=x, pixels=pixels, labels=preds, preds=preds, targets=preds,
+                         ids=[f"crop{i}" for i in range(len(x))])
+    inp = AuditInput(model=model, explainers=[build_explainer(n) for n in
+                                               ("guided_backprop", "saliency", "grad_cam")],
+                     ctx=clf.explain_context(torch.Generator().manual_seed(0)),
+                     classes=clf.classes, splits={"test": images},
+                     generator=torch.Generator().manual_seed(5),
+                     blocks=clf.anatomy.randomization_blocks)
+    result = model_randomization(inp, tmp_path, max_steps=3, independent=False)
+    status = {(c.method, c.metric): cell_status(c) for c in result.cells}
+    for step in ("cascade_head_spearman_abs", "cascade_top_block_spearman_abs"):
+        assert status[("guided_backprop", step)] == "fail", step
+        assert status[("saliency", step)] == "pass", step
+        assert status[("grad_cam", step)] == "pass", step
+    for method in ("saliency", "grad_cam"):
+        assert status[(method, "cascade_final_spearman_abs")] == "pass"
+    # What the old end-point-only rule missed: guided backprop does decorrelate at the end.
+    assert status[("guided_backprop", "cascade_final_spearman_abs")] != "fail"
+    head = next(c for c in result.cells if c.method == "guided_backprop"
+                and c.metric == "cascade_head_spearman_abs")
+    assert np.mean(head.values) > 0.99
+
+
+def test_decisive_steps_and_their_threshold():
+    assert pick_steps(20, 4) == [0, 1, 10, 19]  # the head, the top block, then evenly down
+    assert pick_steps(3, 4) == [0, 1, 2]
+    assert step_threshold(0.2, 0.5) == pytest.approx(0.6)  # half-way from the line to 1
+    assert step_threshold(0.0, 0.25) == pytest.approx(0.25)
+
+
+def test_a_map_that_ignores_the_model_fails_at_the_head_step(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=6, size=16)
+    edge = FunctionExplainer(lambda x, t: sobel_map(x) + 1e-3 * x.mean(1), "edge map")
+    grad = build_explainer("saliency")
+    result = model_randomization(audit_input(model, [edge, grad], images), tmp_path,
+                                 independent=False)
+    status = {(c.method, c.metric): cell_status(c) for c in result.cells}
+    assert status[("edge map", "cascade_head_spearman_abs")] == "fail"
+    assert status[("edge map", "cascade_final_spearman_abs")] == "fail"
+
+
+def test_randomization_is_not_informative_when_unrelated_maps_already_agree(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=5, size=16)
+    yy, xx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    blob = torch.exp(-((yy - 7.5) ** 2 + (xx - 7.5) ** 2) / 20)
+
+    def centred(x, t):  # the same blob for every image, scaled by the model's output
+        with torch.no_grad():
+            scale = model(x).gather(1, t.view(-1, 1)).view(-1, 1, 1).abs() + 1
+        return blob.expand(len(x), 16, 16) * scale + 1e-4 * torch.rand(len(x), 16, 16)
+
+    result = model_randomization(audit_input(model, [FunctionExplainer(centred, "blob")], images),
+                                 tmp_path, independent=False)
+    ruled = [c for c in result.cells if c.passed is not None]
+    assert ruled and all(cell_status(c) == "not informative" for c in ruled)
+    assert "already agree" in ruled[0].note
+
+
+def test_controls_are_scored_and_never_trusted(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet(smooth=True)
+    images = images_for(model, n=6, size=16)
+    explainers = [build_explainer({"name": "integrated_gradients", "n_steps": 16}),
+                  build_explainer("saliency")]
+    inp = audit_input(model, explainers, images, splits={"test": images, "train": images})
+    specs = [{"name": "model_randomization", "independent": False},
+             {"name": "faithfulness", "steps": 10, "road_percentages": [0.5],
+              "infidelity_samples": 2, "sensitivity_samples": 0},
+             {"name": "localization"}, {"name": "shortcut"}]
+    summary = run_audits(inp, specs, RunDir(tmp_path).create(), n_images=6)
+    assert len(summary["controls"]) == 5
+    assert not any(is_control(m) for m in summary["trusted"])
+    for label in summary["controls"]:
+        assert "trusted —" not in summary["verdict_lines"][label], summary["verdict_lines"][label]
+    # The random control passes model randomization (it is redrawn with the weights), as
+    # Binder et al. found for noise: the verdict still rejects it.
+    random_cells = [c for c in summary["scorecard"] if c["method"] == "control: random"
+                    and c["audit"] == "model_randomization" and c["status"]]
+    assert random_cells and {c["status"] for c in random_cells} <= {"pass", "inconclusive"}
+    edge = [c for c in summary["scorecard"] if c["method"] == "control: edge"
+            and c["metric"] == "cascade_head_spearman_abs"]
+    assert edge[0]["status"] == "fail"  # an edge map does not change with the weights
+
+
+def test_the_verdict_trusts_nobody_when_a_control_passes_everything():
+    def ruled(method, audit, passed=True):
+        return Cell(method, audit, "m", np.array([0.9, 0.91, 0.92]), True, passed, "rule",
+                    threshold=0.5 if passed else 0.95)
+
+    cells = [ruled(m, a) for m in ("saliency", "control: edge")
+             for a in ("model_randomization", "faithfulness")]
+    text, trusted = verdict(cells, ["saliency", "control: edge"], None)
+    assert trusted == [] and "negative control (control: edge)" in text
+
+
+def test_a_method_must_pass_both_randomization_and_faithfulness():
+    cells = [Cell("a", "faithfulness", "m", np.array([0.9, 0.91, 0.92]), True, True, "r",
+                  threshold=0.5),
+             Cell("b", "faithfulness", "m", np.array([0.9, 0.91, 0.92]), True, True, "r",
+                  threshold=0.5),
+             Cell("b", "model_randomization", "m", np.array([0.1, 0.11, 0.12]), False, True, "r",
+                  threshold=0.5)]
+    text, trusted = verdict(cells, ["a", "b"], None)
+    assert trusted == ["b"] and "a: not established — passed no randomization check" in text
+
+
+def test_a_check_not_tested_never_counts_in_favour():
+    def ruled(method, audit, passed):
+        return Cell(method, audit, "m", np.array([0.9, 0.91, 0.92]), True, passed, "r",
+                    threshold=0.5 if passed else 0.95)
+
+    cells = [ruled("occlusion", "faithfulness", True),
+             Cell("occlusion", "model_randomization", "m", np.array([]), False, None, "r",
+                  forced="not tested", note="too costly"),
+             ruled("saliency", "faithfulness", True), ruled("saliency", "model_randomization", True),
+             ruled("saliency", "localization", False)]
+    text, trusted = verdict(cells, ["occlusion", "saliency"], None)
+    assert trusted == []
+    assert "occlusion: not established" in text and "too costly" in text
+    # 1 of 2 for occlusion (the untested check counts as not passed), 2 of 3 for saliency.
+    assert "Closest to trustworthy: saliency (2 of 3 checks)." in text
+
+
+class ReLU6Net(TinyNet):
+    def __init__(self):
+        super().__init__()
+        self.act1 = nn.ReLU6()
+
+
+def test_a_refused_method_is_not_tested_and_the_others_are_audited(tmp_path):
+    torch.manual_seed(0)
+    model = ReLU6Net()
+    images = images_for(model, n=4, size=16)
+    inp = audit_input(model, [build_explainer("guided_backprop"), build_explainer("saliency")],
+                      images)
+    specs = [{"name": "model_randomization", "independent": False},
+             {"name": "faithfulness", "steps": 4, "road_percentages": [0.5],
+              "infidelity_samples": 0, "sensitivity_samples": 0}]
+    summary = run_audits(inp, specs, RunDir(tmp_path).create(), n_images=4, controls=False)
+    assert "ReLU6" in summary["not_tested"]["guided_backprop"]
+    gbp = [c for c in summary["scorecard"] if c["method"] == "guided_backprop"]
+    assert {c["audit"] for c in gbp} == {"model_randomization", "faithfulness"}
+    assert {c["status"] for c in gbp} == {"not tested"} and "ReLU6" in gbp[0]["note"]
+    assert any(c["method"] == "saliency" and c["status"] in ("pass", "fail", "inconclusive")
+               for c in summary["scorecard"])
+    assert "guided_backprop: not established" in summary["verdict"]
+
+
+class FirstBlackPixelNet(nn.Module):
+    """Confident while every pixel is lit; any black pixel sends the score down at once (a
+    defect whose signature is black: every deletion order scores alike)."""
+
+    def forward(self, x):
+        darkest = x.amin(dim=(1, 2, 3))
+        return torch.stack([10 * darkest, torch.zeros_like(darkest)], dim=1)
+
+
+def test_faithfulness_is_not_informative_when_any_deletion_collapses_the_score(tmp_path):
+    model = FirstBlackPixelNet()
+    g = torch.Generator().manual_seed(0)
+    pixels = 0.5 + 0.5 * torch.rand(4, 3, 16, 16, generator=g)
+    targets = torch.zeros(4, dtype=torch.long)
+    images = AuditImages(x=pixels.clone(), pixels=pixels, labels=targets, preds=targets,
+                         targets=targets, ids=[f"i{k}" for k in range(4)])
+    inp = audit_input(model, [build_explainer("saliency")], images)
+    result = faithfulness(inp, tmp_path, steps=20, road_percentages=[0.5], infidelity_samples=0,
+                          sensitivity_samples=0)
+    status = {c.metric: cell_status(c) for c in result.cells if c.method == "saliency"}
+    assert status["deletion_auc"] == "not informative"
+    assert "any ordering scores alike" in result.summary["not_informative"]["deletion_auc"]
+
+
+def test_uninformative_known_answers():
+    xs = np.linspace(0, 1, 21)
+    assert uninformative(1 - xs, xs, 0.8) == ""  # linear decline: 5% does 5% of the change
+    assert "scores alike" in uninformative(np.r_[1.0, np.full(20, 0.5)], xs, 0.8)
+    assert "moves by" in uninformative(np.full(21, 0.7), xs, 0.8)
+
+
+def test_deletion_baseline_is_configurable_and_checked(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=3, size=16)
+    inp = audit_input(model, [build_explainer("saliency")], images)
+    kw = {"steps": 4, "road_percentages": [0.5], "infidelity_samples": 0, "sensitivity_samples": 0}
+    blur = faithfulness(inp, tmp_path, deletion_baseline="blur", **kw)
+    black = faithfulness(inp, tmp_path, **kw)
+    assert blur.summary["deletion_baseline"] == "blur" and "pixels by blur" in blur.text
+    d_blur = [r["deletion_auc"] for r in blur.rows if r["method"] == "saliency"]
+    d_black = [r["deletion_auc"] for r in black.rows if r["method"] == "saliency"]
+    assert d_blur != d_black
+    with pytest.raises(ConfigError, match="deletion_baseline: expected one of black, blur, mean"):
+        faithfulness(inp, tmp_path, deletion_baseline="white", **kw)
+
+
+def test_presets_and_their_audits():
+    quick = [s["name"] for s in resolve_specs(None, "quick")]
+    full = [s["name"] for s in resolve_specs(None, "full")]
+    assert set(quick) < set(full) and "model_randomization" in quick and "faithfulness" in quick
+    assert "convergence" not in quick and full.index("correctness") == len(full) - 1
+    assert [s["name"] for s in resolve_specs([{"name": "convergence"}], "quick")] == ["convergence"]
+    with pytest.raises(ConfigError, match="audit.preset: expected one of full, quick"):
+        resolve_specs(None, "fast")
+
+
+def test_control_maps_are_reproducible_and_the_random_ones_follow_the_weights():
+    model = TinyNet()
+    x = torch.rand(2, 3, 16, 16)
+    ctx = audit_input(model, [], images_for(model, n=2)).ctx
+    random, edge = control_explainers()[0], control_explainers()[2]
+    a = random.attribute(model, x, torch.zeros(2, dtype=torch.long), ctx)
+    assert torch.equal(a, random.attribute(model, x, torch.zeros(2, dtype=torch.long), ctx))
+    other = TinyNet()
+    b = random.attribute(other, x, torch.zeros(2, dtype=torch.long), ctx)
+    assert not torch.equal(a, b)
+    assert torch.equal(edge.attribute(model, x, None, ctx), edge.attribute(other, x, None, ctx))
