@@ -399,3 +399,21 @@ def test_smoking_layer_attribution_per_named_layer(smoking):
     for method in ("grad_cam", "layer_conductance"):
         first, *rest = (by_layer[f"{method}[{layer}]"] for layer in SMOKING_LAYERS)
         assert all(not torch.allclose(first, other) for other in rest)
+
+
+# --------------------------------------------------------------------------- every recipe
+
+
+def test_no_recipe_trusts_a_negative_control(request):
+    """The recipes' audits score the negative controls; the verdict trusts none of them."""
+    audited = 0
+    for name in ("beans", "plantvillage", "pets", "imagenet", "smoking"):
+        run = request.getfixturevalue(name)[0]
+        audits = summary(run).get("audits") or {}
+        if not audits.get("controls"):
+            continue
+        audited += 1
+        assert not [m for m in audits["trusted"] if m.startswith("control: ")], (name, audits["trusted"])
+        for label in audits["controls"]:
+            assert "trusted —" not in audits["verdict_lines"][label], (name, label)
+    assert audited >= 1

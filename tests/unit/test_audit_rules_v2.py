@@ -280,3 +280,21 @@ def test_control_maps_are_reproducible_and_the_random_ones_follow_the_weights():
     b = random.attribute(other, x, torch.zeros(2, dtype=torch.long), ctx)
     assert not torch.equal(a, b)
     assert torch.equal(edge.attribute(model, x, None, ctx), edge.attribute(other, x, None, ctx))
+
+
+def test_the_head_step_is_computed_once_for_cascading_and_independent(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=3, size=16)
+    inp = audit_input(model, [build_explainer("saliency"), build_explainer("input_x_gradient")],
+                      images)
+    both = model_randomization(inp, tmp_path, independent=True)
+    alone = model_randomization(audit_input(model, inp.explainers, images), tmp_path,
+                                independent=False)
+    head = {(r["method"], r["mode"], r["id"]): r["spearman_abs"] for r in both.rows if r["depth"] == 0}
+    for method in ("saliency", "input_x_gradient"):
+        for image_id in images.ids:
+            assert head[(method, "cascading", image_id)] == head[(method, "independent", image_id)]
+    # the shared copy is counted once: independent adds the other depths only
+    steps = len(both.summary["cascade_steps"])
+    assert both.model_evals == alone.model_evals * (2 * steps - 1) // steps

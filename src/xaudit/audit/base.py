@@ -15,6 +15,7 @@ from .registry import (
     audit_info,
     audit_params,
     model_level_audits,
+    no_extra_cost,
     register_audit,
     skipped,
     validate_audit_specs,
@@ -24,6 +25,6 @@ from .types import AuditImages, AuditInput, AuditResult, Cell, Maps
 __all__ = [
     "AUDITS", "INFO", "AuditImages", "AuditInfo", "AuditInput", "AuditResult", "Cell", "Maps",
     "audit_info", "audit_params", "class_scores", "compute_maps", "ctx_for", "fork_seed",
-    "model_level_audits", "nan_to_none", "plain", "register_audit", "safe_name", "skipped",
+    "model_level_audits", "nan_to_none", "no_extra_cost", "plain", "register_audit", "safe_name", "skipped",
     "stratified", "sub_generator", "trained_maps", "validate_audit_specs",
 ]

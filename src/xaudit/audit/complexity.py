@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from .base import AuditInput, AuditResult, Cell, register_audit, skipped, stratified, trained_maps
+from .base import (
+    AuditInput,
+    AuditResult,
+    Cell,
+    no_extra_cost,
+    register_audit,
+    skipped,
+    stratified,
+    trained_maps,
+)
 
 RANKED = "no rule (ranked)"
 
@@ -52,7 +61,7 @@ def complexity(maps: Tensor | np.ndarray) -> np.ndarray:
     return np.where(total[:, 0] > 0, -terms.sum(axis=1), np.nan)
 
 
-@register_audit("complexity", order=58, family="complexity", quick=True)
+@register_audit("complexity", order=58, family="complexity", quick=True, cost=no_extra_cost)
 def complexity_audit(inp: AuditInput, figures_dir: Path, n_images: int | None = None) -> AuditResult:
     """Sparseness and entropy of every method's |map| (summed over channels): ranked only."""
     title = "Complexity: how concentrated is each method's map?"

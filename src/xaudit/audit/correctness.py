@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from . import plots
-from .base import AuditInput, AuditResult, register_audit, skipped, stratified, trained_maps
+from .base import (
+    AuditInput,
+    AuditResult,
+    no_extra_cost,
+    register_audit,
+    skipped,
+    stratified,
+    trained_maps,
+)
 from .scorecard import mean_ci
 
 # Per-image columns that are identifiers, not statistics.
@@ -42,7 +50,7 @@ def pick_images(images, n: int | None):
     return images.subset(sorted(wrong + [i for i in right if images.ids[i] in keep]))
 
 
-@register_audit("correctness", order=90, family="correctness", model_level=True, needs_others=True, quick=True)
+@register_audit("correctness", order=90, family="correctness", model_level=True, needs_others=True, quick=True, cost=no_extra_cost)
 def correctness(
     inp: AuditInput,
     figures_dir: Path,

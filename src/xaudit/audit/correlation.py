@@ -155,7 +155,12 @@ def _check(score: str, subset_size: int, n_runs: int, n_groups: int, samples: in
                               f"(a correlation needs points), got {echo(value)}")
 
 
-@register_audit("faithfulness_correlation", order=52, family="faithfulness")
+def _cost_faithfulness_correlation(p: dict, per_map: dict[str, float], explainers) -> float:
+    per_image = p["n_runs"] + 1 + p["n_groups"] * p["monotonicity_samples"] + 1
+    return p["n"] * per_image * len(per_map)
+
+
+@register_audit("faithfulness_correlation", order=52, family="faithfulness", cost=_cost_faithfulness_correlation)
 def faithfulness_correlation_audit(
     inp: AuditInput,
     figures_dir: Path,

@@ -166,7 +166,16 @@ def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainConte
 # --------------------------------------------------------------------------- the audit
 
 
-@register_audit("faithfulness", order=50, family="faithfulness", quick=True)
+def _cost_faithfulness(p: dict, per_map: dict[str, float], explainers) -> float:
+    """Forward passes per map: two curves, two ROAD orders, infidelity; the two reference
+    maps too; plus the re-explanations of max-sensitivity."""
+    forwards = 2 * (p["steps"] + 1) + 2 * len(p["road_percentages"]) + p["infidelity_samples"]
+    sens = sum(v * (p["sensitivity_samples"] + 1) for v in per_map.values()
+               if p["sensitivity_samples"] > 0 and v <= p["sensitivity_max_evals"])
+    return p["n"] * (forwards * (len(per_map) + 2) + sens)
+
+
+@register_audit("faithfulness", order=50, family="faithfulness", quick=True, cost=_cost_faithfulness)
 def faithfulness(
     inp: AuditInput,
     figures_dir: Path,

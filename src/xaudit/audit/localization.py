@@ -26,6 +26,7 @@ from .base import (
     AuditInput,
     AuditResult,
     Cell,
+    no_extra_cost,
     register_audit,
     skipped,
     stratified,
@@ -107,7 +108,7 @@ METRIC_FNS = {
 RULED = ("relevance_mass", "auroc")
 
 
-@register_audit("localization", order=60, family="localization", needs="evidence masks", quick=True)
+@register_audit("localization", order=60, family="localization", needs="evidence masks", quick=True, cost=no_extra_cost)
 def localization(
     inp: AuditInput,
     figures_dir: Path,

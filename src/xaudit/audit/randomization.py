@@ -115,7 +115,14 @@ def _mean(values: np.ndarray) -> float:
     return mean_ci(values)[0]
 
 
-@register_audit("model_randomization", order=30, family="randomization", quick=True)
+def _cost_model_randomization(p: dict, per_map: dict[str, float], explainers) -> float:
+    steps = p["max_steps"] + 1  # the head, the top block and the evenly spaced depths
+    runs = steps * (2 if p["independent"] else 1)
+    kept = [v for v in per_map.values() if v <= p["max_method_evals"]]
+    return p["n"] * runs * sum(kept)
+
+
+@register_audit("model_randomization", order=30, family="randomization", quick=True, cost=_cost_model_randomization)
 def model_randomization(
     inp: AuditInput,
     figures_dir: Path,
@@ -163,14 +170,22 @@ def model_randomization(
     cascade: dict[str, list[dict[str, np.ndarray]]] = {e.label: [] for e in methods}
     strips: dict[str, list] = {e.label: [] for e in methods}
     # One randomized copy per step, shared by every method: the copy is the costly part.
+    done: dict[tuple, object] = {}  # the head alone, cascading or independent, is one copy
     for mode, d, chosen, chosen_seeds in runs:
-        model = randomized_copy(inp.model, chosen, chosen_seeds)
+        same = (tuple(b[0] for b in chosen), tuple(chosen_seeds))
+        reuse = same in done
+        model = None if reuse else randomized_copy(inp.model, chosen, chosen_seeds)
         for explainer in methods:
             label = explainer.label
-            m = compute_maps(explainer, model, images.x, images.targets, inp.ctx, batch_size,
-                             reference=inp.model)
-            cost[label][0] += m.seconds
-            cost[label][1] += m.model_evals
+            if reuse:
+                m = done[same][label]
+            else:
+                m = compute_maps(explainer, model, images.x, images.targets, inp.ctx, batch_size,
+                                 reference=inp.model)
+                cost[label][0] += m.seconds
+                cost[label][1] += m.model_evals
+                if d == 0:
+                    done.setdefault(same, {})[label] = m
             sims = similarities(refs[label], m.maps)
             if mode == "cascading":
                 cascade[label].append(sims)
@@ -270,7 +285,11 @@ def _cascade_cells(label: str, blocks: list[Block], depths: list[int],
     return cells
 
 
-@register_audit("label_randomization", order=40, family="randomization", needs="a run that can retrain")
+def _cost_label_randomization(p: dict, per_map: dict[str, float], explainers) -> float:
+    return p["n"] * sum(per_map.values())  # plus the retrain, which is not counted here
+
+
+@register_audit("label_randomization", order=40, family="randomization", needs="a run that can retrain", cost=_cost_label_randomization)
 def label_randomization(
     inp: AuditInput,
     figures_dir: Path,

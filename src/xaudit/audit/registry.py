@@ -36,6 +36,9 @@ class AuditInfo:
     needs: str = ""  # what it needs to apply (masks, a path method, a retrain), in words
     needs_others: bool = False  # reads the other audits' results (runs last, in one process)
     quick: bool = False  # part of ``audit.preset: quick``
+    # (params with "n" images, {method: model evaluations per map and image}, explainers)
+    # -> the audit's model evaluations beyond the shared trained maps, for the plan it prints.
+    cost: Callable[[dict, dict, list], float] | None = None
 
 
 INFO: dict[str, AuditInfo] = {}
@@ -44,10 +47,16 @@ INFO: dict[str, AuditInfo] = {}
 def register_audit(
     name: str, *, order: int, family: str, model_level: bool = False, needs: str = "",
     needs_others: bool = False, quick: bool = False,
+    cost: Callable[[dict, dict, list], float] | None = None,
 ) -> Callable[[AuditFn], AuditFn]:
     """Register ``name``: one decorator is all an audit needs to be run, ordered and judged."""
-    INFO[name] = AuditInfo(name, order, family, model_level, needs, needs_others, quick)
+    INFO[name] = AuditInfo(name, order, family, model_level, needs, needs_others, quick, cost)
     return AUDITS.register(name)
+
+
+def no_extra_cost(p: dict, per_map: dict, explainers: list) -> float:
+    """For audits that only read the shared trained maps."""
+    return 0.0
 
 
 def audit_info(name: str) -> AuditInfo:

@@ -121,7 +121,12 @@ def _check(n_samples: int, radius: float, lipschitz_std: float, max_method_evals
         )
 
 
-@register_audit("robustness", order=57, family="robustness")
+def _cost_robustness(p: dict, per_map: dict[str, float], explainers) -> float:
+    kept = [v for v in per_map.values() if v <= p["max_method_evals"]]
+    return p["n"] * 2 * p["n_samples"] * sum(kept)
+
+
+@register_audit("robustness", order=57, family="robustness", cost=_cost_robustness)
 def robustness(
     inp: AuditInput,
     figures_dir: Path,

@@ -91,6 +91,8 @@ def run_audits(
         log(f"audit: {label} is not tested: {why}")
     inp = dataclasses.replace(inp, explainers=[e for e in inp.explainers if e.label not in refused])
     control_list = control_explainers() if controls else []
+    plan = cost_plan(inp, specs, n_images, control_list)
+    log(plan_text(plan))
     figures_dir = Path(run_dir.figures)
     figures_dir.mkdir(parents=True, exist_ok=True)
     state_dir = Path(run_dir.root) / STATE_DIR if state is not None else None
@@ -147,6 +149,7 @@ def run_audits(
     summary["controls"] = [c.label for c in control_list]
     summary["not_tested"] = refused
     summary["preset"] = preset
+    summary["plan"] = plan
     summary["scorecard"] = scorecard_summary(cells)
     summary["sections"] = [
         {
@@ -218,6 +221,51 @@ def refused_methods(inp: AuditInput) -> dict[str, str]:
         except MethodRefused as err:
             out[explainer.label] = str(err)
     return out
+
+
+def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list) -> dict:
+    """Each audit's estimated model evaluations and seconds, from its registered cost and the
+    methods' measured cost per map (the one-image try of ``refused_methods``)."""
+    test = inp.splits["test"]
+    per_map, seconds, evals = {}, 0.0, 0.0
+    for e in inp.explainers:
+        m = inp.cache.get(("maps", e.label, "test", test.ids[0])) if len(test) else None
+        per_map[e.label] = float(m.model_evals) if m is not None else 0.0
+        seconds += m.seconds if m is not None else 0.0
+        evals += per_map[e.label]
+    rate = evals / seconds if seconds > 0 and evals > 0 else None
+    audits: dict[str, dict] = {}
+    for spec in specs:
+        name = spec["name"]
+        info = INFO[name]
+        params = {**audit_params(name), **{k: v for k, v in spec.items() if k != "name"}}
+        params["n"] = min(len(test), params.get("n_images") or n_images)
+        explainers = inp.explainers + ([] if info.model_level else controls)
+        maps = {**per_map, **({} if info.model_level else {c.label: 0.0 for c in controls})}
+        est = info.cost(params, maps, explainers) if info.cost is not None else None
+        audits[name] = {"model_evals": None if est is None else int(round(est)),
+                        "seconds": None if est is None or rate is None else round(est / rate, 1)}
+    shared = sum(per_map.values()) * len(test)
+    return {"evals_per_second": None if rate is None else round(rate, 1), "audits": audits,
+            "maps": {"model_evals": int(round(shared)),
+                     "seconds": None if rate is None else round(shared / rate, 1)}}
+
+
+def plan_text(plan: dict) -> str:
+    """One line: the estimated cost of each audit, the slowest first."""
+    def part(name: str, entry: dict) -> str:
+        if entry["model_evals"] is None:
+            return f"{name} (cost unknown)"
+        secs = f" ~{entry['seconds']:.0f} s" if entry["seconds"] is not None else ""
+        return f"{name} ~{entry['model_evals']:,} evals{secs}"
+
+    items = sorted(plan["audits"].items(), key=lambda kv: -(kv[1]["model_evals"] or 0))
+    known = [e["seconds"] for e in plan["audits"].values() if e["seconds"] is not None]
+    total = sum(known) + (plan["maps"]["seconds"] or 0)
+    rate = plan["evals_per_second"]
+    return (f"audit plan (estimated{f', {rate:g} evals/s' if rate else ''}): "
+            + "; ".join(part(n, e) for n, e in items)
+            + f"; shared maps ~{plan['maps']['model_evals']:,} evals; total ~{total:.0f} s")
 
 
 def not_tested_cells(audit: str, refused: dict[str, str]) -> list[Cell]:

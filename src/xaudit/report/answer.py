@@ -111,6 +111,9 @@ def answer(run: RunDir, summary: dict) -> dict:
         ("macro F1", fmt(test.get("macro_f1"))),
     ]
     audits = summary.get("audits")
+    if isinstance(audits, dict) and audits.get("preset"):
+        facts.append(("audits", f"preset {audits['preset']}"
+                      + (f" · {len(audits.get('controls') or [])} controls" if audits.get("controls") else "")))
     if not isinstance(audits, dict):
         return {"facts": facts, "grid": None, "lines": [], "note": None, "warning": None,
                 "model_audits": [], "badges": {}}
@@ -152,7 +155,7 @@ def answer(run: RunDir, summary: dict) -> dict:
 
 
 def _model_audits(audits: dict) -> list[str]:
-    out = []
+    out = [f"not tested: {label} ({why})" for label, why in (audits.get("not_tested") or {}).items()]
     shortcut = audits.get("shortcut")
     if isinstance(shortcut, dict) and not shortcut.get("skipped"):
         flagged = shortcut.get("flagged")

@@ -1,0 +1,142 @@
+"""The audit stage's cost: overhead over pure model work, model evaluations, the demo's time.
+
+- overhead: the audit run's seconds against the seconds its model evaluations take at the
+  model's own measured throughput (batched plain forwards, and forward+backward passes for
+  the evaluations made with gradients), measured here, one after the other;
+- model evaluations of the demo's audits (its five methods, six images, every audit with its
+  defaults) against the count the previous release made on the same inputs (a count, not a
+  timing: it does not depend on the machine; measured at the commit named below);
+- the demo pipeline end to end, from its summary.json timing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .common import Results, images, limit_forward, limit_forward_backward
+
+DEMO_METHODS = [
+    {"name": "integrated_gradients", "n_steps": 32, "baseline": "black"},
+    {"name": "saliency"},
+    {"name": "gradient_shap", "n_samples": 16},
+    {"name": "grad_cam"},
+    {"name": "occlusion", "window": 32, "stride": 16},
+]
+# Model evaluations of the previous release's audit stage (commit 5e9e45f, its 8 audits with
+# their defaults) on this module's workload at 224 px, 6 images, without controls.
+PREVIOUS_RELEASE_EVALS = {224: 15_757}
+
+
+@contextlib.contextmanager
+def grad_split(model: nn.Module):
+    """Counts of images through the model with and without gradients, in one dict."""
+    counts = {"grad": 0, "nograd": 0}
+
+    def hook(_module, args):
+        if args and hasattr(args[0], "shape"):
+            counts["grad" if torch.is_grad_enabled() else "nograd"] += int(args[0].shape[0])
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield counts
+    finally:
+        handle.remove()
+
+
+def workload(n: int, size: int):
+    """A frozen-style MobileNetV2 (random weights: cost does not depend on the values), ``n``
+    images with a central evidence mask, the demo's methods."""
+    import xaudit
+    from xaudit.audit import AuditImages, AuditInput
+    from xaudit.explain import validate_method_specs
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=3).eval()
+    model.to(memory_format=torch.channels_last)
+    clf = xaudit.Classifier.from_module(model, classes=["a", "b", "c"], image_size=size)
+    pixels = images(n, size).sigmoid()
+    x = clf.preprocessing.normalize(pixels)
+    with torch.no_grad():
+        preds = model(x).argmax(1)
+    masks = torch.zeros(n, size, size, dtype=torch.bool)
+    masks[:, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = True
+    test = AuditImages(x=x, pixels=pixels, labels=torch.arange(n) % 3, preds=preds, targets=preds,
+                       ids=[f"i{k}" for k in range(n)], masks=masks, object_masks=masks.clone())
+
+    def make() -> AuditInput:
+        return AuditInput(model=model, explainers=validate_method_specs(DEMO_METHODS),
+                          ctx=clf.explain_context(torch.Generator().manual_seed(4)),
+                          classes=clf.classes, splits={"test": test, "train": test},
+                          generator=torch.Generator().manual_seed(5),
+                          blocks=clf.anatomy.randomization_blocks)
+
+    return model, x, make
+
+
+def run_stage(make, n: int, controls: bool) -> tuple[float, dict, dict]:
+    from xaudit.audit import run_audits
+    from xaudit.run import RunDir
+
+    inp = make()
+    with tempfile.TemporaryDirectory() as tmp, grad_split(inp.model) as counts:
+        t0 = time.perf_counter()
+        summary = run_audits(inp, [], RunDir(Path(tmp)).create(), n_images=n, controls=controls)
+        seconds = time.perf_counter() - t0
+    return seconds, counts, summary
+
+
+def bench_audit(res: Results, n: int, size: int, demo: bool = True) -> None:
+    print(f"\naudit stage: MobileNetV2, {n} images at {size} px, the demo's 5 methods, every audit")
+    model, x, make = workload(n, size)
+    seconds, counts, summary = run_stage(make, n, controls=True)
+    total = counts["grad"] + counts["nograd"]
+    # Throughput at the batch the engine reaches (32): what the evaluations would cost as
+    # pure model work.
+    fwd = limit_forward(model, x, 64, 32, channels_last=True) / 64
+    fb = limit_forward_backward(model, x, 64, 32, channels_last=True) / 64
+    work = counts["nograd"] * fwd + counts["grad"] * fb
+    res.add("audit: stage seconds / pure model work (overhead)", seconds / work, 1.3,
+            f"{seconds:.0f} s for {total:,} evals ({counts['grad']:,} with gradients); "
+            f"model work {work:.0f} s", lower=True)
+    by_audit = ", ".join(f"{k} {v['model_evals']:,}" for k, v in summary["cost"].items())
+    print(f"  evaluations by audit: {by_audit}")
+    plain_seconds, plain_counts, _ = run_stage(make, n, controls=False)
+    plain_total = plain_counts["grad"] + plain_counts["nograd"]
+    print(f"  without controls: {plain_seconds:.0f} s, {plain_total:,} evals")
+    previous = PREVIOUS_RELEASE_EVALS.get(size)
+    if previous:
+        res.add("audit: model evaluations / previous release's (no controls)",
+                plain_total / previous, 0.5, f"{plain_total:,} against {previous:,}", lower=True)
+    else:
+        print(f"  (no previous-release count recorded at {size} px: the evaluation ratio is "
+              "printed at the benchmark's full size only)")
+    if demo:
+        bench_demo(res, quick=size < 224)
+
+
+def bench_demo(res: Results, quick: bool) -> None:
+    """The demo recipe end to end (``summary.json`` timing), against the README's 2 minutes."""
+    import json
+
+    from xaudit.pipeline import run_recipe
+
+    overrides = ["audit.enabled=true"]
+    if quick:  # wiring only: a tiny demo
+        overrides += ["data.synthetic.n_train=8", "data.synthetic.n_val=4", "data.synthetic.n_test=4",
+                      "data.synthetic.image_size=64", "model.image_size=64", "model.resize_size=64",
+                      "train.epochs=1", "audit.n_images=2"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_recipe(Path(__file__).parents[1] / "configs" / "demo.yaml",
+                   [*overrides, f"output_dir={tmp}"])
+        timing = json.loads(next(Path(tmp).glob("*/summary.json")).read_text())["timing"]
+    total = sum(v for v in timing.values() if isinstance(v, (int, float)))
+    res.add("demo: pipeline seconds / 120 (README: under two minutes)", total / 120, 1.0,
+            ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if isinstance(v, (int, float))),
+            lower=True)
