@@ -49,7 +49,7 @@ AUDITS: dict[str, dict] = {
     'faithfulness_correlation': {'n_images': None, 'subset_size': 224, 'n_runs': 20, 'baseline': 'black', 'n_groups': 16, 'monotonicity_samples': 4, 'score': 'logit', 'batch_size': 32},
     'label_randomization': {'n_images': None, 'margin': 0.1, 'batch_size': 2},
     'localization': {'n_images': None, 'absolute': True, 'tolerance': None, 'smooth': 0.02},
-    'model_randomization': {'n_images': None, 'max_steps': 4, 'independent': True, 'margin': 0.1, 'survival': 0.5, 'max_random_pair': 0.5, 'max_method_evals': 64, 'batch_size': 2},
+    'model_randomization': {'n_images': None, 'max_steps': 4, 'independent': False, 'margin': 0.1, 'survival': 0.5, 'max_random_pair': 0.5, 'max_method_evals': 64, 'batch_size': 2},
     'random_logit': {'n_images': None, 'margin': 0.1, 'batch_size': 2},
     'robustness': {'n_images': None, 'n_samples': 4, 'radius': 0.02, 'lipschitz_std': 0.1, 'normalise': True, 'max_method_evals': 64, 'batch_size': 2},
     'shortcut': {'n_images': None, 'border': 0.1, 'corner': 0.25, 'margin': 0.25, 'gap': 0.1},

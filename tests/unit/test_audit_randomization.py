@@ -71,7 +71,7 @@ def test_full_cascade_falls_to_the_random_pair_line(tmp_path):
     model = TinyNet()
     images = images_for(model, n=6, size=16)
     inp = audit_input(model, [build_explainer({"name": "integrated_gradients", "n_steps": 8})], images)
-    result = model_randomization(inp, tmp_path)
+    result = model_randomization(inp, tmp_path, independent=True)
     cell = next(c for c in result.cells if c.metric == "cascade_final_spearman_abs")
     line = result.summary["integrated_gradients"]["random_pair"]["spearman_abs"]
     cascade = result.summary["integrated_gradients"]["cascade"]["spearman_abs"]

@@ -117,7 +117,7 @@ def _mean(values: np.ndarray) -> float:
 
 def _cost_model_randomization(p: dict, per_map: dict[str, float], explainers) -> float:
     steps = p["max_steps"] + 1  # the head, the top block and the evenly spaced depths
-    runs = steps * (2 if p["independent"] else 1)
+    runs = 2 * steps - 1 if p["independent"] else steps  # the head copy serves both
     kept = [v for v in per_map.values() if v <= p["max_method_evals"]]
     return p["n"] * runs * sum(kept)
 
@@ -128,7 +128,7 @@ def model_randomization(
     figures_dir: Path,
     n_images: int | None = None,
     max_steps: int = 4,
-    independent: bool = True,
+    independent: bool = False,
     margin: float = 0.1,
     survival: float = 0.5,
     max_random_pair: float = 0.5,

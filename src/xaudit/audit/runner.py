@@ -246,7 +246,7 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
         audits[name] = {"model_evals": None if est is None else int(round(est)),
                         "seconds": None if est is None or rate is None else round(est / rate, 1)}
     shared = sum(per_map.values()) * len(test)
-    return {"evals_per_second": None if rate is None else round(rate, 1), "audits": audits,
+    return {"seconds_per_eval": None if rate is None else round(1 / rate, 5), "audits": audits,
             "maps": {"model_evals": int(round(shared)),
                      "seconds": None if rate is None else round(shared / rate, 1)}}
 
@@ -262,8 +262,8 @@ def plan_text(plan: dict) -> str:
     items = sorted(plan["audits"].items(), key=lambda kv: -(kv[1]["model_evals"] or 0))
     known = [e["seconds"] for e in plan["audits"].values() if e["seconds"] is not None]
     total = sum(known) + (plan["maps"]["seconds"] or 0)
-    rate = plan["evals_per_second"]
-    return (f"audit plan (estimated{f', {rate:g} evals/s' if rate else ''}): "
+    rate = 1 / plan["seconds_per_eval"] if plan["seconds_per_eval"] else None
+    return (f"audit plan (estimated{f', {rate:.0f} evals/s' if rate else ''}): "
             + "; ".join(part(n, e) for n, e in items)
             + f"; shared maps ~{plan['maps']['model_evals']:,} evals; total ~{total:.0f} s")
 

@@ -14,6 +14,7 @@ and ``not informative`` (the check's own controls cannot be told apart on this d
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
@@ -192,54 +193,87 @@ def summarize_cells(cells: list[Cell]) -> dict:
     return out
 
 
-def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tuple[str, list[str]]:
-    """Plain-language verdict and the methods whose maps can be trusted.
+@dataclass
+class Judgement:
+    """How the verdict's rules read one method's cells (shared by the verdict and its lines)."""
+
+    counted: list[Cell]  # judged cells that can decide (not "not informative")
+    failed: list[Cell]
+    unsure: list[Cell]  # inconclusive or not tested
+    passed: list[Cell]
+    missing: list[str]  # required families without a passed check
+    state: str = ""  # trusted | fail | unsure | missing | none | fooled
+
+
+def judge(cells: list[Cell], methods: list[str]) -> tuple[dict[str, Judgement], list[str], list[str]]:
+    """Each method's judgement, the trusted methods, and the controls that would be trusted.
 
     A method is trusted when none of its judged method-audit cells failed, was inconclusive
     or was not tested, at least one passed, and it passed a check of each required family
     the run could decide (``REQUIRED_FAMILIES``). Model-level audits never decide it; a
     control (``controls.py``) is judged by the same rules, and if one would be trusted, no
-    method is: the checks could not tell a map that ignores the model from one that does not.
+    method is (state ``fooled``): the checks could not tell a map that ignores the model
+    from one that does not.
     """
     decided = {INFO[c.audit].family for c in cells if c.audit in INFO
                and cell_status(c) in ("pass", "fail")}
     required = [f for f in REQUIRED_FAMILIES if f in decided]
-    lines: list[str] = []
-    trusted: list[str] = []
-    pass_rate: dict[str, tuple[int, int]] = {}
+    out: dict[str, Judgement] = {}
     for method in methods:
         judged = _judged(cells, method)
         status = {id(c): cell_status(c) for c in judged}
-        failed = [c for c in judged if status[id(c)] == "fail"]
-        unsure = [c for c in judged if status[id(c)] in ("inconclusive", NOT_TESTED)]
         passed = [c for c in judged if status[id(c)] == "pass"]
-        missing = [f for f in required if not any(INFO[c.audit].family == f for c in passed)]
-        counted = [c for c in judged if status[id(c)] != NOT_INFORMATIVE]
-        if counted and not is_control(method):
-            pass_rate[method] = (len(passed), len(counted))
-        if not counted:
+        j = Judgement(
+            counted=[c for c in judged if status[id(c)] != NOT_INFORMATIVE],
+            failed=[c for c in judged if status[id(c)] == "fail"],
+            unsure=[c for c in judged if status[id(c)] in ("inconclusive", NOT_TESTED)],
+            passed=passed,
+            missing=[f for f in required if not any(INFO[c.audit].family == f for c in passed)],
+        )
+        j.state = ("none" if not j.counted else "fail" if j.failed else "unsure" if j.unsure
+                   else "missing" if j.missing else "trusted")
+        out[method] = j
+    fooled = [m for m, j in out.items() if j.state == "trusted" and is_control(m)]
+    trusted = [] if fooled else [m for m, j in out.items() if j.state == "trusted"]
+    if fooled:
+        for m, j in out.items():
+            if j.state == "trusted" and not is_control(m):
+                j.state = "fooled"
+    return out, trusted, fooled
+
+
+def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tuple[str, list[str]]:
+    """Plain-language verdict and the methods whose maps can be trusted (rules: ``judge``)."""
+    judged, trusted, fooled = judge(cells, methods)
+    lines: list[str] = []
+    pass_rate: dict[str, tuple[int, int]] = {}
+    for method, j in judged.items():
+        if j.counted and not is_control(method):
+            pass_rate[method] = (len(j.passed), len(j.counted))
+        if j.state == "none":
             lines.append(f"{method}: no audit with a pass/fail rule decided anything, so no verdict.")
-        elif failed:
-            reasons = "; ".join(f"{c.audit} ({c.metric}): fails '{c.rule}'" for c in failed)
-            lines.append(
-                f"{method}: do not trust — failed {len(failed)} of {len(counted)} checks: {reasons}."
-            )
-        elif unsure:
+        elif j.state == "fail":
+            reasons = "; ".join(f"{c.audit} ({c.metric}): fails '{c.rule}'" for c in j.failed)
+            lines.append(f"{method}: do not trust — failed {len(j.failed)} of {len(j.counted)} "
+                         f"checks: {reasons}.")
+        elif j.state == "unsure":
             reasons = "; ".join(f"{c.audit} ({c.metric}{': ' + c.note if c.note else ''})"
-                                for c in unsure)
+                                for c in j.unsure)
             lines.append(
-                f"{method}: not established — {len(unsure)} of {len(counted)} checks inconclusive "
+                f"{method}: not established — {len(j.unsure)} of {len(j.counted)} checks inconclusive "
                 f"or not tested (audit more images, or see why): {reasons}."
             )
-        elif missing:
-            lines.append(f"{method}: not established — passed no {' or '.join(missing)} check.")
+        elif j.state == "missing":
+            lines.append(f"{method}: not established — passed no {' or '.join(j.missing)} check.")
+        elif j.state == "fooled":
+            lines.append(f"{method}: not established — passed all {len(j.passed)} checks, but so "
+                         "did a negative control.")
         else:
-            trusted.append(method)
-            names = ", ".join(sorted({c.audit for c in passed}))
-            lines.append(f"{method}: trusted — passed all {len(passed)} checks ({names}).")
-    fooled = [m for m in trusted if is_control(m)]
+            names = ", ".join(sorted({c.audit for c in j.passed}))
+            what = ("a map that ignores the model passed every check"
+                    if is_control(method) else "trusted")
+            lines.append(f"{method}: {what} — passed all {len(j.passed)} checks ({names}).")
     if fooled:
-        trusted = []
         head = (f"The audits passed a negative control ({', '.join(fooled)}): on this data they "
                 "cannot tell a map that ignores the model from an explanation, so no method is "
                 "trusted.")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from .base import Cell
-from .scorecard import _judged, cell_interval, cell_status
+from .controls import is_control
+from .scorecard import cell_interval, cell_status, judge
 
 
 def fmt(value: float | None) -> str:
@@ -66,23 +67,31 @@ def _remedy(cell: Cell, summary: dict) -> str:
 
 def method_lines(cells: list[Cell], methods: list[str], summary: dict) -> dict[str, str]:
     """``{method: line}``: e.g. "integrated_gradients: do not trust — completeness 0.16 at
-    gausslegendre, n_steps=32: set n_steps: 64 (+1 more)"."""
+    gausslegendre, n_steps=32: set n_steps: 64 (+1 more)". The rules are ``scorecard.judge``'s."""
+    judged, _, _ = judge(cells, methods)
     out: dict[str, str] = {}
-    for method in methods:
-        judged = _judged(cells, method)
-        failed = [c for c in judged if cell_status(c) == "fail"]
-        unsure = [c for c in judged if cell_status(c) == "inconclusive"]
-        if not judged:
-            out[method] = f"{method}: no verdict — no audit with a pass/fail rule ran"
-        elif failed:
-            first = failed[0]
+    for method, j in judged.items():
+        if j.state == "none":
+            out[method] = f"{method}: no verdict — no audit with a pass/fail rule decided anything"
+        elif j.state == "fail":
+            first = j.failed[0]
             reason = _remedy(first, summary) or cell_reason(first)
-            more = f" (+{len(failed) - 1} more failed)" if len(failed) > 1 else ""
+            more = f" (+{len(j.failed) - 1} more failed)" if len(j.failed) > 1 else ""
             out[method] = f"{method}: do not trust — {reason}{more}"
-        elif unsure:
-            more = f" (+{len(unsure) - 1} more)" if len(unsure) > 1 else ""
-            out[method] = (f"{method}: not established — {cell_reason(unsure[0])}{more}; "
-                           "audit more images")
+        elif j.state == "unsure":
+            first = j.unsure[0]
+            why = (f"not tested: {first.note}" if cell_status(first) == "not tested"
+                   else f"{cell_reason(first)}; audit more images")
+            more = f" (+{len(j.unsure) - 1} more)" if len(j.unsure) > 1 else ""
+            out[method] = f"{method}: not established — {why}{more}"
+        elif j.state == "missing":
+            out[method] = f"{method}: not established — passed no {' or '.join(j.missing)} check"
+        elif j.state == "fooled":
+            out[method] = (f"{method}: not established — passed all {len(j.passed)} checks, "
+                           "but so did a negative control")
+        elif is_control(method):
+            out[method] = (f"{method}: passed all {len(j.passed)} checks — a map that ignores the "
+                           "model: these checks cannot decide here")
         else:
-            out[method] = f"{method}: trusted — passed all {len(judged)} checks"
+            out[method] = f"{method}: trusted — passed all {len(j.passed)} checks"
     return out
