@@ -25,6 +25,7 @@ from .types import AuditImages, AuditInput, AuditResult, Cell, Maps
 __all__ = [
     "AUDITS", "INFO", "AuditImages", "AuditInfo", "AuditInput", "AuditResult", "Cell", "Maps",
     "audit_info", "audit_params", "class_scores", "compute_maps", "ctx_for", "fork_seed",
-    "model_level_audits", "nan_to_none", "no_extra_cost", "plain", "register_audit", "safe_name", "skipped",
-    "stratified", "sub_generator", "trained_maps", "validate_audit_specs",
+    "model_level_audits", "nan_to_none", "no_extra_cost", "plain", "register_audit",
+    "safe_name", "skipped", "stratified", "sub_generator", "trained_maps",
+    "validate_audit_specs",
 ]

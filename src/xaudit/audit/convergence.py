@@ -96,7 +96,8 @@ def _cost_convergence(p: dict, per_map: dict[str, float], explainers) -> float:
     return p["n"] * len(paths) * (sum(p["steps"]) * len(p["rules"]) + 2 * len(p["steps"]))
 
 
-@register_audit("convergence", order=10, family="convergence", needs="a path method (integrated gradients)", cost=_cost_convergence)
+@register_audit("convergence", order=10, family="convergence",
+                needs="a path method (integrated gradients)", cost=_cost_convergence)
 def convergence(
     inp: AuditInput,
     figures_dir: Path,
@@ -236,7 +237,8 @@ def _cost_baseline_sensitivity(p: dict, per_map: dict[str, float], explainers) -
     return p["n"] * len(p["baselines"]) * sum(per_map[e.label] for e in takes)
 
 
-@register_audit("baseline_sensitivity", order=20, family="convergence", needs="a method with a baseline", cost=_cost_baseline_sensitivity)
+@register_audit("baseline_sensitivity", order=20, family="convergence",
+                needs="a method with a baseline", cost=_cost_baseline_sensitivity)
 def baseline_sensitivity(
     inp: AuditInput,
     figures_dir: Path,

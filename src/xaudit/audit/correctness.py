@@ -50,7 +50,8 @@ def pick_images(images, n: int | None):
     return images.subset(sorted(wrong + [i for i in right if images.ids[i] in keep]))
 
 
-@register_audit("correctness", order=90, family="correctness", model_level=True, needs_others=True, quick=True, cost=no_extra_cost)
+@register_audit("correctness", order=90, family="correctness",
+                model_level=True, needs_others=True, quick=True, cost=no_extra_cost)
 def correctness(
     inp: AuditInput,
     figures_dir: Path,

@@ -160,7 +160,8 @@ def _cost_faithfulness_correlation(p: dict, per_map: dict[str, float], explainer
     return p["n"] * per_image * len(per_map)
 
 
-@register_audit("faithfulness_correlation", order=52, family="faithfulness", cost=_cost_faithfulness_correlation)
+@register_audit("faithfulness_correlation", order=52, family="faithfulness",
+                cost=_cost_faithfulness_correlation)
 def faithfulness_correlation_audit(
     inp: AuditInput,
     figures_dir: Path,

@@ -175,7 +175,8 @@ def _cost_faithfulness(p: dict, per_map: dict[str, float], explainers) -> float:
     return p["n"] * (forwards * (len(per_map) + 2) + sens)
 
 
-@register_audit("faithfulness", order=50, family="faithfulness", quick=True, cost=_cost_faithfulness)
+@register_audit("faithfulness", order=50, family="faithfulness",
+                quick=True, cost=_cost_faithfulness)
 def faithfulness(
     inp: AuditInput,
     figures_dir: Path,

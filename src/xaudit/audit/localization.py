@@ -108,7 +108,8 @@ METRIC_FNS = {
 RULED = ("relevance_mass", "auroc")
 
 
-@register_audit("localization", order=60, family="localization", needs="evidence masks", quick=True, cost=no_extra_cost)
+@register_audit("localization", order=60, family="localization",
+                needs="evidence masks", quick=True, cost=no_extra_cost)
 def localization(
     inp: AuditInput,
     figures_dir: Path,

@@ -68,7 +68,8 @@ def _cost_random_logit(p: dict, per_map: dict[str, float], explainers) -> float:
     return p["n"] * sum(per_map.values())
 
 
-@register_audit("random_logit", order=35, family="randomization", needs="two classes or more", cost=_cost_random_logit)
+@register_audit("random_logit", order=35, family="randomization",
+                needs="two classes or more", cost=_cost_random_logit)
 def random_logit_audit(
     inp: AuditInput,
     figures_dir: Path,

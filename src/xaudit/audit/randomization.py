@@ -122,7 +122,8 @@ def _cost_model_randomization(p: dict, per_map: dict[str, float], explainers) ->
     return p["n"] * runs * sum(kept)
 
 
-@register_audit("model_randomization", order=30, family="randomization", quick=True, cost=_cost_model_randomization)
+@register_audit("model_randomization", order=30, family="randomization",
+                quick=True, cost=_cost_model_randomization)
 def model_randomization(
     inp: AuditInput,
     figures_dir: Path,
@@ -289,7 +290,8 @@ def _cost_label_randomization(p: dict, per_map: dict[str, float], explainers) ->
     return p["n"] * sum(per_map.values())  # plus the retrain, which is not counted here
 
 
-@register_audit("label_randomization", order=40, family="randomization", needs="a run that can retrain", cost=_cost_label_randomization)
+@register_audit("label_randomization", order=40, family="randomization",
+                needs="a run that can retrain", cost=_cost_label_randomization)
 def label_randomization(
     inp: AuditInput,
     figures_dir: Path,
