@@ -137,6 +137,9 @@ def bench_demo(res: Results, quick: bool) -> None:
                    [*overrides, f"output_dir={tmp}"])
         timing = json.loads(next(Path(tmp).glob("*/summary.json")).read_text())["timing"]
     total = sum(v for v in timing.values() if isinstance(v, (int, float)))
-    res.add("demo: pipeline seconds / 120 (README: under two minutes)", total / 120, 1.0,
-            ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if isinstance(v, (int, float))),
-            lower=True)
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if isinstance(v, (int, float)))
+    if quick:  # a tiny demo says nothing about the real one's two minutes
+        res.add("demo (tiny, --quick): pipeline seconds / 120", total / 120, None, stages)
+    else:
+        res.add("demo: pipeline seconds / 120 (README: under two minutes)", total / 120, 1.0,
+                stages, lower=True)
