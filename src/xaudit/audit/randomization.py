@@ -195,7 +195,7 @@ def model_randomization(
                 rows.append({"method": label, "mode": mode, "block": blocks[d][0], "depth": d,
                              "id": image_id, **{k: float(v[i]) for k, v in sims.items()}})
         del model
-    cells = []
+    cells, figures = [], []
     for explainer in methods:
         label = explainer.label
         pair = pairs[label]
@@ -204,27 +204,20 @@ def model_randomization(
                          "id": image_id, **{k: float(v[i]) for k, v in pair.items()}})
         cells += _cascade_cells(label, blocks, depths, cascade[label], pair, margin, survival,
                                 max_random_pair, *cost[label])
-        summary[label] = {
-            "random_pair": {k: _mean(v) for k, v in pair.items()},
-            "cascade": {k: [_mean(s[k]) for s in cascade[label]] for k in METRICS},
-        }
-        figures_name = f"audit_model_randomization_{safe_name(label)}.png"
-        summary_curves = {k: [_mean(s[k]) for s in cascade[label]] for k in METRICS}
-        # Figures for methods; a control's curves are in the table and summary.
-        if not is_control(label):
-            summary_pair = {k: _mean(v) for k, v in pair.items()}
-
-            summary.setdefault("figures", [])
-            summary["figures"].append(plots.plot_randomization(
-                figures_dir / figures_name, images.pixels[0].permute(1, 2, 0).numpy(),
+        curves = {k: [_mean(s[k]) for s in cascade[label]] for k in METRICS}
+        line = {k: _mean(v) for k, v in pair.items()}
+        summary[label] = {"random_pair": line, "cascade": curves}
+        if not is_control(label):  # a control's curves are in the table and the summary
+            figures.append(plots.plot_randomization(
+                figures_dir / f"audit_model_randomization_{safe_name(label)}.png",
+                images.pixels[0].permute(1, 2, 0).numpy(),
                 [("trained", refs[label][0].numpy()), *strips[label]],
-                [f"..{blocks[d][0]}" for d in depths], summary_curves, summary_pair,
+                [f"..{blocks[d][0]}" for d in depths], curves, line,
                 f"{label}: cascading randomization (blocks re-initialised down to ...)",
             ))
     for label, why in summary["skipped_methods"].items():
         cells.append(Cell(label, "model_randomization", "cascade_head_spearman_abs", np.array([]),
                           False, None, "left out for cost", forced=NOT_TESTED, note=why))
-    figures = summary.pop("figures", [])
     text = (
         ("Not run (too costly, see max_method_evals): "
          + ", ".join(summary["skipped_methods"]) + ". " if summary["skipped_methods"] else "")
