@@ -304,8 +304,8 @@ def test_pass_size_changes_nothing(name):
     maps = []
     for per_pass in (1, 5, 64):
         e = build_explainer(name)
-        e.samples_per_pass = per_pass
-        maps.append(e.attribute(model, x, t, ctx_of(model, model.features[6])))
+        ctx = dataclasses.replace(ctx_of(model, model.features[6]), pass_size=per_pass)
+        maps.append(e.attribute(model, x, t, ctx))
     torch.testing.assert_close(maps[0], maps[2], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(maps[1], maps[2], rtol=1e-5, atol=1e-7)
 
@@ -405,9 +405,8 @@ def test_ablation_cam_runs_only_the_model_after_a_chain_layer(arch, layer, chann
     model = net() if arch == "net" else models.resnet18(weights=None, num_classes=5).eval()
     x, t = inputs(2)
     e = build_explainer({"name": "ablation_cam", "layer": layer})
-    e.samples_per_pass = 600
     with count_model_evals(model) as count:
-        fast = e.attribute(model, x, t, ctx_of(model, None))
+        fast = e.attribute(model, x, t, dataclasses.replace(ctx_of(model, None), pass_size=600))
     report = e.take_report()
     assert report["path"] == "incremental" and report["split"] == layer and report["work"] < 0.05
     assert count.n == 2 + 1 + 1 + 2 * channels  # activations, chain trace, check, one copy per channel

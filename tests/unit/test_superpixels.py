@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from captum.attr import KernelShap, Lime
@@ -175,11 +177,11 @@ def test_pass_size_changes_nothing(name):
             **({"n_samples": 30} if name in ("lime", "kernel_shap") else {})}
     full = build_explainer(spec).attribute(model, x, t, context(model))
     small = build_explainer(spec)
-    small.samples_per_pass = 5
+    small_ctx = dataclasses.replace(context(model), pass_size=5)
     passes = []
     hook = model.register_forward_hook(lambda m, i, o: passes.append(len(i[0])))
     try:
-        out = small.attribute(model, x, t, context(model))
+        out = small.attribute(model, x, t, small_ctx)
     finally:
         hook.remove()
     torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-4)

@@ -35,6 +35,10 @@ class ExplainContext:
     # applied to its activations and gradients alike; None leaves 4-D outputs as they are
     reshape: Callable[[torch.Tensor], torch.Tensor] | None = None
     cam_hint: str = ""  # why no target layer is known, and which setting names one
+    # Samples per forward(/backward) pass, chosen by the engine from its memory budget and
+    # handed over here so that the explainer's own parameters never change; None: the
+    # method's own setting (perturbations_per_eval, internal_batch_size, or all at once).
+    pass_size: int | None = None
 
     def pixel_to_input(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean.view(1, -1, 1, 1).to(pixels)) / self.std.view(1, -1, 1, 1).to(pixels)

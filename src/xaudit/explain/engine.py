@@ -10,6 +10,7 @@ is not in it, and memory stays flat in the number of images.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -301,24 +302,17 @@ class Runner:
 
     def _attribute(self, model, x, target):
         e = self.explainer
-        per_image = max(1, len(x))
 
         def run(chunk: int):
-            if hasattr(e, "perturbations_per_eval"):
-                e.perturbations_per_eval = max(1, chunk // per_image)
-            if hasattr(e, "samples_per_pass"):
-                e.samples_per_pass = chunk
-            if hasattr(e, "internal_batch_size") and self._own_internal:
-                e.internal_batch_size = max(chunk, per_image)
+            # the pass size travels in the context: the explainer's parameters stay as given
+            ctx = dataclasses.replace(self.ctx, pass_size=chunk)
             mode = torch.inference_mode() if not e.needs_gradients else contextlib.nullcontext()
             with mode:
-                a, d = e.attribute_with_delta(model, x, target, self.ctx)
+                a, d = e.attribute_with_delta(model, x, target, ctx)
             record_path(self.stats, e.take_report() if hasattr(e, "take_report") else None)
             return a.detach().float().cpu(), (None if d is None else d.detach().float().reshape(-1).cpu())
 
         return with_backoff(run, self.chunk, self._shrink)
-
-    _own_internal: bool = False
 
 
 def _chunk_size(model: nn.Module, explainer: Explainer, x1: torch.Tensor, fast: FastPath, device) -> int:
@@ -362,52 +356,44 @@ def explain_dataset(
     todo_ids = {r.id for r in records if any(r.id not in d for d in done)}
     todo = [(r, t) for r, t in zip(records, targets, strict=True) if r.id in todo_ids]
     runners: list[Runner] = []
-    saved = [{k: getattr(e, k) for k in ("internal_batch_size", "perturbations_per_eval", "samples_per_pass") if hasattr(e, k)}
-             for e in explainers]
     pending = [{"ids": [], "maps": [], "targets": [], "delta": []} for _ in explainers]
     n_done = len(records) - len(todo)
-    try:
-        if todo:
-            prepare_model(model, fast)
-            x1 = batch_fn([todo[0][0]]).to(device)
-            for e in explainers:
-                runner = Runner(model, e, ctx, fast, forwards, _chunk_size(model, e, x1, fast, device))
-                runner._own_internal = getattr(e, "internal_batch_size", 0) is None
-                runner.stats.samples_per_pass = runner.chunk
-                runners.append(runner)
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            x_all = batch_fn([r for r, _ in batch]).to(device)
-            for m, runner in enumerate(runners):
-                keep = [n for n, (r, _) in enumerate(batch) if r.id not in done[m]]
-                if not keep:
-                    continue
-                ids = [batch[n][0].id for n in keep]
-                x = x_all[keep] if len(keep) < len(batch) else x_all
-                target = torch.tensor([batch[n][1] for n in keep], dtype=torch.long, device=device)
-                t0 = time.perf_counter()
-                attr, delta = runner.run(x, target, ids)
-                runner.stats.seconds += time.perf_counter() - t0
-                runner.stats.n_new += len(ids)
-                buf = pending[m]
-                buf["ids"] += ids
-                buf["maps"].append(attr.float().sum(dim=1).cpu())
-                buf["targets"].append(target.cpu())
-                if delta is not None:
-                    buf["delta"].append(delta.float().reshape(-1).cpu())
-                while len(buf["ids"]) >= chunk_size:
-                    _flush(stores[m], buf, chunk_size)
-            n_done += len(batch)
-            if progress is not None:
-                for e in explainers:
-                    progress(e.label, n_done, len(records))
-        for m, buf in enumerate(pending):
-            if buf["ids"]:
+    if todo:
+        prepare_model(model, fast)
+        x1 = batch_fn([todo[0][0]]).to(device)
+        for e in explainers:
+            runner = Runner(model, e, ctx, fast, forwards, _chunk_size(model, e, x1, fast, device))
+            runner.stats.samples_per_pass = runner.chunk
+            runners.append(runner)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        x_all = batch_fn([r for r, _ in batch]).to(device)
+        for m, runner in enumerate(runners):
+            keep = [n for n, (r, _) in enumerate(batch) if r.id not in done[m]]
+            if not keep:
+                continue
+            ids = [batch[n][0].id for n in keep]
+            x = x_all[keep] if len(keep) < len(batch) else x_all
+            target = torch.tensor([batch[n][1] for n in keep], dtype=torch.long, device=device)
+            t0 = time.perf_counter()
+            attr, delta = runner.run(x, target, ids)
+            runner.stats.seconds += time.perf_counter() - t0
+            runner.stats.n_new += len(ids)
+            buf = pending[m]
+            buf["ids"] += ids
+            buf["maps"].append(attr.float().sum(dim=1).cpu())
+            buf["targets"].append(target.cpu())
+            if delta is not None:
+                buf["delta"].append(delta.float().reshape(-1).cpu())
+            while len(buf["ids"]) >= chunk_size:
                 _flush(stores[m], buf, chunk_size)
-    finally:
-        for e, attrs in zip(explainers, saved, strict=True):
-            for k, v in attrs.items():
-                setattr(e, k, v)
+        n_done += len(batch)
+        if progress is not None:
+            for e in explainers:
+                progress(e.label, n_done, len(records))
+    for m, buf in enumerate(pending):
+        if buf["ids"]:
+            _flush(stores[m], buf, chunk_size)
     out = {}
     for m, e in enumerate(explainers):
         stats = runners[m].stats if runners else MethodStats()

@@ -225,7 +225,8 @@ class IntegratedGradientsExplainer(PathExplainer):
             "baselines": baseline_for(self.baseline, x, ctx),
             "n_steps": self.n_steps,
             "method": self.method,
-            "internal_batch_size": self.internal_batch_size,
+            "internal_batch_size": self.internal_batch_size
+            if self.internal_batch_size is not None else ctx.pass_size,
         }
 
 
@@ -530,10 +531,11 @@ class NoiseTunnelExplainer(CaptumExplainer):
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
     ) -> torch.Tensor:
         out = []
-        with self._base.prepared(model, x) as ready, self._pass_size(x) as per_pass:
+        per_pass, base_ctx = self._pass_size(x, ctx)
+        with self._base.prepared(model, x) as ready:
             tunnel = NoiseTunnel(self._base.captum(ready))
             for i, seed in enumerate(sample_seeds(x, ctx)):
-                xi, ci = x[i : i + 1], sample_context(ctx, seed)
+                xi, ci = x[i : i + 1], sample_context(base_ctx, seed)
                 with seeded_global_rng(seed, x.device), captum_call():
                     attr = tunnel.attribute(
                         xi,
@@ -547,30 +549,27 @@ class NoiseTunnelExplainer(CaptumExplainer):
                 out.append(attr.detach().float())
         return torch.cat(out)
 
-    @contextlib.contextmanager
-    def _pass_size(self, x: torch.Tensor) -> Iterator[int | None]:
-        """Noisy copies per Captum pass, from ``internal_batch_size`` (None: all at once).
+    def _pass_size(self, x: torch.Tensor, ctx: ExplainContext) -> tuple[int | None, ExplainContext]:
+        """Noisy copies per Captum pass (None: all at once), and the base's context.
 
-        With a path method as the base, each copy costs the base's ``n_steps`` samples: a
-        pass holds ``internal_batch_size // n_steps`` copies, and where one copy's steps do
-        not fit, the base integrates in passes of ``internal_batch_size`` (unless its own
+        The samples per pass are ``internal_batch_size``, else the engine's ``ctx.pass_size``
+        (at least one image's worth). With a path method as the base, each copy costs the
+        base's ``n_steps`` samples: a pass holds ``size // n_steps`` copies, and where one
+        copy's steps do not fit, the base integrates in passes of ``size`` (unless its own
         parameters set one). Copies are split only into passes whose noise Captum draws as
         one draw would (whole blocks of 16 values on CPU), so on CPU the maps do not depend
         on the pass size (on GPU they are reproducible for a given size).
         """
         size = self.internal_batch_size
-        steps = int(getattr(self._base, "n_steps", 1) or 1)
-        own = getattr(self._base, "internal_batch_size", None)
+        if size is None and ctx.pass_size is not None:
+            size = max(ctx.pass_size, len(x))
+        base_ctx = dataclasses.replace(ctx, pass_size=None)
         if size is None:
-            yield None
-            return
-        if hasattr(self._base, "internal_batch_size") and own is None and size < steps:
-            self._base.internal_batch_size = size
-        try:
-            copies = max(1, size // steps)
-            block = 16 // math.gcd(16, x[0].numel())  # copies whose noise fills whole 16-value blocks
-            per_pass = max(block, copies // block * block)
-            yield per_pass if per_pass < self.n_samples else None
-        finally:
-            if hasattr(self._base, "internal_batch_size"):
-                self._base.internal_batch_size = own
+            return None, base_ctx
+        steps = int(getattr(self._base, "n_steps", 1) or 1)
+        if size < steps:
+            base_ctx = dataclasses.replace(ctx, pass_size=size)
+        copies = max(1, size // steps)
+        block = 16 // math.gcd(16, x[0].numel())  # copies whose noise fills whole 16-value blocks
+        per_pass = max(block, copies // block * block)
+        return (per_pass if per_pass < self.n_samples else None), base_ctx

@@ -53,11 +53,10 @@ class OcclusionExplainer(Explainer):
         self.incremental = incremental  # recompute only what each window changes (exact)
         self.split = split  # where the incrementally computed prefix ends; "auto": least work
         self._report: dict | None = None
-        # Windows per forward on the incremental path (which explains one image at a time),
-        # set by the engine from its memory budget; None: perturbations_per_eval × images.
-        # Not perturbations_per_eval × images there: that product depends on how many
-        # images a batch holds, and a pass's size can move results in the last float bits.
-        self.samples_per_pass: int | None = None
+        # Windows per forward on the incremental path (one image at a time) come from
+        # ctx.pass_size (the engine's memory budget), not perturbations_per_eval × images:
+        # that product depends on how many images a batch holds, and a pass's size can move
+        # results in the last float bits.
 
     def take_report(self) -> dict | None:
         """Which path the last ``attribute`` call took (and why), once."""
@@ -81,7 +80,7 @@ class OcclusionExplainer(Explainer):
             net = model.model if isinstance(model, FastModel) else model
             attr, self._report = inc.occlusion(
                 net, x, baselines, target, self.window, self.stride,
-                self.samples_per_pass or self.perturbations_per_eval * len(x),
+                ctx.pass_size or self.perturbations_per_eval * len(x),
                 bf16=bool(getattr(model, "bf16", False)),
                 split=self.split,
             )
@@ -96,6 +95,7 @@ class OcclusionExplainer(Explainer):
                 strides=(channels, self.stride, self.stride),
                 baselines=baselines,
                 target=target,
-                perturbations_per_eval=self.perturbations_per_eval,
+                perturbations_per_eval=max(1, ctx.pass_size // len(x)) if ctx.pass_size
+                else self.perturbations_per_eval,
             )
         return attr.detach().float()

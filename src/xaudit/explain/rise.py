@@ -75,10 +75,7 @@ class RiseExplainer(Explainer):
         self.grid = grid
         self.p = float(p)
         self.baseline = baseline
-        self.perturbations_per_eval = perturbations_per_eval
-        # Masked images per forward, set by the engine from its memory budget; None:
-        # perturbations_per_eval.
-        self.samples_per_pass: int | None = None
+        self.perturbations_per_eval = perturbations_per_eval  # unless ctx.pass_size is set
 
     def masks(self, size: tuple[int, int], ctx: ExplainContext, device: torch.device) -> RiseMasks:
         return RiseMasks(self.n_masks, self.grid, self.p, size, rise_seed(ctx), device)
@@ -93,7 +90,7 @@ class RiseExplainer(Explainer):
         def accumulate(start: int, stop: int, scores: torch.Tensor, chunk: torch.Tensor) -> None:
             saliency.add_(scores.float() @ chunk[0].flatten(1).float())
 
-        per_pass = self.samples_per_pass or self.perturbations_per_eval
+        per_pass = ctx.pass_size or self.perturbations_per_eval
         masked_scores(model, x, baseline_for(self.baseline, x, ctx), target, masks, self.n_masks,
                       per_pass, reduce=accumulate)
         saliency /= self.n_masks * self.p

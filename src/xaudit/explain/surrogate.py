@@ -54,10 +54,7 @@ class SuperpixelExplainer(Explainer):
         self.compactness = float(compactness)
         self.sigma = float(sigma)
         self.baseline = baseline
-        self.perturbations_per_eval = perturbations_per_eval
-        # Perturbed images per forward, set by the engine from its memory budget; None:
-        # perturbations_per_eval.
-        self.samples_per_pass: int | None = None
+        self.perturbations_per_eval = perturbations_per_eval  # unless ctx.pass_size is set
 
     def segments(self, x: torch.Tensor, ctx: ExplainContext) -> torch.Tensor:
         """N × H × W superpixel labels of the batch, from its pixel values."""
@@ -98,7 +95,7 @@ class SampledSurrogate(SuperpixelExplainer):
         seg_dev, z_dev = segments.to(x.device), z.to(x.device)
         scores = masked_scores(
             model, x, base, target, lambda a, b: binary_to_masks(z_dev[:, a:b], seg_dev),
-            self.n_samples, self.samples_per_pass or self.perturbations_per_eval,
+            self.n_samples, ctx.pass_size or self.perturbations_per_eval,
         )
         maps = []
         for i, m in enumerate(counts):
@@ -229,8 +226,8 @@ class FeatureAblationExplainer(SuperpixelExplainer):
     ) -> torch.Tensor:
         segments = self.segments(x, ctx).to(x.device)
         per_image = self.perturbations_per_eval
-        if self.samples_per_pass is not None:
-            per_image = max(1, self.samples_per_pass // len(x))
+        if ctx.pass_size is not None:
+            per_image = max(1, ctx.pass_size // len(x))
         per_image = min(per_image, int(segments.max()) + 1)
         # one call for the batch: each image is ablated with its own superpixels
         with torch.no_grad():

@@ -4,8 +4,8 @@ and y_k the logit with channel k of the layer's output set to zero.
 pytorch-grad-cam zeroes a channel only when the layer's smallest activation is 0 and
 otherwise sets it to (that minimum - 1e7); xaudit always zeroes, as the paper does, so on
 layers with negative activations the two differ (tests pin both cases). The ablated copies
-of one image run in passes of ``samples_per_pass`` (set by the engine from its memory
-budget). Where the layer ends a stage of the model's leading chain (ResNet's ``layer4``,
+of one image run in passes of ``ctx.pass_size`` (set by the engine from its memory
+budget; 64 without it). Where the layer ends a stage of the model's leading chain (ResNet's ``layer4``,
 MobileNetV2's ``features.18``), only the rest of the model runs on the ablated copies: the
 layers before it are computed once (checked against the model's own logits first;
 ``take_report()`` says which path ran). With a token reshape (``ctx.reshape``), channel k is the set of output elements
@@ -33,7 +33,6 @@ class AblationCam(CamExplainer):
 
     def __init__(self, layer: str | None = None, relu: bool = True):
         super().__init__(layer, relu)
-        self.samples_per_pass: int | None = None  # ablated copies per forward; None: 64
         self._report: dict | None = None
 
     def take_report(self) -> dict | None:
@@ -42,7 +41,7 @@ class AblationCam(CamExplainer):
         return report
 
     def weights(self, acts: torch.Tensor, grads: torch.Tensor | None, run: CamRun) -> torch.Tensor:
-        per_pass = max(1, self.samples_per_pass or DEFAULT_PER_PASS)
+        per_pass = max(1, run.ctx.pass_size or DEFAULT_PER_PASS)
         channels = channel_elements(run)  # C × (elements per channel), indices into one raw output
         y = run.logits.gather(1, run.target.view(-1, 1).to(run.logits.device)).squeeze(1).float().cpu()
         ablated = torch.empty(acts.shape[:2], dtype=torch.float32)

@@ -4,8 +4,8 @@ image; the class score of the masked image is the channel's weight (softmax over
 As pytorch-grad-cam: masks upsampled with ``align_corners=True``, scaled by
 (A - min) / (max - min + 1e-8), the class logit (not its probability) scored, weights
 the softmax of those logits over the channels. What xaudit does differently is how:
-the masked images of one image go through the model in passes of ``samples_per_pass``
-(set by the engine from its memory budget, halved on out-of-memory), built pass by pass
+the masked images of one image go through the model in passes of ``ctx.pass_size``
+(set by the engine from its memory budget, halved on out-of-memory; 64 without it), built pass by pass
 rather than all at once; and channels whose mask is all zero (constant activations) share
 one forward of the blank image instead of one each.
 """
@@ -25,12 +25,8 @@ DEFAULT_PER_PASS = 64
 class ScoreCam(CamExplainer):
     needs_gradients = False
 
-    def __init__(self, layer: str | None = None, relu: bool = True):
-        super().__init__(layer, relu)
-        self.samples_per_pass: int | None = None  # masked images per forward; None: 64
-
     def weights(self, acts: torch.Tensor, grads: torch.Tensor | None, run: CamRun) -> torch.Tensor:
-        per_pass = max(1, self.samples_per_pass or DEFAULT_PER_PASS)
+        per_pass = max(1, run.ctx.pass_size or DEFAULT_PER_PASS)
         size = tuple(run.x.shape[-2:])
         scores = torch.empty(acts.shape[:2], dtype=torch.float32)
         blank: torch.Tensor | None = None  # logits of the all-zero image, run once
