@@ -115,7 +115,7 @@ def load_checkpoint(
         if data.get("key") != key:
             return None
         result = AuditResult(**{k: _decode(v) for k, v in data["result"].items()})
-        maps = {_decode(k): (float(s), int(e)) for k, s, e in data["maps"]}
+        maps = {_decode(k): (float(s), float(e)) for k, s, e in data["maps"]}
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable or from another version: redo the audit
     if not all((figures_dir / f).is_file() for f in result.figures):
