@@ -145,9 +145,15 @@ class Pipeline:
     def _timing(self, key: str, seconds: float) -> None:
         if not self.world.is_main:
             return
-        timing = self.run.summary().get("timing", {})
+        summary = self.run.summary()
+        timing = summary.get("timing", {})
         timing[key] = round(seconds, 3)
-        self.run.update_summary(timing=timing)
+        # This process's peak resident memory once the stage ended (Linux: ru_maxrss in KiB);
+        # a resumed run reports its own process only.
+        memory = summary.get("memory", {"peak_rss_mb_after": {}})
+        memory["peak_rss_mb_after"][key] = round(peak_rss_mb(), 1)
+        memory["peak_rss_mb"] = max(memory["peak_rss_mb_after"].values())
+        self.run.update_summary(timing=timing, memory=memory)
 
     def classifier(self) -> Classifier:
         """The run's model: trained and saved by the train stage, or the recipe's as it is."""
@@ -225,7 +231,8 @@ class Pipeline:
         retrain = make_retrain_shuffled(self.recipe, bundle, store, clf.preprocessing,
                                         self.device, self._cache)
         audit_stage(clf, bundle, store, self.explained_rows_all(), self.recipe,
-                    state_key(self.fingerprints["audit"], self.run), self.where, retrain)
+                    state_key(self.fingerprints["audit"], self.run), self.where, retrain,
+                    upstream=self.fingerprints["evaluate"])
         self._timing("audit", time.perf_counter() - t0)
 
     def stage_report(self) -> Path:
@@ -319,3 +326,12 @@ def run_recipe(recipe: Recipe | str | Path, overrides: list[str] | None = None,
 
 
 __all__ = ["Pipeline", "run_recipe"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
