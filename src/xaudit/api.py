@@ -235,11 +235,14 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
           audits: Sequence[str | dict] | None = None, target: Any = "predicted",
           n_images: int | None = None, seed: int = 0, out: str | Path | None = None,
           log: Callable[[str], None] | None = None, preset: str = "full",
-          controls: bool = True) -> AuditReport:
+          controls: bool = True, precision: str = "fp32", adaptive_steps: bool = False,
+          memory_budget_mb: int | None = None) -> AuditReport:
     """Audit each method's maps of ``images`` (the ``preset``'s audits, ``full`` or ``quick``,
     unless ``audits`` lists some); ``masks`` (one evidence mask per image) enable the
     localization audit. Label randomization needs a retrain and is skipped with its reason.
-    ``controls``: score the negative controls (maps that ignore the model) beside the methods."""
+    ``controls``: score the negative controls (maps that ignore the model) beside the methods.
+    The maps are computed as ``explain`` computes them with the same ``seed``, ``precision``,
+    ``adaptive_steps`` and ``memory_budget_mb``."""
     from .audit import AuditInput, run_audits
     from .audit.inputs import audit_images
 
@@ -255,9 +258,13 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
     test = audit_images(clf, batch.pixels, torch.tensor(label_idx), targets, batch.ids,
                         batch.masks, None)
     inp = AuditInput(
-        model=clf.module, explainers=explainers, ctx=clf.explain_context(), classes=clf.classes,
-        splits={"test": test}, generator=torch.Generator().manual_seed(seed + 5),
+        model=clf.module, explainers=explainers,
+        ctx=clf.explain_context(generator=torch.Generator().manual_seed(seed)),
+        classes=clf.classes, splits={"test": test},
+        generator=torch.Generator().manual_seed(seed + 5),
         blocks=clf.anatomy.randomization_blocks,
+        fast=FastPath(precision=precision, adaptive_steps=adaptive_steps,
+                      memory_budget_mb=memory_budget_mb),
     )
     n = n_images or len(batch)
     with tempfile.TemporaryDirectory(prefix="xaudit-audit-") as tmp:

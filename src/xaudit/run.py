@@ -37,13 +37,16 @@ from .errors import XauditError
 STAGES = ("train", "evaluate", "explain", "audit", "report")
 # What each stage reads: the stages whose results it uses, and its recipe keys (a section or
 # a dotted key). The audit draws its own pool from the predictions, so it depends on the
-# methods and the target but not on which images the explain stage shows, nor on figures;
-# the explain stage draws report.max_figures figures itself.
+# methods, the target and the engine's settings (it computes maps as the explain stage does,
+# and reuses the stored ones) but not on which images the explain stage shows, nor on
+# figures; the explain stage draws report.max_figures figures itself.
 STAGE_INPUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "train": ((), ("seed", "device", "data", "model", "train")),
     "evaluate": (("train",), ("evaluate",)),
     "explain": (("evaluate",), ("explain", "report.max_figures")),
-    "audit": (("evaluate",), ("audit", "explain.methods", "explain.target")),
+    "audit": (("evaluate",), ("audit", "explain.methods", "explain.target", "explain.precision",
+                              "explain.tolerance", "explain.adaptive_steps",
+                              "explain.memory_budget_mb")),
     "report": (("explain", "audit"), ("report",)),
 }
 

@@ -174,3 +174,27 @@ def _run_sensitivity(fn, x, targets):
     from xaudit.audit.faithfulness import sensitivity_scores
 
     return sensitivity_scores(fn, x, targets, torch.Generator().manual_seed(0), 3, 0.02)
+
+
+def test_with_the_controls_on_they_are_the_references_and_no_map_is_scored_twice(tmp_path, linear):
+    from xaudit.audit.controls import control_explainers
+    from xaudit.audit.faithfulness import _cost_faithfulness
+    from xaudit.audit.registry import audit_params
+
+    model, weight, x = linear
+    images = images_for(model, n=4, size=SIZE)
+    exact = FunctionExplainer(lambda xx, t: weight[t] * xx, label="exact")
+    controls = control_explainers()
+    inp = audit_input(model, [exact, *controls], images)
+    params = {"steps": 6, "road_percentages": [0.5], "infidelity_samples": 2, "sensitivity_samples": 0}
+    result = faithfulness(inp, tmp_path, **params)
+    assert result.summary["references"] == ["control: random", "control: edge"]
+    assert {c.method for c in result.cells} == {"exact", *(c.label for c in controls)}
+    assert len(result.rows) == 6 * 4
+    # the controls are judged (and fail against themselves), never left as "reference: no rule"
+    edge = next(c for c in result.cells if c.method == "control: edge" and c.metric == "deletion_auc")
+    assert edge.passed is False
+    # the registered cost is what the audit spent
+    per_map = {e.label: 0.0 for e in [exact, *controls]}
+    want = _cost_faithfulness({**audit_params("faithfulness"), **params, "n": 4}, per_map, None)
+    assert result.model_evals == want

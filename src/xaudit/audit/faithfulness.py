@@ -18,24 +18,28 @@ from torch import Tensor, nn
 from ..errors import ConfigError, echo
 from ..explain.base import ExplainContext, Explainer, make_baseline
 from ..explain.counting import count_model_evals
+from ..explain.fastpath import FastPath
 from . import plots
 from .base import (
     AuditInput,
     AuditResult,
     Cell,
     class_scores,
+    compute_maps,
     register_audit,
     skipped,
     stratified,
     sub_generator,
     trained_maps,
 )
+from .controls import PREFIX
 from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
 from .road import linear_impute, noisy_linear_impute, road_curves  # noqa: F401
 from .scorecard import NOT_INFORMATIVE, mean_ci
 
 RANDOM = "random (reference)"
 EDGE = "edge (reference)"
+CONTROL_RANDOM, CONTROL_EDGE = PREFIX + "random", PREFIX + "edge"
 
 # --------------------------------------------------------------------------- orderings & curves
 
@@ -142,8 +146,10 @@ def sensitivity_scores(
     return np.asarray(out, dtype=np.float64)
 
 
-def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainContext):
+def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainContext,
+                fast: FastPath | None = None):
     """Tuple in, tuple out, as Captum's sensitivity expects; None = the edge reference.
+    The maps come from the explain engine (``fast``), summed over channels as stored.
 
     (Captum iterates over the explanation of the unperturbed input: a bare tensor would be
     split along its batch dimension and silently broadcast.)
@@ -158,7 +164,8 @@ def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainConte
         if t.numel() == 1:
             t = t.expand(len(x))
         with torch.enable_grad():  # Captum runs the metric under no_grad
-            return (explainer.attribute(model, x, t, ctx).detach().contiguous(),)
+            m = compute_maps(explainer, model, x.detach(), t, ctx, len(x), fast=fast)
+        return (m.attributions.to(x.device).contiguous(),)
 
     return fn
 
@@ -167,12 +174,14 @@ def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainConte
 
 
 def _cost_faithfulness(p: dict, per_map: dict[str, float], explainers) -> float:
-    """Forward passes per map: two curves, two ROAD orders, infidelity; the two reference
-    maps too; plus the re-explanations of max-sensitivity."""
-    forwards = 2 * (p["steps"] + 1) + 2 * len(p["road_percentages"]) + p["infidelity_samples"]
+    """Forward passes per map: two curves, two ROAD orders, infidelity; the reference maps
+    too, unless the controls are them; plus the re-explanations of max-sensitivity."""
+    infid = p["infidelity_samples"] + 1 if p["infidelity_samples"] > 0 else 0  # + f(x) itself
+    forwards = 2 * (p["steps"] + 1) + 2 * len(p["road_percentages"]) + infid
     sens = sum(v * (p["sensitivity_samples"] + 1) for v in per_map.values()
                if p["sensitivity_samples"] > 0 and v <= p["sensitivity_max_evals"])
-    return p["n"] * (forwards * (len(per_map) + 2) + sens)
+    own_refs = (CONTROL_RANDOM not in per_map) + (CONTROL_EDGE not in per_map)
+    return p["n"] * (forwards * (len(per_map) + own_refs) + sens)
 
 
 @register_audit("faithfulness", order=50, family="faithfulness",
@@ -223,10 +232,16 @@ def faithfulness(
     for explainer in inp.explainers:
         m = trained_maps(inp, explainer, "test", images)
         methods[explainer.label] = (m.attributions, explainer, m.seconds, m.model_evals)
-    methods[RANDOM] = (random_map((n, 1, h, w), sub_generator(gen)), None, 0.0, 0)
-    methods[EDGE] = (sobel_map(images.pixels).unsqueeze(1), None, 0.0, 0)
+    # The references every method must beat: the random and edge controls when they run (no
+    # map is scored twice), else maps of their own, scored as references only.
+    rand_ref = CONTROL_RANDOM if CONTROL_RANDOM in methods else RANDOM
+    edge_ref = CONTROL_EDGE if CONTROL_EDGE in methods else EDGE
+    if rand_ref == RANDOM:
+        methods[RANDOM] = (random_map((n, 1, h, w), sub_generator(gen)), None, 0.0, 0)
+    if edge_ref == EDGE:
+        methods[EDGE] = (sobel_map(images.pixels).unsqueeze(1), None, 0.0, 0)
 
-    summary: dict = {"references": [RANDOM, EDGE], "flagged_no_better_than_edge": [],
+    summary: dict = {"references": [rand_ref, edge_ref], "flagged_no_better_than_edge": [],
                      "sensitivity_skipped": []}
     per_method: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
@@ -257,7 +272,7 @@ def faithfulness(
             if too_costly:
                 summary["sensitivity_skipped"].append(label)
             if sensitivity_samples > 0 and label != RANDOM and not too_costly:
-                fn = _explain_fn(explainer, model, ctx)
+                fn = _explain_fn(explainer, model, ctx, inp.fast)
                 sens = sensitivity_scores(
                     fn, images.x, images.targets, gen, sensitivity_samples, sensitivity_radius
                 )
@@ -298,12 +313,12 @@ def faithfulness(
     def mean_of(label: str, metric: str) -> float:
         return mean_ci(per_method[label][metric])[0]
 
-    informative = {"deletion_auc": uninformative(curves[RANDOM]["deletion"], fractions, max_early_share),
-                   "insertion_auc": uninformative(curves[RANDOM]["insertion"], fractions, max_early_share)}
+    informative = {"deletion_auc": uninformative(curves[rand_ref]["deletion"], fractions, max_early_share),
+                   "insertion_auc": uninformative(curves[rand_ref]["insertion"], fractions, max_early_share)}
     summary["not_informative"] = {k: v for k, v in informative.items() if v}
     summary["deletion_baseline"] = deletion_baseline
-    summary["baseline_keeps_class"] = baseline_keeps_class(per_method[RANDOM]["deletion_start"],
-                                                           per_method[RANDOM]["deletion_end"])
+    summary["baseline_keeps_class"] = baseline_keeps_class(per_method[rand_ref]["deletion_start"],
+                                                           per_method[rand_ref]["deletion_end"])
     cells: list[Cell] = []
     specs = [
         ("deletion_auc", False, True),
@@ -313,7 +328,7 @@ def faithfulness(
         ("max_sensitivity", False, False),
     ]
     for label in per_method:
-        reference = label in (RANDOM, EDGE)
+        reference = label in (RANDOM, EDGE)  # own references; controls are judged
         for metric, higher, ruled in specs:
             values = per_method[label][metric]
             passed, threshold = None, None
@@ -322,7 +337,7 @@ def faithfulness(
                 better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
                 word = "above" if higher else "below"
                 mine = mean_of(label, metric)
-                edge, rand = mean_of(EDGE, metric), mean_of(RANDOM, metric)
+                edge, rand = mean_of(edge_ref, metric), mean_of(rand_ref, metric)
                 if metric == "infidelity":
                     passed = bool(better(mine, edge)) if np.isfinite(mine) else None
                     rule = "mean infidelity below the edge detector's"
@@ -339,8 +354,8 @@ def faithfulness(
                               forced=NOT_INFORMATIVE if note and passed is not None else None,
                               note=note))
         if not reference:
-            beats_del = mean_of(label, "deletion_auc") < mean_of(EDGE, "deletion_auc")
-            beats_ins = mean_of(label, "insertion_auc") > mean_of(EDGE, "insertion_auc")
+            beats_del = mean_of(label, "deletion_auc") < mean_of(edge_ref, "deletion_auc")
+            beats_ins = mean_of(label, "insertion_auc") > mean_of(edge_ref, "insertion_auc")
             if not (beats_del and beats_ins):
                 summary["flagged_no_better_than_edge"].append(label)
 

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from ..explain.base import ExplainContext, Explainer
-from ..explain.counting import count_model_evals
+from ..explain.engine import Runner, pass_size_for
+from ..explain.fastpath import FastPath, ForwardCache, activation_bytes
 from .types import AuditImages, AuditInput, Maps
 
 
@@ -42,43 +43,67 @@ def compute_maps(
     batch_size: int = 2,
     with_delta: bool = False,
     reference: nn.Module | None = None,
+    fast: FastPath | None = None,
 ) -> Maps:
-    """Run ``explainer`` in batches; record seconds and model evaluations.
+    """Run ``explainer`` through the explain engine (``fast``: its precision, adaptive steps
+    and memory budget) in batches of ``batch_size`` images; record seconds and evaluations.
 
-    Small batches by default: a path method expands each image n_steps times, and the
-    audits re-run methods on CPU next to other work (2 images × 32 steps at 224 px ≈ 2 GB).
+    The maps are summed over channels, as the explain stage stores them and the report
+    shows them. Small batches by default: the audits run next to other work on CPU.
 
     ``reference``: the model ``ctx``'s layers belong to, when ``model`` is a copy of it.
     """
+    fast = fast or FastPath()
     ctx = ctx_for(model, reference if reference is not None else model, ctx)
+    runner = Runner(model, explainer, ctx, fast, ForwardCache(),
+                    pass_size_for(model, explainer, x[:1], fast, x.device, _per_sample(model, x)))
     parts, deltas = [], []
     start = time.perf_counter()
-    with count_model_evals(model) as count:
-        for i in range(0, len(x), batch_size):
-            xb, tb = x[i : i + batch_size], targets[i : i + batch_size]
-            if with_delta:
-                attr, delta = explainer.attribute_with_delta(model, xb, tb, ctx)
-                deltas.append(None if delta is None else delta.detach().reshape(-1).cpu())
-            else:
-                attr = explainer.attribute(model, xb, tb, ctx)
-            parts.append(attr.detach().float().cpu())
+    for i in range(0, len(x), batch_size):
+        xb, tb = x[i : i + batch_size], targets[i : i + batch_size]
+        attr, delta = runner.run(xb, tb, [str(n) for n in range(i, i + len(xb))])
+        parts.append(attr.detach().float().sum(dim=1, keepdim=True).cpu())
+        deltas.append(None if delta is None else delta.detach().reshape(-1).cpu())
     seconds = time.perf_counter() - start
-    delta_t = torch.cat(deltas) if deltas and all(d is not None for d in deltas) else None
-    return Maps(torch.cat(parts), seconds, count.n, delta_t)
+    delta_t = (torch.cat(deltas) if with_delta and deltas and all(d is not None for d in deltas)
+               else None)
+    return Maps(torch.cat(parts), seconds, runner.stats.model_evals, delta_t)
 
 
-def trained_maps(inp: AuditInput, explainer: Explainer, split: str, images: AuditImages) -> Maps:
+_ACTIVATIONS: dict[tuple, int] = {}
+
+
+def _per_sample(model: nn.Module, x: Tensor) -> int:
+    """Activation bytes of one sample, measured once per architecture and input shape (the
+    randomized copies of a model share them)."""
+    key = (type(model).__qualname__, sum(p.numel() for p in model.parameters()),
+           tuple(x.shape[1:]), x.dtype)
+    if key not in _ACTIVATIONS:
+        _ACTIVATIONS[key] = activation_bytes(model, x[:1])
+    return _ACTIVATIONS[key]
+
+
+def trained_maps(inp: AuditInput, explainer: Explainer, split: str, images: AuditImages,
+                 whole: bool = True) -> Maps:
     """Maps of the trained model, cached per (method, split, image): every audit reads the one
-    pool's maps, whatever subset of it it audits, and each map is computed once."""
+    pool's maps, whatever subset of it it audits, and each map is computed once.
+
+    ``whole``: the first request computes every missing map of the split's pool, in one run,
+    so that the batches (and the evaluations they cost) do not depend on which audit asked
+    first, nor on which audits a resumed run or another rank still had to run.
+    """
     keys = [("maps", explainer.label, split, image_id) for image_id in images.ids]
-    missing = [n for n, key in enumerate(keys) if key not in inp.cache]
-    if missing:
-        sub = images.subset(missing)
-        m = compute_maps(explainer, inp.model, sub.x, sub.targets, inp.ctx)
+    if any(key not in inp.cache for key in keys):
+        pool = inp.splits.get(split)
+        source = pool if whole and pool is not None and set(images.ids) <= set(pool.ids) else images
+        source_keys = [("maps", explainer.label, split, image_id) for image_id in source.ids]
+        missing = [n for n, key in enumerate(source_keys) if key not in inp.cache]
+        sub = source.subset(missing)
+        m = compute_maps(explainer, inp.model, sub.x, sub.targets, inp.ctx, fast=inp.fast)
         share = 1 / len(missing)  # cost per image, so that any subset reports its own share
         for j, n in enumerate(missing):
-            inp.cache[keys[n]] = Maps(m.attributions[j : j + 1], m.seconds * share,
-                                      m.model_evals * share)
+            inp.cache[source_keys[n]] = Maps(m.attributions[j : j + 1], m.seconds * share,
+                                             m.model_evals * share)
     parts = [inp.cache[key] for key in keys]
     return Maps(torch.cat([p.attributions for p in parts]), sum(p.seconds for p in parts),
                 sum(p.model_evals for p in parts))

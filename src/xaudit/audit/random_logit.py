@@ -96,7 +96,7 @@ def random_logit_audit(
         costs = {"seconds": 0.0, "evals": 0}
 
         def explain(x: Tensor, t: Tensor, explainer=explainer, costs=costs) -> Tensor:
-            m = compute_maps(explainer, inp.model, x, t, inp.ctx, batch_size)
+            m = compute_maps(explainer, inp.model, x, t, inp.ctx, batch_size, fast=inp.fast)
             costs["seconds"] += m.seconds
             costs["evals"] += m.model_evals
             return m.attributions

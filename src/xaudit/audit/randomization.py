@@ -182,7 +182,7 @@ def model_randomization(
                 m = done[same][label]
             else:
                 m = compute_maps(explainer, model, images.x, images.targets, inp.ctx, batch_size,
-                                 reference=inp.model)
+                                 reference=inp.model, fast=inp.fast)
                 cost[label][0] += m.seconds
                 cost[label][1] += m.model_evals
                 if d == 0:
@@ -312,7 +312,7 @@ def label_randomization(
         ref = trained_maps(inp, explainer, "test", images).maps
         pair = random_pair(inp, explainer, images)
         m = compute_maps(explainer, shuffled, images.x, images.targets, inp.ctx, batch_size,
-                         reference=inp.model)
+                         reference=inp.model, fast=inp.fast)
         total_evals += m.model_evals
         sims = similarities(ref, m.maps)
         for i, image_id in enumerate(images.ids):

@@ -103,7 +103,8 @@ class _CountedExplain:
         self.seconds, self.model_evals = 0.0, 0
 
     def __call__(self, x: Tensor, targets: Tensor) -> Tensor:
-        m = compute_maps(self.explainer, self.inp.model, x, targets, self.inp.ctx, self.batch_size)
+        m = compute_maps(self.explainer, self.inp.model, x, targets, self.inp.ctx, self.batch_size,
+                         fast=self.inp.fast)
         self.seconds += m.seconds
         self.model_evals += m.model_evals
         return m.attributions

@@ -182,7 +182,7 @@ def _shared(key: Any) -> bool:
 
 def _run_one(
     inp: AuditInput, name: str, params: dict, seed: int, figures_dir: Path
-) -> tuple[AuditResult, dict[Any, tuple[float, int]]]:
+) -> tuple[AuditResult, dict[Any, tuple[float, float]]]:
     """Run one audit with its own generator, global RNG seed and cache view.
 
     Returns its result and the trained maps it computed (cache key -> seconds, evals).
@@ -198,7 +198,7 @@ def _run_one(
         except MethodRefused as err:  # a refusal inside one audit skips that audit, stated
             result = skipped(name, name, str(err))
     result.seconds = result.seconds or time.perf_counter() - start
-    new_maps: dict[Any, tuple[float, int]] = {}
+    new_maps: dict[Any, tuple[float, float]] = {}
     for key, value in view.items():
         if not _shared(key):
             continue
@@ -217,7 +217,7 @@ def refused_methods(inp: AuditInput) -> dict[str, str]:
         return out
     for explainer in inp.explainers:
         try:
-            trained_maps(inp, explainer, "test", test.subset([0]))
+            trained_maps(inp, explainer, "test", test.subset([0]), whole=False)
         except MethodRefused as err:
             out[explainer.label] = str(err)
     return out

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..explain.base import ExplainContext, Explainer
+from ..explain.fastpath import FastPath
 
 
 @dataclass
@@ -61,6 +62,9 @@ class AuditInput:
     retrain_shuffled: Callable[[int], nn.Module] | None = None  # seed -> shuffled-label model
     blocks: list[str] | None = None  # randomization blocks override (module names)
     regions: dict[str, list[float]] | None = None  # name -> [x0, y0, x1, y1] fractions
+    # The explain engine's execution settings (precision, adaptive steps, memory budget):
+    # the audits compute every map as the explain stage does.
+    fast: FastPath = field(default_factory=FastPath)
     # Maps of the trained model, computed once and shared by the audits of one run.
     cache: dict = field(default_factory=dict, repr=False)
 
@@ -103,7 +107,7 @@ class AuditResult:
 class Maps:
     """Attributions of one method on one set of images, with their cost."""
 
-    attributions: Tensor  # N×C×H×W
+    attributions: Tensor  # N×1×H×W: summed over channels, as the explain stage stores them
     seconds: float
     model_evals: float  # images through the model (a share of a batch for one image)
     delta: Tensor | None = None

@@ -315,9 +315,12 @@ class Runner:
         return with_backoff(run, self.chunk, self._shrink)
 
 
-def _chunk_size(model: nn.Module, explainer: Explainer, x1: torch.Tensor, fast: FastPath, device) -> int:
+def pass_size_for(model: nn.Module, explainer: Explainer, x1: torch.Tensor, fast: FastPath, device,
+                per_sample: int | None = None) -> int:
+    """Samples per pass under the memory budget; ``per_sample``: the activation bytes of one
+    sample when already measured (copies of one architecture share them)."""
     budget = (fast.memory_budget_mb << 20) if fast.memory_budget_mb else default_budget_bytes(device)
-    per_sample = activation_bytes(model, x1)
+    per_sample = per_sample if per_sample is not None else activation_bytes(model, x1)
     if fast.precision == "bf16":
         per_sample //= 2
     return samples_per_pass(per_sample, budget, explainer.needs_gradients)
@@ -362,7 +365,7 @@ def explain_dataset(
         prepare_model(model, fast)
         x1 = batch_fn([todo[0][0]]).to(device)
         for e in explainers:
-            runner = Runner(model, e, ctx, fast, forwards, _chunk_size(model, e, x1, fast, device))
+            runner = Runner(model, e, ctx, fast, forwards, pass_size_for(model, e, x1, fast, device))
             runner.stats.samples_per_pass = runner.chunk
             runners.append(runner)
     for start in range(0, len(todo), batch_size):

@@ -13,18 +13,24 @@ from torch import nn
 from ..audit import AuditImages, AuditInput, run_audits
 from ..audit.checkpoint import STATE_DIR, clear_audit_state
 from ..audit.inputs import audit_images
+from ..audit.types import Maps
 from ..data.base import DatasetBundle, Record
 from ..data.transforms import DecodedStore
 from ..distributed import claim, clear_claims, step
 from ..explain import validate_method_specs
-from ..explain.engine import resolve_targets
+from ..explain.engine import MapStore, resolve_targets
+from ..explain.fastpath import FastPath
 from ..models import Classifier
 from ..run import fingerprint
 from .explain import Where
 
 
 def _pool(rows: list[dict], n: int, seed: int) -> list[dict]:
-    """Up to ``n`` correct and ``n`` incorrect predictions, round-robin over true classes."""
+    """Up to ``n`` correct and ``n`` incorrect predictions, round-robin over true classes.
+
+    Drawn from the predictions alone, not from the explained images: the audit's numbers
+    must not depend on ``explain.select`` (which re-runs only the explain stage).
+    """
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(rows), generator=gen).tolist()
     shuffled = [rows[i] for i in order]
@@ -119,9 +125,10 @@ def make_retrain_shuffled(recipe, bundle: DatasetBundle, store: DecodedStore,
 
 def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, rows: list[dict],
                 recipe, state: str, where: Where,
-                retrain: Callable[[int], nn.Module] | None) -> dict:
+                retrain: Callable[[int], nn.Module] | None, upstream: str = "") -> dict:
     """Every audit of ``recipe.audit`` on a pool drawn from the predictions ``rows``;
-    ``state``: the key saved audit results are kept under (resume)."""
+    ``state``: the key saved audit results are kept under (resume); ``upstream``: the key
+    part of the explain stage's stored maps, which the audits reuse where they match."""
     r = recipe
     model = clf.module
     # Audits run with channels-last weights (as the explain stage does, ~1.2-1.3x faster than
@@ -130,6 +137,9 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
     model.to(memory_format=torch.channels_last)
     specs = list(r.audit.audits)
     n = max([r.audit.n_images] + [int(s.get("n_images") or 0) for s in specs if isinstance(s, dict)])
+    fast = FastPath.from_config(r.explain)
+    explainers = validate_method_specs(r.explain.methods)
+    stored = _stored_ids(where.run.maps, explainers, upstream, r.explain.target, fast)
     pool = _pool(rows, n, r.seed + 2)
     by_id = {rec.id: rec for rec in bundle.splits["test"]}
     test_records = [by_id[row["id"]] for row in pool]
@@ -143,16 +153,21 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         splits["train"] = images
     inp = AuditInput(
         model=model,
-        explainers=validate_method_specs(r.explain.methods),
-        ctx=clf.explain_context(torch.Generator().manual_seed(r.seed + 4)),
+        explainers=explainers,
+        # the explain stage's seed: a stochastic method draws the same samples per image as
+        # in the stored maps, so a recomputed map differs from them only by the model
+        ctx=clf.explain_context(torch.Generator().manual_seed(r.seed + 1)),
         classes=clf.classes,
         splits=splits,
         generator=torch.Generator().manual_seed(r.seed + 5),
         retrain_shuffled=retrain,
         blocks=r.audit.blocks or clf.anatomy.randomization_blocks,
         regions=r.audit.regions,
+        fast=fast,
     )
-    where.log(f"auditing {len(inp.explainers)} methods on {len(test_records)} test images")
+    reused = _reuse_stored_maps(inp, where.run.maps, stored)
+    where.log(f"auditing {len(inp.explainers)} methods on {len(test_records)} test images"
+              + (f" ({reused} maps reused from the explain stage)" if reused else ""))
     world, run = where.world, where.run
 
     def audits(claim=None) -> dict:
@@ -169,9 +184,47 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         if not world.is_main:
             return {}
     summary = audits()
+    summary["reused_maps"] = reused
     run.update_summary(audits=summary)
     clear_audit_state(run)
     return summary
+
+
+def _stored_ids(root: Path, explainers, upstream: str, target: str, fast: FastPath) -> dict[str, set[str]]:
+    """``{label: ids}`` of the explain stage's stored maps computed with exactly this
+    setting (method, model, predictions, target, precision); other stored maps are ignored."""
+    from ..distributed import KEY_FILE
+    from ..run import read_json
+    from .explain import maps_key
+
+    out: dict[str, set[str]] = {}
+    if not upstream:
+        return out
+    for e in explainers:
+        maps = MapStore(root, e.label)
+        key_path = maps.dir / KEY_FILE
+        if key_path.is_file() and read_json(key_path).get("key") == maps_key(upstream, target, e, fast):
+            out[e.label] = maps.done_ids()
+    return out
+
+
+def _reuse_stored_maps(inp: AuditInput, root: Path, stored: dict[str, set[str]]) -> int:
+    """Put the stored maps of the pool's test images into the audits' map cache (cost 0:
+    computed once, by the explain stage); returns how many were reused."""
+    test = inp.splits["test"]
+    n = 0
+    for e in inp.explainers:
+        ids = [i for i in test.ids if i in stored.get(e.label, ())]
+        if not ids:
+            continue
+        data = MapStore(root, e.label).load(ids)
+        pos = {image_id: k for k, image_id in enumerate(test.ids)}
+        for j, image_id in enumerate(ids):
+            if int(data["targets"][j]) != int(test.targets[pos[image_id]]):
+                continue  # another class explained: not the map this audit asks for
+            inp.cache[("maps", e.label, "test", image_id)] = Maps(data["maps"][j][None, None], 0.0, 0.0)
+            n += 1
+    return n
 
 
 def state_key(audit_fp: str, run) -> str:

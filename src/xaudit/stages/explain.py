@@ -58,7 +58,7 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
                 )
 
         where.log(f"explaining {len(records)} images with {explainer.label}")
-        key = _maps_key(upstream, r.explain.target, explainer, fast)
+        key = maps_key(upstream, r.explain.target, explainer, fast)
         if where.world.size > 1:
             res = explain_method_sharded(compute, run.maps, explainer.label, key, records,
                                          targets, where.world)
@@ -93,7 +93,7 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     run.update_summary(explanations=stats, explain_target=r.explain.target)
 
 
-def _maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) -> str:
+def maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) -> str:
     """What a method's stored maps depend on: the model and predictions (the stages up
     to evaluation), the method and its settings, the class explained and the precision."""
     return fingerprint({
