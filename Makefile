@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xaudit-installed
 
-.PHONY: setup demo demo-shortcut test test-all lint bench
+.PHONY: setup demo demo-shortcut test test-heavy test-all lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ demo-shortcut: setup
 
 test: setup
 	$(PY) -m pytest
+
+test-heavy: setup
+	$(PY) -m pytest -m 'heavy and not slow'
 
 test-all: setup
 	$(PY) -m pytest -m ''

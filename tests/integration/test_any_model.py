@@ -151,6 +151,7 @@ def test_library_explains_and_audits(models, images, name):
     assert not summary["localization"].get("skipped"), summary["localization"]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", cases(DEFAULT_RECIPE))
 def test_recipe_with_train_skip_runs_on_a_users_model(models, images, tmp_path, name):
     model_section = dict(models[name][0])

@@ -41,6 +41,7 @@ def table(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.heavy
 @needs_offline
 def test_run_tiny_synthetic_end_to_end(tmp_path):
     args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", "name=tiny", "--set", f"output_dir={tmp_path}"]
@@ -153,6 +154,7 @@ def test_empty_class_is_one_line(tmp_path):
     assert "class 'c' has no images" in res.stderr
 
 
+@pytest.mark.heavy
 def test_corrupt_image_skipped_or_failed_per_policy(tmp_path):
     root = _folder(tmp_path, corrupt=True)
     res = xaudit(*_folder_args(tmp_path, root, "data.on_bad_image=fail"), cwd=tmp_path)
@@ -180,6 +182,7 @@ def test_unusable_output_folder_is_one_line(tmp_path):
     assert blocker.read_text() == "not a folder"  # nothing written was lost
 
 
+@pytest.mark.heavy
 @needs_offline
 def test_a_changed_method_setting_recomputes_its_maps(tmp_path):
     """Maps of another setting under the same label (IG with 4, then 32 steps) are never reused."""

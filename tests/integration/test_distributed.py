@@ -5,6 +5,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 
 from xaudit.explain.engine import MapStore
@@ -42,6 +43,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.heavy
 def test_two_gloo_ranks_write_the_maps_of_one_process(tmp_path: Path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.integration.test_reliability import (
@@ -28,6 +29,7 @@ def torchrun(args: list[str]) -> list[str]:
             "-m", "xaudit", *args[3:]]  # args: python -m xaudit.cli ...
 
 
+@pytest.mark.heavy
 @needs_offline
 def test_torchrun_two_ranks_match_one_process(tmp_path: Path):
     one = subprocess.run(cli_args(tmp_path, "one", [*AUDIT_RUN, *METHODS]), env=env(),

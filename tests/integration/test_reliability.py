@@ -47,6 +47,7 @@ def chunk_bytes(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted((run / "maps").rglob("*.safetensors"))}
 
 
+@pytest.mark.heavy
 @needs_offline
 def test_kill_9_during_explain_then_resume_matches_uninterrupted_run(tmp_path):
     ref = subprocess.run(cli_args(tmp_path, "ref"), env=env(), capture_output=True, text=True, timeout=600)
@@ -91,6 +92,7 @@ def _maps_by_id(run: Path) -> dict[tuple[str, str], np.ndarray]:
     return out
 
 
+@pytest.mark.heavy
 @needs_offline
 def test_two_runs_are_byte_identical(tmp_path):
     for name in ("a", "b"):
@@ -162,6 +164,7 @@ def _table_without_timing(path: Path) -> tuple[list[str], list[list[str]]]:
     return columns, [[r[c] for c in columns] for r in rows]
 
 
+@pytest.mark.heavy
 @needs_offline
 def test_kill_9_during_audit_then_resume_keeps_finished_audits_and_matches(tmp_path):
     ref = subprocess.run(audit_args(tmp_path, "ref"), env=env(), capture_output=True,

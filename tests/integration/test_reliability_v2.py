@@ -61,6 +61,7 @@ def table(path: Path) -> list[dict]:
 # ----------------------------------------------------------------- one run per folder
 
 
+@pytest.mark.heavy
 def test_second_run_on_the_same_folder_fails_at_once_and_the_first_completes(tmp_path):
     data = image_folder(tmp_path / "imgs")
     first = subprocess.Popen(run_args(tmp_path, data), env=env(), stdout=subprocess.DEVNULL,
@@ -153,6 +154,7 @@ def test_leakage_warning_is_in_the_report(tmp_path):
 # ----------------------------------------------------------------- interrupts
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_ends_the_run_with_its_code_and_a_line_then_report_and_resume(tmp_path, sig, code):
     data = image_folder(tmp_path / "imgs")
@@ -195,6 +197,7 @@ def test_target_that_is_not_a_class_fails_before_training(tmp_path):
     assert "decoding" not in res.stderr  # refused from the listing, before any image is decoded
 
 
+@pytest.mark.heavy
 def test_changing_which_images_are_explained_keeps_the_audit(tmp_path):
     data = image_folder(tmp_path / "imgs")
     audit = ["audit.enabled=true", "audit.n_images=2", "audit.audits=[{name: correctness}]"]
@@ -253,6 +256,7 @@ def test_a_file_name_with_a_newline_and_bidi_control_stays_one_line(tmp_path):
 # ----------------------------------------------------------------- links and special files
 
 
+@pytest.mark.heavy
 def test_links_and_special_files_get_rows_and_outside_links_are_refused(tmp_path):
     data = image_folder(tmp_path / "imgs")
     outside = tmp_path / "elsewhere.png"
@@ -280,6 +284,7 @@ def test_links_and_special_files_get_rows_and_outside_links_are_refused(tmp_path
     assert "out.png" not in rows and rows["zero.png"] == "not a regular file (a device)"
 
 
+@pytest.mark.heavy
 def test_report_does_not_embed_a_symlinked_figure(tmp_path):
     data = image_folder(tmp_path / "imgs")
     res = xaudit(run_args(tmp_path, data))

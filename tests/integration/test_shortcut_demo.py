@@ -37,6 +37,7 @@ def run(recipe: str, out: Path, *extra: str) -> dict:
     return json.loads((out / r.name / "summary.json").read_text())
 
 
+@pytest.mark.heavy
 @needs_offline
 def test_planted_shortcut_flagged_and_clean_demo_not(tmp_path):
     clean = run("demo.yaml", tmp_path / "clean")

@@ -149,6 +149,7 @@ def test_engine_uses_it_by_default_counts_windows_and_can_turn_it_off(tmp_path):
     torch.testing.assert_close(maps, captum(model, x, torch.zeros_like(x), [1, 2], 12, 8).sum(1), **TOL)
 
 
+@pytest.mark.heavy
 def test_bf16_runs_incrementally_and_a_strict_check_redoes_it_in_fp32(tmp_path):
     model = net("resnet18")
     x, _ = inputs(2, 80, seed=3)
