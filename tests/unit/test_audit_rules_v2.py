@@ -3,17 +3,26 @@ controls (Binder et al.), refused methods, uninformative checks, presets."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.unit.test_audit_toys import FunctionExplainer, TinyNet, audit_input, images_for
+from tests.unit.test_audit_toys import (
+    FunctionExplainer,
+    GradientExplainer,
+    TinyNet,
+    audit_input,
+    images_for,
+)
 from xaudit.audit import AuditImages, AuditInput, Cell, resolve_specs, run_audits
 from xaudit.audit.controls import control_explainers, is_control
 from xaudit.audit.faithfulness import faithfulness, uninformative
 from xaudit.audit.randomization import model_randomization, pick_steps, step_threshold
 from xaudit.audit.references import sobel_map
+from xaudit.audit.registry import audit_params
 from xaudit.audit.scorecard import cell_status, verdict
 from xaudit.errors import ConfigError
 from xaudit.explain import build_explainer
@@ -298,3 +307,46 @@ def test_the_head_step_is_computed_once_for_cascading_and_independent(tmp_path):
     # the shared copy is counted once: independent adds the other depths only
     steps = len(both.summary["cascade_steps"])
     assert both.model_evals == alone.model_evals * (2 * steps - 1) // steps
+
+
+class _Slow(GradientExplainer):
+    """A gradient whose every evaluation takes 50 ms: the costly method of the plan test."""
+
+    name = "slow_gradient"
+
+    def attribute(self, model, x, target, ctx):
+        time.sleep(0.05 * len(x))
+        return super().attribute(model, x, target, ctx)
+
+
+class _ManyCheap(GradientExplainer):
+    """100 quick forwards per image: many evaluations, each cheap."""
+
+    name = "many_cheap"
+    kind = "perturbation"
+
+    def attribute(self, model, x, target, ctx):
+        with torch.no_grad():
+            for _ in range(100):
+                model(x)
+        return super().attribute(model, x, target, ctx)
+
+
+def test_the_plan_prices_each_methods_evaluations_at_its_own_rate():
+    """Model randomization leaves the 100-evaluation method out (max_method_evals), so its time
+    is the slow method's: one global rate, dominated by the cheap evaluations, would put it
+    at ~1/50 of that."""
+    from xaudit.audit.runner import cost_plan, refused_methods, resolve_specs
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=4, size=16)
+    inp = audit_input(model, [_Slow(), _ManyCheap()], images)
+    assert refused_methods(inp) == {}  # the one-image try that measures each method
+    specs = resolve_specs([{"name": "model_randomization", "max_method_evals": 64}])
+    plan = cost_plan(inp, specs, 4, [])
+    entry = plan["audits"]["model_randomization"]
+    steps = audit_params("model_randomization")["max_steps"] + 1
+    assert entry["model_evals"] == 4 * steps  # the slow gradient only: one evaluation a map
+    # at least the sleeps it will take (a lower bound: sleeping never takes less)
+    assert entry["seconds"] >= 0.95 * 4 * steps * 0.05

@@ -92,8 +92,12 @@ def non_monotone(values: list[float], slack: float = 0.1) -> bool:
 
 
 def _cost_convergence(p: dict, per_map: dict[str, float], explainers) -> float:
-    """Model evaluations: Σ steps × rules per image and path method (plus the endpoints)."""
-    paths = [e for e in explainers if e.kind == "path"]
+    """Model evaluations: Σ steps × rules per image and path method (plus the endpoints).
+
+    They are that method's explanations: a method whose map costs nothing here (``per_map``
+    0) adds none, so that the plan prices them at the method's own rate.
+    """
+    paths = [e for e in explainers if e.kind == "path" and per_map.get(e.label, 0) > 0]
     return p["n"] * len(paths) * (sum(p["steps"]) * len(p["rules"]) + 2 * len(p["steps"]))
 
 
