@@ -100,7 +100,8 @@ def available_bytes(device: torch.device) -> int:
 
 
 def default_budget_bytes(device: torch.device) -> int:
-    """Half of free GPU memory; on the host a quarter of what is available, at most 4 GiB;
+    """Half of free GPU memory; on the host a quarter of what is available, at most 1 GiB
+    (CPU passes gain nothing from more samples, and the audits run beside the run's data);
     rounded down to a power of two.
 
     The pass size follows from the budget, and a pass's size can move results in the last
@@ -108,7 +109,7 @@ def default_budget_bytes(device: torch.device) -> int:
     run to run while other jobs change the free memory a little.
     """
     free = available_bytes(device)
-    budget = free // 2 if device.type == "cuda" else min(free // 4, 4 << 30)
+    budget = free // 2 if device.type == "cuda" else min(free // 4, 1 << 30)
     return 1 << max(20, int(budget).bit_length() - 1)  # at least 1 MiB
 
 
