@@ -153,13 +153,17 @@ def keep_or_reset_maps(root: Path, label: str, key: str, shards: Sequence[Sequen
     number of processes) deletes them, so no map of another setting is ever reused.
     """
     store = MapStore(root, label)
-    key_path = store.dir / KEY_FILE
-    stored = read_json(key_path).get("key") if key_path.is_file() else None
-    keep = stored == key and _shards_fit(root, label, shards)
+    keep = stored_maps_key(root, label) == key and _shards_fit(root, label, shards)
     if not keep:
         store.reset()
-        write_json(key_path, {"label": label, "key": key})
+        write_json(store.dir / KEY_FILE, {"label": label, "key": key})
     return keep
+
+
+def stored_maps_key(root: Path, label: str) -> str | None:
+    """The key a method's stored maps were computed with; None when none is recorded."""
+    key_path = MapStore(root, label).dir / KEY_FILE
+    return read_json(key_path).get("key") if key_path.is_file() else None
 
 
 def _shards_fit(root: Path, label: str, shards: Sequence[Sequence[str]]) -> bool:

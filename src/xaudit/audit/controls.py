@@ -31,6 +31,11 @@ def is_control(label: str) -> bool:
     return label.startswith(PREFIX)
 
 
+def control_label(which: str) -> str:
+    """The scorecard label of control ``which`` (one of ``KINDS``)."""
+    return PREFIX + which
+
+
 def weights_digest(model: nn.Module) -> bytes:
     """A digest of the model's parameters: the random controls' seed changes with them."""
     h = hashlib.blake2b(digest_size=8)
@@ -67,7 +72,7 @@ class ControlMap(Explainer):
 
     @property
     def label(self) -> str:
-        return PREFIX + self.which
+        return control_label(self.which)
 
     def attribute(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                   ctx: ExplainContext) -> torch.Tensor:

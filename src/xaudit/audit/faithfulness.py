@@ -32,14 +32,14 @@ from .base import (
     sub_generator,
     trained_maps,
 )
-from .controls import PREFIX
+from .controls import control_label
 from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
 from .road import linear_impute, noisy_linear_impute, road_curves  # noqa: F401
 from .scorecard import NOT_INFORMATIVE, mean_ci
 
 RANDOM = "random (reference)"
 EDGE = "edge (reference)"
-CONTROL_RANDOM, CONTROL_EDGE = PREFIX + "random", PREFIX + "edge"
+CONTROL_RANDOM, CONTROL_EDGE = control_label("random"), control_label("edge")
 
 # --------------------------------------------------------------------------- orderings & curves
 

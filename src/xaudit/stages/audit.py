@@ -193,32 +193,26 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
 def _stored_ids(root: Path, explainers, upstream: str, target: str, fast: FastPath) -> dict[str, set[str]]:
     """``{label: ids}`` of the explain stage's stored maps computed with exactly this
     setting (method, model, predictions, target, precision); other stored maps are ignored."""
-    from ..distributed import KEY_FILE
-    from ..run import read_json
+    from ..distributed import stored_maps_key
     from .explain import maps_key
 
-    out: dict[str, set[str]] = {}
     if not upstream:
-        return out
-    for e in explainers:
-        maps = MapStore(root, e.label)
-        key_path = maps.dir / KEY_FILE
-        if key_path.is_file() and read_json(key_path).get("key") == maps_key(upstream, target, e, fast):
-            out[e.label] = maps.done_ids()
-    return out
+        return {}
+    return {e.label: MapStore(root, e.label).done_ids() for e in explainers
+            if stored_maps_key(root, e.label) == maps_key(upstream, target, e, fast)}
 
 
 def _reuse_stored_maps(inp: AuditInput, root: Path, stored: dict[str, set[str]]) -> int:
     """Put the stored maps of the pool's test images into the audits' map cache (cost 0:
     computed once, by the explain stage); returns how many were reused."""
     test = inp.splits["test"]
+    pos = {image_id: k for k, image_id in enumerate(test.ids)}
     n = 0
     for e in inp.explainers:
         ids = [i for i in test.ids if i in stored.get(e.label, ())]
         if not ids:
             continue
         data = MapStore(root, e.label).load(ids)
-        pos = {image_id: k for k, image_id in enumerate(test.ids)}
         for j, image_id in enumerate(ids):
             if int(data["targets"][j]) != int(test.targets[pos[image_id]]):
                 continue  # another class explained: not the map this audit asks for
