@@ -53,6 +53,7 @@ AUDITS: dict[str, dict] = {
     'random_logit': {'n_images': None, 'margin': 0.1, 'batch_size': 2},
     'robustness': {'n_images': None, 'n_samples': 4, 'radius': 0.02, 'lipschitz_std': 0.1, 'normalise': True, 'max_method_evals': 64, 'batch_size': 2},
     'shortcut': {'n_images': None, 'border': 0.1, 'corner': 0.25, 'margin': 0.25, 'gap': 0.1},
+    'smooth_model_randomization': {'n_images': None, 'n_samples': 8, 'noise': 0.1, 'margin': 0.1, 'max_random_pair': 0.5, 'max_method_evals': 64, 'batch_size': 2},
 }
 SOURCES: tuple[str, ...] = ('filename', 'folder', 'hub', 'synthetic')
 MODELS: tuple[str, ...] = (

@@ -12,7 +12,7 @@ from scipy import stats
 
 from tests.unit.test_audit_toys import TinyNet, audit_input, images_for
 from xaudit.audit import AUDITS, Cell, run_audits, validate_audit_specs
-from xaudit.audit.scorecard import mean_ci, rank_cells, scorecard_rows, verdict
+from xaudit.audit.scorecard import cell_interval, mean_ci, rank_cells, scorecard_rows, verdict
 from xaudit.errors import ConfigError
 from xaudit.explain import build_explainer
 from xaudit.run import RunDir, read_csv
@@ -30,12 +30,19 @@ def test_mean_ci_is_a_t_interval_around_the_mean():
 
 def test_hit_rates_get_a_wilson_interval():
     # Published values: 8 of 10 -> [0.490, 0.943]; 0 of 10 -> [0, 0.278] (Wilson 1927).
-    mean, lo, hi, n = mean_ci([1.0] * 8 + [0.0] * 2)
+    mean, lo, hi, n = mean_ci([1.0] * 8 + [0.0] * 2, rate=True)
     assert (mean, n) == (0.8, 10) and (lo, hi) == pytest.approx((0.4902, 0.9433), abs=1e-4)
-    assert mean_ci([0.0] * 10)[1:3] == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert mean_ci([0.0] * 10, rate=True)[1:3] == pytest.approx((0.0, 0.2775), abs=1e-4)
     # A t-interval would collapse to a point at 10/10; Wilson keeps its width and stays in [0, 1].
-    _, lo, hi, _ = mean_ci([1.0] * 10)
+    _, lo, hi, _ = mean_ci([1.0] * 10, rate=True)
     assert lo == pytest.approx(0.7225, abs=1e-4) and hi == pytest.approx(1.0)
+    # A map identical on every image (similarity 1) is not a hit rate: no width to invent.
+    assert mean_ci([1.0] * 10)[1:3] == (1.0, 1.0)
+    hits = Cell("m", "localization", "pointing_game", np.array([1.0] * 10), True, True, "r", threshold=0.5)
+    same = Cell("m", "model_randomization", "cascade_head_spearman_abs", np.array([1.0] * 10),
+                False, False, "r", threshold=0.5)
+    assert cell_interval(hits)[1] == pytest.approx(0.7225, abs=1e-4)
+    assert cell_interval(same)[1:3] == (1.0, 1.0)
 
 
 def cell(method, mean, higher=True, passed=None, audit="faithfulness"):
@@ -113,6 +120,7 @@ def test_run_audits_end_to_end(tmp_path):
         {"name": "convergence", "steps": [4, 8], "n_images": 2},
         {"name": "baseline_sensitivity", "baselines": ["black", "blur"], "n_images": 2},
         {"name": "model_randomization", "max_steps": 2, "independent": False},
+        {"name": "smooth_model_randomization", "n_samples": 2},
         {"name": "label_randomization"},
         {"name": "faithfulness", "steps": 4, "road_percentages": [0.5], "infidelity_samples": 2,
          "sensitivity_samples": 0},

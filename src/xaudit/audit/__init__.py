@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (register the audits)
     randomization,
     robustness,
     shortcut,
+    smooth_randomization,
 )
 from .base import (
     AUDITS,

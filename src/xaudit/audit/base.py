@@ -7,7 +7,7 @@ Each piece lives in its own module (``types``, ``registry``, ``maps``, ``helpers
 from __future__ import annotations
 
 from .helpers import fork_seed, nan_to_none, plain, safe_name, stratified, sub_generator
-from .maps import class_scores, compute_maps, ctx_for, trained_maps
+from .maps import CountedExplain, class_scores, compute_maps, ctx_for, over_budget, trained_maps
 from .registry import (
     AUDITS,
     INFO,
@@ -23,7 +23,8 @@ from .registry import (
 from .types import AuditImages, AuditInput, AuditResult, Cell, Maps
 
 __all__ = [
-    "AUDITS", "INFO", "AuditImages", "AuditInfo", "AuditInput", "AuditResult", "Cell", "Maps",
+    "AUDITS", "INFO", "AuditImages", "AuditInfo", "AuditInput", "AuditResult", "Cell",
+    "CountedExplain", "Maps", "over_budget",
     "audit_info", "audit_params", "class_scores", "compute_maps", "ctx_for", "fork_seed",
     "model_level_audits", "nan_to_none", "no_extra_cost", "plain", "register_audit",
     "safe_name", "skipped", "stratified", "sub_generator", "trained_maps",

@@ -22,7 +22,7 @@ from .base import (
     stratified,
     trained_maps,
 )
-from .scorecard import mean_ci
+from .scorecard import is_rate, mean_ci
 
 # Per-image columns that are identifiers, not statistics.
 _ID_COLUMNS = {"method", "id", "target", "correct", "split", "class", "region", "mode", "block",
@@ -92,7 +92,7 @@ def correctness(
         entry = {}
         for group, flag in (("correct", True), ("incorrect", False)):
             vals = np.array([v for k, v in by_id.items() if correct[k] is flag])
-            mean, lo, hi, n = mean_ci(vals)
+            mean, lo, hi, n = mean_ci(vals, rate=is_rate(stat.split("[")[0]))
             rows.append({"method": method, "statistic": stat, "group": group, "mean": mean,
                          "ci_lo": lo, "ci_hi": hi, "n": n})
             entry[group] = None if not np.isfinite(mean) else mean

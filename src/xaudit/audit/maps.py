@@ -109,6 +109,33 @@ def trained_maps(inp: AuditInput, explainer: Explainer, split: str, images: Audi
                 sum(p.model_evals for p in parts))
 
 
+class CountedExplain:
+    """``compute_maps`` as an ``(x, targets) -> maps`` callable that adds up its seconds and
+    model evaluations; ``model``: a copy of the trained model (randomized) instead of it."""
+
+    def __init__(self, explainer: Explainer, inp: AuditInput, batch_size: int,
+                 model: nn.Module | None = None):
+        self.explainer, self.inp, self.batch_size = explainer, inp, batch_size
+        self.model = inp.model if model is None else model
+        self.seconds, self.model_evals = 0.0, 0
+
+    def __call__(self, x: Tensor, targets: Tensor) -> Tensor:
+        m = compute_maps(self.explainer, self.model, x, targets, self.inp.ctx, self.batch_size,
+                         reference=self.inp.model, fast=self.inp.fast)
+        self.seconds += m.seconds
+        self.model_evals += m.model_evals
+        return m.attributions
+
+
+def over_budget(trained: Maps, n_images: int, max_method_evals: int) -> str | None:
+    """Why a method is left out of a costly audit (stated in its summary, never silent)."""
+    per_image = trained.model_evals / n_images
+    if per_image <= max_method_evals:
+        return None
+    return (f"costs {per_image:.0f} model evaluations per image, above max_method_evals="
+            f"{max_method_evals}; raise it to include this method")
+
+
 @torch.no_grad()
 def class_scores(
     model: nn.Module, x: Tensor, targets: Tensor, batch_size: int = 32, kind: str = "prob"

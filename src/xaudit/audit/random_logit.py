@@ -24,7 +24,7 @@ from .base import (
     AuditInput,
     AuditResult,
     Cell,
-    compute_maps,
+    CountedExplain,
     register_audit,
     skipped,
     stratified,
@@ -93,17 +93,10 @@ def random_logit_audit(
     for explainer in inp.explainers:
         trained = trained_maps(inp, explainer, "test", images)
         others = other_classes(images.targets, len(inp.classes), inp.generator)
-        costs = {"seconds": 0.0, "evals": 0}
-
-        def explain(x: Tensor, t: Tensor, explainer=explainer, costs=costs) -> Tensor:
-            m = compute_maps(explainer, inp.model, x, t, inp.ctx, batch_size, fast=inp.fast)
-            costs["seconds"] += m.seconds
-            costs["evals"] += m.model_evals
-            return m.attributions
-
+        explain = CountedExplain(explainer, inp, batch_size)
         sims = random_logit(explain, images.x, images.targets, others, trained.attributions)
         pair = random_pair(inp, explainer, images)
-        total_evals += costs["evals"]
+        total_evals += explain.model_evals
         for i, image_id in enumerate(images.ids):
             rows.append({"method": explainer.label, "id": image_id,
                          "target": inp.classes[int(images.targets[i])],
@@ -114,7 +107,7 @@ def random_logit_audit(
         value = mean_ci(sims["spearman_signed"])[0]
         passed = bool(value < line + margin) if np.isfinite(value) and np.isfinite(line) else None
         limit = float(line + margin) if np.isfinite(line) else None
-        seconds, evals = costs["seconds"] + trained.seconds, costs["evals"] + trained.model_evals
+        seconds, evals = explain.seconds + trained.seconds, explain.model_evals + trained.model_evals
         cells.append(Cell(explainer.label, "random_logit", "random_logit_spearman", sims["spearman_signed"],
                           False, passed,
                           f"Spearman(signed map) with a random other class's map < random-pair "

@@ -24,6 +24,7 @@ from .base import (
     Cell,
     compute_maps,
     fork_seed,
+    over_budget,
     register_audit,
     safe_name,
     skipped,
@@ -153,12 +154,9 @@ def model_randomization(
     methods, refs, pairs = [], {}, {}
     for explainer in inp.explainers:
         trained = trained_maps(inp, explainer, "test", images)
-        per_image = trained.model_evals / len(images)
-        if per_image > max_method_evals:  # stated in the summary and the scorecard, never silent
-            summary["skipped_methods"][explainer.label] = (
-                f"costs {per_image:.0f} model evaluations per image, above max_method_evals="
-                f"{max_method_evals}; raise it to include this method"
-            )
+        why = over_budget(trained, len(images), max_method_evals)
+        if why:  # stated in the summary and the scorecard, never silent
+            summary["skipped_methods"][explainer.label] = why
             continue
         methods.append(explainer)
         refs[explainer.label] = trained.maps
@@ -241,6 +239,17 @@ def step_threshold(line: float, survival: float) -> float:
     return float(line) + survival * (1.0 - float(line))
 
 
+def uninformative(mean: float, line: float, max_random_pair: float) -> tuple[str | None, str]:
+    """(NOT_INFORMATIVE, why) when a similarity rule cannot tell methods apart, else (None, "")."""
+    if not np.isfinite(mean) or not np.isfinite(line):
+        return NOT_INFORMATIVE, "the map is constant: its similarity is undefined"
+    if line >= max_random_pair:
+        return NOT_INFORMATIVE, (
+            f"maps of different images already agree at {line:.2f} (>= {max_random_pair:g}): "
+            "'below it' cannot separate a map that follows the model from one that does not")
+    return None, ""
+
+
 def _cascade_cells(label: str, blocks: list[Block], depths: list[int],
                    cascade: list[dict[str, np.ndarray]], pair: dict[str, np.ndarray],
                    margin: float, survival: float, max_random_pair: float, seconds: float,
@@ -251,7 +260,7 @@ def _cascade_cells(label: str, blocks: list[Block], depths: list[int],
               step_threshold(line, survival))
              for d, name in DECISIVE if d in depths and d != depths[-1]]
     steps.append(("cascade_final_spearman_abs", len(depths) - 1, "all blocks",
-                  _limit(line, margin)))
+                  limit(line, margin)))
     cells = []
     for k, (metric, index, block, threshold) in enumerate(steps):
         values = cascade[index]["spearman_abs"]
@@ -261,13 +270,7 @@ def _cascade_cells(label: str, blocks: list[Block], depths: list[int],
         else:
             rule = (f"Spearman(|map|) after re-initialising down to {block} < random-pair "
                     f"({line:.2f}) + {survival:g} × (1 − random-pair) = {threshold:.2f}")
-        forced, note = None, ""
-        if not np.isfinite(mean) or not np.isfinite(line):
-            forced, note = NOT_INFORMATIVE, "the map is constant: its similarity is undefined"
-        elif line >= max_random_pair:
-            forced = NOT_INFORMATIVE
-            note = (f"maps of different images already agree at {line:.2f} (>= {max_random_pair:g}): "
-                    "'below it' cannot separate a map that follows the model from one that does not")
+        forced, note = uninformative(mean, line, max_random_pair)
         passed = bool(mean < threshold) if np.isfinite(mean) and threshold is not None else None
         # The cost goes with the first cell, so that the scorecard does not count it thrice.
         cells.append(Cell(label, "model_randomization", metric, values, False, passed, rule,
@@ -326,7 +329,7 @@ def label_randomization(
                           sims["spearman_abs"], False, passed,
                           f"Spearman(|map|) with the shuffled-label model's map < random-pair "
                           f"({line:.2f}) + {margin:g}", m.seconds, m.model_evals,
-                          threshold=_limit(line, margin)))
+                          threshold=limit(line, margin)))
         summary[explainer.label] = {"random_pair": {k: _mean(v) for k, v in pair.items()},
                                     "shuffled": {k: _mean(v) for k, v in sims.items()}}
     text = (
@@ -339,7 +342,7 @@ def label_randomization(
                        time.perf_counter() - start, total_evals)
 
 
-def _limit(line: float, margin: float) -> float | None:
+def limit(line: float, margin: float) -> float | None:
     """The randomization rules' threshold: the random-pair level plus the margin."""
     value = float(line) + float(margin)
     return value if np.isfinite(value) else None

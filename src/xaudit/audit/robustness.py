@@ -15,12 +15,12 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError, echo
-from ..explain.base import Explainer
 from .base import (
     AuditInput,
     AuditResult,
     Cell,
-    compute_maps,
+    CountedExplain,
+    over_budget,
     register_audit,
     skipped,
     stratified,
@@ -95,21 +95,6 @@ def local_lipschitz(
     return best.numpy()
 
 
-class _CountedExplain:
-    """``compute_maps`` as an ExplainFn that adds up its seconds and model evaluations."""
-
-    def __init__(self, explainer: Explainer, inp: AuditInput, batch_size: int):
-        self.explainer, self.inp, self.batch_size = explainer, inp, batch_size
-        self.seconds, self.model_evals = 0.0, 0
-
-    def __call__(self, x: Tensor, targets: Tensor) -> Tensor:
-        m = compute_maps(self.explainer, self.inp.model, x, targets, self.inp.ctx, self.batch_size,
-                         fast=self.inp.fast)
-        self.seconds += m.seconds
-        self.model_evals += m.model_evals
-        return m.attributions
-
-
 def _check(n_samples: int, radius: float, lipschitz_std: float, max_method_evals: int) -> None:
     if n_samples < 1:
         raise ConfigError(f"audit.audits: robustness.n_samples must be at least 1, got {echo(n_samples)}")
@@ -152,14 +137,11 @@ def robustness(
     total_evals = 0
     for explainer in inp.explainers:
         trained = trained_maps(inp, explainer, "test", images)
-        per_image = trained.model_evals / len(images)
-        if per_image > max_method_evals:  # stated in the summary, never silent
-            summary["skipped_methods"][explainer.label] = (
-                f"costs {per_image:.0f} model evaluations per image, above max_method_evals="
-                f"{max_method_evals}; raise it to include this method"
-            )
+        why = over_budget(trained, len(images), max_method_evals)
+        if why:
+            summary["skipped_methods"][explainer.label] = why
             continue
-        explain = _CountedExplain(explainer, inp, batch_size)
+        explain = CountedExplain(explainer, inp, batch_size)
         t0 = time.perf_counter()
         sens = avg_sensitivity(explain, images.x, images.targets, trained.attributions,
                                n_samples, radius, inp.generator)

@@ -38,17 +38,26 @@ def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n) of the finite ``values``: a Student-t interval, or a Wilson score
-    interval when every value is 0 or 1 (a hit rate such as the pointing game's), where a
-    t-interval would leave [0, 1] or collapse to a point at 0/n and n/n."""
+# Metrics whose per-image values are hits (0 or 1), by name prefix.
+HIT_RATES = ("pointing_game",)
+
+
+def is_rate(metric: str) -> bool:
+    return metric.split(".")[-1].startswith(HIT_RATES)
+
+
+def mean_ci(values, level: float = 0.95, rate: bool = False) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) of the finite ``values``: a Student-t interval, or for a hit rate
+    (``rate``: every value 0 or 1, the pointing game's) a Wilson score interval, where a
+    t-interval would leave [0, 1] or collapse to a point at 0/n and n/n. A similarity that is
+    1 on every image is not a hit rate: its t-interval is the point 1."""
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
     n = int(v.size)
     if n == 0:
         return float("nan"), float("nan"), float("nan"), 0
     mean = float(v.mean())
-    if np.isin(v, (0.0, 1.0)).all():
+    if rate and np.isin(v, (0.0, 1.0)).all():
         lo, hi = wilson_ci(int(v.sum()), n, level)
         return mean, lo, hi, n
     if n < 2:
@@ -67,6 +76,7 @@ METRIC_RANGES: tuple[tuple[str, float, float], ...] = (
     ("sparseness", 0.0, 1.0), ("complexity", 0.0, math.inf), ("avg_sensitivity", 0.0, math.inf),
     ("local_lipschitz", 0.0, math.inf), ("faithfulness_correlation", -1.0, 1.0),
     ("monotonicity_correlation", -1.0, 1.0), ("random_logit", -1.0, 1.0),
+    ("smooth_", -1.0, 1.0),
 )
 
 
@@ -81,7 +91,7 @@ def metric_range(metric: str) -> tuple[float, float]:
 
 def cell_interval(cell: Cell) -> tuple[float, float, float, int]:
     """(mean, lo, hi, n) of a cell, the interval clipped to the metric's range."""
-    mean, lo, hi, n = mean_ci(cell.values)
+    mean, lo, hi, n = mean_ci(cell.values, rate=is_rate(cell.metric))
     low, high = metric_range(cell.metric)
     if math.isfinite(lo):
         lo = min(max(lo, low), high)
