@@ -16,7 +16,6 @@ from xaudit.audit.controls import ControlMap
 from xaudit.audit.registry import INFO
 from xaudit.audit.scorecard import NOT_TESTED
 from xaudit.audit.smooth_randomization import (
-    METRIC,
     draw_noise,
     smooth_model_randomization,
     smooth_similarity,
