@@ -350,3 +350,28 @@ def test_the_plan_prices_each_methods_evaluations_at_its_own_rate():
     assert entry["model_evals"] == 4 * steps  # the slow gradient only: one evaluation a map
     # at least the sleeps it will take (a lower bound: sleeping never takes less)
     assert entry["seconds"] >= 0.95 * 4 * steps * 0.05
+
+
+def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch):
+    """Faithfulness's ROAD fills cost time but no evaluation: the plan adds their timing, per
+    image, scored map (the methods and its two own references), order and percentage set."""
+    from xaudit.audit import faithfulness as faith
+    from xaudit.audit.runner import cost_plan, refused_methods, resolve_specs
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=4, size=16)
+    inp = audit_input(model, [GradientExplainer()], images)
+    assert refused_methods(inp) == {}
+    specs = resolve_specs([{"name": "faithfulness", "road_percentages": [0.2, 0.5]}])
+    timed = []
+
+    def plan_with_solves_of(seconds):
+        monkeypatch.setattr(faith, "solve_seconds", lambda px, ps: timed.append(ps) or seconds)
+        return cost_plan(inp, specs, 4, [])["audits"]["faithfulness"]["seconds"]
+
+    free, priced = plan_with_solves_of(0.0), plan_with_solves_of(0.5)
+    assert timed == [[0.2, 0.5]] * 2
+    # 4 images × (1 method + the random and edge references) × 2 orders × 0.5 s = 12 s.
+    assert priced - free == pytest.approx(12.0, abs=0.15)
+

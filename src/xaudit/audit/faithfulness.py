@@ -34,7 +34,7 @@ from .base import (
 )
 from .controls import control_label
 from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
-from .road import linear_impute, noisy_linear_impute, road_curves  # noqa: F401
+from .road import linear_impute, noisy_linear_impute, road_curves, solve_seconds  # noqa: F401
 from .scorecard import NOT_INFORMATIVE, mean_ci
 
 RANDOM = "random (reference)"
@@ -180,12 +180,23 @@ def _cost_faithfulness(p: dict, per_map: dict[str, float], explainers) -> float:
     forwards = 2 * (p["steps"] + 1) + 2 * len(p["road_percentages"]) + infid
     sens = sum(v * (p["sensitivity_samples"] + 1) for v in per_map.values()
                if p["sensitivity_samples"] > 0 and v <= p["sensitivity_max_evals"])
-    own_refs = (CONTROL_RANDOM not in per_map) + (CONTROL_EDGE not in per_map)
-    return p["n"] * (forwards * (len(per_map) + own_refs) + sens)
+    return p["n"] * (forwards * (len(per_map) + _own_references(per_map)) + sens)
+
+
+def _own_references(labels) -> int:
+    """The reference maps faithfulness scores besides the audited ones (none with controls)."""
+    return (CONTROL_RANDOM not in labels) + (CONTROL_EDGE not in labels)
+
+
+def _road_seconds(p: dict, inp: AuditInput, explainers) -> float:
+    """ROAD's solves: both orders, every percentage, for each image and scored map."""
+    maps = len(explainers) + _own_references({e.label for e in explainers})
+    one = solve_seconds(inp.splits["test"].pixels[0], [float(q) for q in p["road_percentages"]])
+    return p["n"] * maps * 2 * one
 
 
 @register_audit("faithfulness", order=50, family="faithfulness",
-                quick=True, cost=_cost_faithfulness)
+                quick=True, cost=_cost_faithfulness, other_seconds=_road_seconds)
 def faithfulness(
     inp: AuditInput,
     figures_dir: Path,

@@ -39,6 +39,9 @@ class AuditInfo:
     # (params with "n" images, {method: model evaluations per map and image}, explainers)
     # -> the audit's model evaluations beyond the shared trained maps, for the plan it prints.
     cost: Callable[[dict, dict, list], float] | None = None
+    # (params, the audit input, explainers) -> seconds spent beyond model evaluations (ROAD's
+    # solves), measured on the pool for the plan.
+    other_seconds: Callable[[dict, Any, list], float] | None = None
 
 
 INFO: dict[str, AuditInfo] = {}
@@ -48,9 +51,11 @@ def register_audit(
     name: str, *, order: int, family: str, model_level: bool = False, needs: str = "",
     needs_others: bool = False, quick: bool = False,
     cost: Callable[[dict, dict, list], float] | None = None,
+    other_seconds: Callable[[dict, Any, list], float] | None = None,
 ) -> Callable[[AuditFn], AuditFn]:
     """Register ``name``: one decorator is all an audit needs to be run, ordered and judged."""
-    INFO[name] = AuditInfo(name, order, family, model_level, needs, needs_others, quick, cost)
+    INFO[name] = AuditInfo(name, order, family, model_level, needs, needs_others, quick, cost,
+                           other_seconds)
     return AUDITS.register(name)
 
 

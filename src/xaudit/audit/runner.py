@@ -229,7 +229,8 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
 
     Seconds price each method's explanations at that method's own measured seconds per
     evaluation (a backward pass costs several forwards) and the rest (deletion curves,
-    perturbed inputs) at a plain forward's, timed here on a few pool images.
+    perturbed inputs) at a plain forward's, timed here on a few pool images; work that is no
+    model evaluation (ROAD's solves) at the audit's own timing (``other_seconds``).
     """
     test = inp.splits["test"]
     per_map, per_eval = {}, {}
@@ -257,6 +258,8 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
             seconds = plain * forward + sum(
                 (info.cost(params, {**zero, label: per_map[label]}, explainers) - plain) * per_eval[label]
                 for label in per_map)
+            if info.other_seconds is not None:
+                seconds += info.other_seconds(params, inp, explainers)
         audits[name] = {"model_evals": int(round(est)),
                         "seconds": None if seconds is None else round(seconds, 1)}
     # the shared maps still to compute (the try's and those reused from the explain stage are in)
