@@ -81,7 +81,7 @@ class Pipeline:
         self._clf: Classifier | None = None
         self._pre: Preprocessing | None = None
         self._cache: dict = {}  # the frozen-mode feature cache, shared by training and audits
-        self.fingerprints = stage_fingerprints(_with_checkpoint_digest(to_dict(recipe)))
+        self.fingerprints = recipe_fingerprints(recipe)
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, **kw) -> Pipeline:
@@ -293,8 +293,16 @@ class Pipeline:
         needed = [s for s in previous if s not in manifest and not (s == "audit")]
         if needed:
             raise XauditError(f"{self.run.root}: stage {needed[0]!r} has not run yet; run `xaudit run` or `xaudit {needed[0]}` first")
+        # The folder's recipe is what its results were made with, --set values included: a
+        # later `xaudit run` on it keeps this stage, and the report can tell stale stages.
+        self.run.save_recipe(to_dict(self.recipe))
         self._stage(stage)
         return self.run.report_path
+
+
+def recipe_fingerprints(recipe: Recipe) -> dict[str, str]:
+    """Each stage's fingerprint under ``recipe``: what the manifest records when it finishes."""
+    return stage_fingerprints(_with_checkpoint_digest(to_dict(recipe)))
 
 
 def _with_checkpoint_digest(recipe_dict: dict) -> dict:
@@ -325,7 +333,7 @@ def run_recipe(recipe: Recipe | str | Path, overrides: list[str] | None = None,
         return Pipeline(recipe, **kw).run_stages()
 
 
-__all__ = ["Pipeline", "run_recipe"]
+__all__ = ["Pipeline", "recipe_fingerprints", "run_recipe"]
 
 
 def peak_rss_mb() -> float:

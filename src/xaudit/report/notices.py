@@ -1,8 +1,9 @@
 """Warnings shown at the top of the report: what a reader must know before the numbers.
 
 A duplicate across train and test (the scores overstate accuracy), classes dropped for
-having no usable image, and stages that have not finished: a report re-rendered after an
-interrupted or invalidated stage would otherwise show that stage's old results without a word.
+having no usable image, and stages that have not finished or are stale against the folder's
+recipe.yaml: a report re-rendered after an interrupted, invalidated or edited stage would
+otherwise show that stage's old results without a word.
 """
 
 from __future__ import annotations
@@ -18,6 +19,23 @@ def unfinished_stages(run: RunDir) -> list[str]:
     except (ValueError, OSError):
         return list(_EXPECTED)
     return [s for s in _EXPECTED if s not in done]
+
+
+def stale_stages(run: RunDir) -> tuple[list[str], str]:
+    """Finished stages whose recorded fingerprint is not the one the folder's recipe.yaml
+    gives now (the recipe was edited, or a checkpoint it names changed), and why none could
+    be checked when recipe.yaml does not load."""
+    from ..errors import XauditError, shown
+    from ..pipeline import recipe_fingerprints
+
+    try:
+        done = run.manifest().get("stages", {})
+        from ..config import load_recipe
+
+        now = recipe_fingerprints(load_recipe(run.recipe_path))
+    except (XauditError, ValueError, OSError) as err:
+        return [], shown(str(err), 200)
+    return [s for s in _EXPECTED if s in done and done[s].get("fingerprint") != now.get(s)], ""
 
 
 def embeddable_figures(run: RunDir) -> tuple[list[str], list[str]]:
@@ -49,6 +67,16 @@ def notices(run: RunDir, summary: dict) -> list[str]:
             f"{'these stages' if len(missing) > 1 else 'that stage'} below are missing or from an earlier "
             "run; `xaudit run` with the run's recipe finishes them."
         )
+    stale, unreadable = stale_stages(run)
+    if stale:
+        out.append(
+            f"Stale: the {', '.join(stale)} stage{'s were' if len(stale) > 1 else ' was'} run with other "
+            "settings than the run folder's recipe.yaml says now (edited since, or a checkpoint it "
+            f"names changed): the results below are not that recipe's. `xaudit run` with the run's "
+            f"recipe.yaml re-runs {'them' if len(stale) > 1 else 'it'}."
+        )
+    if unreadable:
+        out.append(f"Not checked against its recipe: recipe.yaml does not load ({unreadable}).")
     info = (summary.get("dataset") or {}).get("info") or {}
     leakage = info.get("leakage") or {}
     if isinstance(leakage, dict) and leakage.get("pairs"):
