@@ -295,7 +295,7 @@ class Pipeline:
             raise XauditError(f"{self.run.root}: stage {needed[0]!r} has not run yet; run `xaudit run` or `xaudit {needed[0]}` first")
         # The folder's recipe is what its results were made with, --set values included: a
         # later `xaudit run` on it keeps this stage, and the report can tell stale stages.
-        self.run.save_recipe(to_dict(self.recipe))
+        step(self.world, lambda: self.run.save_recipe(to_dict(self.recipe)), main_only=True)
         self._stage(stage)
         return self.run.report_path
 
