@@ -97,6 +97,39 @@ def test_second_run_on_the_same_folder_fails_at_once_and_the_first_completes(tmp
     assert len(stored) == len(set(stored)) and sorted(stored) == sorted(explained)
 
 
+@pytest.mark.heavy
+def test_under_torchrun_rank_0_holds_the_lock_and_a_second_run_fails_at_once(tmp_path):
+    from tests.integration.test_distributed_pipeline import torchrun
+
+    data = image_folder(tmp_path / "imgs")
+    first = subprocess.Popen(torchrun(run_args(tmp_path, data)), env=env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "r" / "xaudit.lock"
+    deadline = time.time() + 180
+    while time.time() < deadline and first.poll() is None:
+        if lock.is_file() and lock.read_text().strip():
+            break
+        time.sleep(0.02)
+    assert first.poll() is None, "the torchrun job ended before it took its lock"
+    holder = json.loads(lock.read_text())["pid"]
+    # rank 0, a worker of the launcher, holds it (not the launcher, not rank 1)
+    assert holder != first.pid and b"RANK=0" in Path(f"/proc/{holder}/environ").read_bytes().split(b"\0")
+    os.kill(holder, signal.SIGSTOP)  # rank 1 waits for it in the next collective
+    try:
+        second = xaudit(run_args(tmp_path, data, "r", "seed=7"), timeout=120)
+    finally:
+        os.kill(holder, signal.SIGCONT)
+    assert one_error(second).startswith(
+        f"error: run folder {tmp_path / 'r'} is in use by another xaudit run (pid {holder} on ")
+    assert first.wait(timeout=600) == 0, first.stderr.read()[-3000:]
+    assert "(2 processes)" in first.stderr.read()
+    run = tmp_path / "r"
+    assert not lock.exists()
+    assert json.loads((run / "summary.json").read_text())["seed"] == 0
+    assert set(json.loads((run / "manifest.json").read_text())["stages"]) == {
+        "train", "evaluate", "explain", "audit", "report"}
+
+
 # ----------------------------------------------------------------- classes after decoding
 
 
