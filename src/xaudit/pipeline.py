@@ -160,7 +160,8 @@ class Pipeline:
         if self._clf is None:
             m = self.recipe.model
             if self._trained():
-                clf = Classifier.from_run(self.run.model_dir)
+                # the recipe's own factory, which the train stage saved, may be called again
+                clf = Classifier.from_run(self.run.model_dir, trust_code=m.module or False)
                 if m.target_layer:
                     clf = clf.with_overrides(cam_layer=m.target_layer)
             else:

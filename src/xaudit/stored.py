@@ -38,16 +38,36 @@ def _need(cond: bool, path: Path, message: str, kind: type[XauditError]) -> None
         raise kind(f"{path}: {message}")
 
 
-def read_model_meta(path: str | Path, need_preprocessing: bool = False) -> dict:
-    """``model.json``: architecture name, class names and preprocessing, each checked.
+SOURCES = ("torchvision", "timm", "transformers", "python")
+# What each source needs to rebuild its architecture: key, type, what it is in words.
+_SOURCE_KEYS = {"transformers": ("config", dict, "the model's config (a mapping)"),
+                "python": ("module", str, "'package.module:factory'")}
 
-    The preprocessing block is checked when present; ``need_preprocessing`` requires it.
+
+def read_model_meta(path: str | Path, need_preprocessing: bool = False,
+                    need_classes: bool = False) -> dict:
+    """``model.json``: architecture name and source, class names and preprocessing, each checked.
+
+    The preprocessing block and the class names are checked when present;
+    ``need_preprocessing`` / ``need_classes`` require them.
     """
     path = Path(path)
     meta = _load(path, ModelError)
     _need(isinstance(meta, dict), path, f"expected a JSON object, got {echo(meta)}", ModelError)
     _need(isinstance(meta.get("name"), str) and bool(meta.get("name")), path,
           f"name: expected a model name, got {echo(meta.get('name'))}", ModelError)
+    source = meta.get("source", "torchvision")
+    _need(source in SOURCES, path, f"source: expected one of {', '.join(SOURCES)}, got {echo(source)}",
+          ModelError)
+    if source in _SOURCE_KEYS:
+        key, kind, what = _SOURCE_KEYS[source]
+        _need(isinstance(meta.get(key), kind) and bool(meta.get(key)), path,
+              f"{key}: a {source} model needs {what}, got {echo(meta.get(key))}", ModelError)
+    for key in ("anatomy", "model_args"):
+        _need(meta.get(key) is None or isinstance(meta[key], dict), path,
+              f"{key}: expected a mapping, got {echo(meta.get(key))}", ModelError)
+    _need(not need_classes or meta.get("classes") is not None, path,
+          "classes: the class names are missing", ModelError)
     n = meta.get("num_classes")
     _need(n is None or (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_CLASSES), path,
           f"num_classes: must be in [1, {MAX_CLASSES}] or null, got {echo(n)}", ModelError)

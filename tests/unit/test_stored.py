@@ -76,6 +76,52 @@ def test_load_checkpoint_refuses_a_bad_model_json_before_building(tmp_path):
         Classifier.from_run(tmp_path)
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.pop("classes"), "classes: the class names are missing"),
+    (lambda m: m.update(source="x" * 500), "source: expected one of torchvision, timm, transformers, python, got 'xxx"),
+    (lambda m: m.update(source="transformers"), "config: a transformers model needs the model's config (a mapping), got None"),
+    (lambda m: m.update(source="python"), "module: a python model needs 'package.module:factory', got None"),
+    (lambda m: m.update(anatomy=[1, 2]), "anatomy: expected a mapping, got [1, 2]"),
+    (lambda m: m.update(model_args="x"), "model_args: expected a mapping, got 'x'"),
+    (lambda m: m.update(name="resnet9000"), "unknown model 'resnet9000'"),
+])
+def test_a_hand_edited_model_json_is_one_error_naming_the_file(tmp_path, change, message):
+    built = Classifier.from_torchvision("mobilenet_v2", "none", num_classes=2, seed=0)
+    save_model_folder(built.module, tmp_path, GOOD)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    change(meta)
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError) as err:
+        Classifier.from_run(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'model.json'}: {message}")
+    assert "x" * 100 not in str(err.value)  # an echoed value is bounded
+
+
+def test_a_python_factory_named_in_model_json_runs_only_when_trusted(tmp_path, monkeypatch):
+    """A shared run folder must not choose code to run: the factory is called only with
+    trust_code=True or when the caller names the same factory (the recipe's model.module)."""
+    from xaudit.models import rebuild
+
+    spec = "torchvision.models:mobilenet_v2"
+    built = Classifier.from_torchvision("mobilenet_v2", "none", num_classes=2, seed=0)
+    save_model_folder(built.module, tmp_path, {**GOOD, "source": "python", "module": spec,
+                                              "model_args": {"num_classes": 2}})
+    called = []
+    real = rebuild.import_factory
+    monkeypatch.setattr(rebuild, "import_factory", lambda s: called.append(s) or real(s))
+    for refused in (False, "own_model:make"):
+        with pytest.raises(ModelError, match=r"model.json: rebuilding this model calls the Python "
+                                             r"factory the file names \(module: 'torchvision.models:mobilenet_v2'\)"):
+            Classifier.from_run(tmp_path, trust_code=refused)
+    assert called == []
+    for trusted in (True, spec):
+        clf = Classifier.from_run(tmp_path, trust_code=trusted)
+        assert clf.classes == ["a", "b"]
+        torch.testing.assert_close(clf.module.state_dict()["classifier.1.weight"],
+                                   built.module.state_dict()["classifier.1.weight"])
+    assert called == [spec, spec]
+
+
 @pytest.mark.parametrize(
     "index, message",
     [

@@ -107,7 +107,7 @@ def read_model_meta(folder: Path) -> dict:
     meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
     if not meta_path.is_file() or not weights_path.is_file():
         raise ModelError(f"no trained model in {folder}: run the train stage first")
-    return validated(meta_path, need_preprocessing=True)
+    return validated(meta_path, need_preprocessing=True, need_classes=True)
 
 
 def content_digest(path: str | Path) -> str:

@@ -162,15 +162,17 @@ class Classifier:
     @classmethod
     def from_checkpoint(cls, path: str | Path, arch: str | None = None,
                         classes: Sequence[str] | None = None, num_classes: int | None = None,
-                        preprocessing: Preprocessing | None = None, **overrides: Any) -> Classifier:
+                        preprocessing: Preprocessing | None = None, trust_code: bool | str = False,
+                        **overrides: Any) -> Classifier:
         """A weights file for a torchvision architecture (``arch``; ``timm:NAME`` for timm),
-        or one of xaudit's model folders (a run folder or its ``model/``)."""
+        or one of xaudit's model folders (a run folder or its ``model/``; ``trust_code`` as
+        in ``from_run``)."""
         from .checkpoints import load_weights, read_state_dict
         from .weights import build_torchvision
 
         path = Path(path)
         if path.is_dir():
-            return cls.from_run(path, **overrides)
+            return cls.from_run(path, trust_code=trust_code, **overrides)
         if arch is None:
             raise ModelError(f"{path}: a weights file needs its architecture: arch='resnet18' "
                              "(torchvision) or arch='timm:vit_small_patch16_224'")
@@ -203,14 +205,18 @@ class Classifier:
         return cls._make(module.eval(), list(classes), pre, source, overrides)
 
     @classmethod
-    def from_run(cls, folder: str | Path, **overrides: Any) -> Classifier:
-        """A model xaudit saved: a run folder or its ``model/`` (safetensors + model.json)."""
+    def from_run(cls, folder: str | Path, trust_code: bool | str = False, **overrides: Any) -> Classifier:
+        """A model xaudit saved: a run folder or its ``model/`` (safetensors + model.json).
+
+        ``trust_code``: a model built by a Python factory (``source: python``) is rebuilt by
+        calling the factory model.json names, so only when this is True or that factory's
+        ``package.module:factory`` name."""
         from .rebuild import rebuild
 
         folder = Path(folder)
         if (folder / "model" / "model.json").is_file():
             folder = folder / "model"
-        module, meta = rebuild(folder)
+        module, meta = rebuild(folder, trust_code)
         saved = {k: v for k, v in (meta.get("anatomy") or {}).items() if k in _OVERRIDES}
         pre = Preprocessing.from_dict(meta["preprocessing"])
         source = {k: v for k, v in meta.items() if k in ("source", "name", "weights", "config",

@@ -8,7 +8,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import ModelError
+from ..errors import ModelError, echo
 from .checkpoints import load_weights, read_model_meta
 
 
@@ -49,8 +49,13 @@ def build_python(spec: str, num_classes: int | None, args: dict | None = None):
     return module
 
 
-def architecture(meta: dict) -> nn.Module:
-    """The saved model's architecture with random weights, as model.json describes it."""
+def architecture(meta: dict, trust_code: bool | str = False, path: Path | str = "model.json") -> nn.Module:
+    """The saved model's architecture with random weights, as model.json (validated by
+    ``stored.read_model_meta``) describes it.
+
+    A ``python`` model is rebuilt by calling the factory the file names: code a shared folder
+    could choose. It runs only when ``trust_code`` is True or that factory's own name.
+    """
     source = meta.get("source", "torchvision")
     n = meta.get("num_classes")
     if source == "torchvision":
@@ -66,18 +71,25 @@ def architecture(meta: dict) -> nn.Module:
 
         return LogitsOf(transformers_config_model(meta["config"]))
     if source == "python":
-        if not meta.get("module"):
-            raise ModelError("model.json: a model of source python needs 'module' "
-                             "(package.module:factory) to be rebuilt")
+        if trust_code is not True and trust_code != meta["module"]:
+            raise ModelError(
+                f"{path}: rebuilding this model calls the Python factory the file names "
+                f"(module: {echo(meta['module'])}); if you trust this folder, pass "
+                "trust_code=True to Classifier.from_run, or name the same factory in the "
+                "recipe's model.module")
         made = build_python(meta["module"], n, meta.get("model_args"))
         return made.module if not isinstance(made, nn.Module) else made
-    raise ModelError(f"model.json: unknown source {str(source)[:40]!r} "
-                     "(torchvision, timm, transformers, python)")
+    raise ModelError(f"{path}: unknown source {echo(source)} (torchvision, timm, transformers, python)")
 
 
-def rebuild(folder: Path) -> tuple[nn.Module, dict]:
+def rebuild(folder: Path, trust_code: bool | str = False) -> tuple[nn.Module, dict]:
     meta = read_model_meta(folder)
-    module = architecture(meta)
+    try:
+        module = architecture(meta, trust_code, folder / "model.json")
+    except ModelError as err:  # e.g. an unknown architecture name: say which file named it
+        if str(err).startswith(str(folder)):
+            raise
+        raise ModelError(f"{folder / 'model.json'}: {err}") from None
     weights = folder / "model.safetensors"
     try:
         state = load_file(str(weights))

@@ -105,7 +105,7 @@ def build_classifier(m, classes: list[str], skip: bool, seed: int) -> Classifier
                                            preprocessing=pre, **kw)
     elif m.source == "checkpoint":
         clf = Classifier.from_checkpoint(m.checkpoint, arch=m.name, classes=own,
-                                         preprocessing=pre, **kw)
+                                         preprocessing=pre, trust_code=m.module or False, **kw)
     else:
         clf = _from_python(m, own or classes, pre, kw)
     if skip:
