@@ -16,22 +16,15 @@ import torch
 from captum.attr import Deconvolution, DeepLiftShap
 from torch import nn
 
-from ..errors import MethodRefused
 from .base import BASELINES, ExplainContext, make_baseline, register
+from .deeplift import _DeepLift, deeplift_ready
 from .gradient import (
-    ALTERNATIVES,
-    DEEPLIFT_RULES,
     CaptumExplainer,
-    _call_counts,
-    _DeepLift,
-    _PerCall,
     captum_call,
     check_choice,
-    deeplift_coverage_problem,
     refuse_unguided,
     sample_context,
     sample_seeds,
-    swapped_modules,
 )
 
 
@@ -74,14 +67,8 @@ class DeepLiftShapExplainer(CaptumExplainer):
     def captum(self, model: nn.Module) -> Any:
         return _DeepLiftShap(model)
 
-    @contextlib.contextmanager
-    def prepared(self, model: nn.Module, x: torch.Tensor) -> Iterator[nn.Module]:
-        problem = deeplift_coverage_problem(model, x)
-        if problem:
-            raise MethodRefused(f"deeplift_shap cannot explain this model: {problem}. Use {ALTERNATIVES}.")
-        counts = _call_counts(model, x[:1], tuple(DEEPLIFT_RULES))
-        with swapped_modules(model, {m: _PerCall(m, n) for m, n in counts.items() if n > 1}):
-            yield model
+    def prepared(self, model: nn.Module, x: torch.Tensor):
+        return deeplift_ready("deeplift_shap", model, x)
 
     def attribute(
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext

@@ -8,8 +8,9 @@ An explainer is a small class whose constructor only stores hyper-parameters and
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -179,3 +180,21 @@ def validate_method_specs(specs: list[dict[str, Any]]) -> list[Explainer]:
     if dupes:
         raise ConfigError(f"explain.methods: configured twice with the same label: {', '.join(dupes)}")
     return explainers
+
+
+@contextlib.contextmanager
+def swapped_modules(model: nn.Module, replace: dict[nn.Module, nn.Module]) -> Iterator[None]:
+    """Temporarily replace child modules (by identity) wherever they are attached."""
+    swaps = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in list(parent._modules.items())
+        if child is not None and child in replace
+    ]
+    try:
+        for parent, name, child in swaps:
+            parent._modules[name] = replace[child]
+        yield
+    finally:
+        for parent, name, child in swaps:
+            parent._modules[name] = child

@@ -18,14 +18,13 @@ from captum.attr import (
 from torch import nn
 
 from ...errors import ConfigError, XauditError, echo
-from ..base import BASELINES, ExplainContext, Explainer, register
+from ..base import BASELINES, ExplainContext, Explainer, register, swapped_modules
 from ..gradient import (
     baseline_for,
     captum_call,
     check_choice,
     check_int,
     refuse_unguided,
-    swapped_modules,
 )
 
 # ---------------------------------------------------------------- target layers
