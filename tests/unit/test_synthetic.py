@@ -10,6 +10,7 @@ from PIL import Image
 
 from xaudit.config import DataConfig, SyntheticConfig
 from xaudit.data import SOURCES
+from xaudit.data import leaf_render
 from xaudit.data import synthetic as syn
 from xaudit.data.synthetic import (
     CLASSES,
@@ -190,13 +191,13 @@ def test_unknown_class_names_the_allowed_ones():
 
 def tagged_ids(bundle) -> dict[str, set[str]]:
     """Record ids whose tag square holds their class's colour, per split."""
-    tag = syn._tag_mask(bundle.info["image_size"])
+    tag = leaf_render._tag_mask(bundle.info["image_size"])
     out: dict[str, set[str]] = {}
     for split, records in bundle.splits.items():
         out[split] = {
             r.id
             for r in records
-            if (r.image()[tag] == syn.tag_pixels(bundle.classes[r.label], bundle.info["image_size"], tag)).all()
+            if (r.image()[tag] == leaf_render.tag_pixels(bundle.classes[r.label], bundle.info["image_size"], tag)).all()
         }
     return out
 
