@@ -155,6 +155,21 @@ def test_explanation_panel_with_degenerate_maps_and_hard_titles(tmp_path, strict
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files
 
 
+def test_a_never_negative_method_gets_no_signed_overlay(tmp_path, monkeypatch):
+    drawn = []
+    real = F.draw_overlay
+    monkeypatch.setattr(F, "draw_overlay", lambda ax, image, attr, mode: drawn.append(mode) or
+                        real(ax, image, attr, mode))
+    maps = {"integrated_gradients": _map(1) - 0.5, "grad_cam": np.abs(_map(2))}
+    F.explanation_panel(_image(1), maps, "t", tmp_path / "p.png", "both",
+                        signed={"integrated_gradients"}, wrong=True)
+    # IG signed and absolute; Grad-CAM absolute only: its signed cell is a note
+    assert sorted(drawn) == ["absolute", "absolute", "signed"]
+    drawn.clear()
+    F.explanation_panel(_image(1), maps, "t", tmp_path / "q.png", "both")
+    assert len(drawn) == 4  # unknown: every method may be signed
+
+
 def test_wide_panels_stay_within_1400_px(tmp_path):
     maps = {f"method_{i}": _map(i) for i in range(10)}
     w, _ = _png_size(F.explanation_panel(_image(0), maps, "t", tmp_path / "wide.png"))

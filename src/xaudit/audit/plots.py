@@ -77,8 +77,11 @@ def plot_randomization(
     curves: dict[str, list[float]],
     random_pair: dict[str, float],
     title: str,
+    thresholds: dict[int, float | None] | None = None,
 ) -> str:
-    """Top: one image's map as blocks are randomised; bottom: similarity with the random-pair line."""
+    """Top: one image's map as blocks are randomised; bottom: similarity with the random-pair
+    line, and the rules' thresholds (``thresholds``: step index -> the Spearman(|map|) the
+    mean must stay below) as black bars."""
     n = len(strip) + 1
     fig = plt.figure(figsize=(max(8, 1.3 * n), 5.2))
     grid = fig.add_gridspec(2, n, height_ratios=[1, 1.6])
@@ -94,12 +97,20 @@ def plot_randomization(
     ax = fig.add_subplot(grid[1, :])
     xs = np.arange(len(steps))
     for i, (metric, values) in enumerate(curves.items()):
-        line = ax.plot(xs, values, marker="o", label=metric, color=f"C{i}")[0]
+        ruled = metric == "spearman_abs"  # the rules' metric: drawn on top, thicker
+        line = ax.plot(xs, values, marker="o", label=metric + (" (ruled)" if ruled else ""),
+                       color=f"C{i}", lw=2.4 if ruled else 1.2, zorder=3 if ruled else 2)[0]
         if metric in random_pair and np.isfinite(random_pair[metric]):
             ax.axhline(random_pair[metric], color=line.get_color(), ls=":", lw=1)
+    marks = [(k, t) for k, t in (thresholds or {}).items() if t is not None and np.isfinite(t)]
+    if marks:
+        ax.scatter([k for k, _ in marks], [t for _, t in marks], marker="_", s=900, lw=2.5,
+                   color="black", zorder=4, label="pass below (spearman_abs)")
     ax.set_xticks(xs, steps, rotation=30, ha="right", fontsize=7)
     ax.set(ylabel="similarity to trained-model map", ylim=(-0.3, 1.05))
-    ax.legend(fontsize=7, title="dotted: random pair", title_fontsize=7)
+    ax.set_xlim(-0.4, len(steps) - 0.6)
+    ax.legend(fontsize=7, title="dotted: random pair", title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, markerscale=0.5)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 

@@ -138,7 +138,7 @@ def model_randomization(
     batch_size: int = 2,
 ) -> AuditResult:
     """Cascading and independent re-initialisation, judged at every decisive step."""
-    title = "Model randomization (cascading and independent)"
+    title = f"Model randomization (cascading{' and independent' if independent else ''})"
     images = stratified(inp.splits["test"], n_images)
     if len(images) < 2:
         return skipped("model_randomization", title, "needs at least 2 test images (random pairs)")
@@ -212,6 +212,8 @@ def model_randomization(
                 [("trained", refs[label][0].numpy()), *strips[label]],
                 [f"..{blocks[d][0]}" for d in depths], curves, line,
                 f"{label}: cascading randomization (blocks re-initialised down to ...)",
+                {index: threshold for _, index, _, threshold in ruled_steps(
+                    blocks, depths, line["spearman_abs"], margin, survival)},
             ))
     for label, why in summary["skipped_methods"].items():
         cells.append(Cell(label, "model_randomization", "cascade_head_spearman_abs", np.array([]),
@@ -250,19 +252,26 @@ def uninformative(mean: float, line: float, max_random_pair: float) -> tuple[str
     return None, ""
 
 
+def ruled_steps(blocks: list[Block], depths: list[int], line: float, margin: float,
+                survival: float) -> list[tuple[str, int, str, float | None]]:
+    """(metric, index into ``depths``, block, threshold) of every ruled cascade step: the
+    decisive steps, then full randomization; Spearman(|map|) must be below the threshold."""
+    steps = [(f"cascade_{name}_spearman_abs", depths.index(d), blocks[d][0],
+              step_threshold(line, survival))
+             for d, name in DECISIVE if d in depths and d != depths[-1]]
+    steps.append(("cascade_final_spearman_abs", len(depths) - 1, "all blocks", limit(line, margin)))
+    return steps
+
+
 def _cascade_cells(label: str, blocks: list[Block], depths: list[int],
                    cascade: list[dict[str, np.ndarray]], pair: dict[str, np.ndarray],
                    margin: float, survival: float, max_random_pair: float, seconds: float,
                    evals: int) -> list[Cell]:
     """The ruled cells of one method: the decisive steps and the full re-initialisation."""
     line = _mean(pair["spearman_abs"])
-    steps = [(f"cascade_{name}_spearman_abs", depths.index(d), blocks[d][0],
-              step_threshold(line, survival))
-             for d, name in DECISIVE if d in depths and d != depths[-1]]
-    steps.append(("cascade_final_spearman_abs", len(depths) - 1, "all blocks",
-                  limit(line, margin)))
     cells = []
-    for k, (metric, index, block, threshold) in enumerate(steps):
+    for k, (metric, index, block, threshold) in enumerate(
+            ruled_steps(blocks, depths, line, margin, survival)):
         values = cascade[index]["spearman_abs"]
         mean = _mean(values)
         if metric == "cascade_final_spearman_abs":

@@ -8,7 +8,9 @@ CAPTIONS = {
     "history": "Loss and accuracy per epoch: validation far below training means overfitting.",
     "confusion_matrix": "Rows are true classes, columns predictions: off-diagonal cells are errors.",
     "top_losses": "The test images the model got most wrong: look for label errors and hard cases.",
-    "explain_": "One image, every method: where the methods agree, and where they do not.",
+    "explain_": "One image, every method, for the class named in the title: where the methods "
+                "agree, and where they do not. Red: positive evidence, blue: negative (signed row, "
+                "for methods whose maps can be negative); a red title marks a wrong prediction.",
     "grid_": "One method on the images of one class: a map that looks the same on every image "
              "says more about the method than about the images.",
     "cvi_": "Maps of correct and of wrong predictions: wrong ones that look at the background "
@@ -18,7 +20,8 @@ CAPTIONS = {
     "audit_baseline_sensitivity": "Agreement of the maps between baselines: low values mean the "
                                   "map depends on the chosen baseline.",
     "audit_model_randomization": "Similarity to the trained model's map as layers are "
-                                 "randomized: it should fall to the random-pair line.",
+                                 "randomized: it should fall to the random-pair line (dotted); "
+                                 "the black bars are the rules' thresholds for Spearman(|map|).",
     "audit_label_randomization": "Maps of the model trained on shuffled labels: they should not "
                                  "resemble the real model's.",
     "audit_faithfulness_deletion": "Score as the most relevant pixels are removed (deletion, "

@@ -210,8 +210,8 @@ def _colorbar(fig: Figure, mappable, ax, mode: str) -> None:
         cb.set_ticks([-1.0, 0.0, 1.0], labels=[f"−p{PERCENTILE:g}", "0", f"+p{PERCENTILE:g}"])
     else:
         cb.set_ticks([0.0, 1.0], labels=["0", f"p{PERCENTILE:g}"])
-    cb.ax.tick_params(labelsize=7)
-    cb.set_label(colorbar_label(mode), fontsize=6)
+    cb.ax.tick_params(labelsize=8)
+    cb.set_label(colorbar_label(mode), fontsize=7)
 
 
 def _new_figure(ncols: int, nrows: int, cell_w: float, cell_h: float) -> Figure:
@@ -355,15 +355,21 @@ def top_losses(images: list[np.ndarray], rows: list[dict], path) -> Path:
 
 
 def explanation_panel(
-    image: np.ndarray, maps: dict[str, np.ndarray], title: str, path, mode: str = "both"
+    image: np.ndarray, maps: dict[str, np.ndarray], title: str, path, mode: str = "both",
+    signed: set[str] | None = None, wrong: bool = False,
 ) -> Path:
-    """One explained image: the original, then one overlay per method (a row per mode)."""
+    """One explained image: the original, then one overlay per method (a row per mode).
+
+    ``signed``: the methods whose maps can be negative (default: all); the others' signed
+    cell says so instead of repeating |map| on a diverging scale. ``wrong``: a misclassified
+    image, marked in the title."""
     if mode not in MODES:
         raise XauditError(f"explanation_panel: mode must be one of {', '.join(MODES)}, got {mode!r}")
     modes = ["signed", "absolute"] if mode == "both" else [mode]
     ncols, nrows = 1 + len(maps), len(modes)
     fig = _new_figure(ncols, nrows, 2.5, 2.35)
-    fig.suptitle(short(title, 110, 2), fontsize=10)
+    fig.suptitle(short(("WRONG PREDICTION · " if wrong else "") + title, 110, 2), fontsize=10,
+                 color="#8a1c1c" if wrong else "black")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     _show_image(axes[0, 0], image, "original")
     for r in range(1, nrows):
@@ -371,11 +377,17 @@ def explanation_panel(
     for r, m in enumerate(modes):
         for c, (label, attr) in enumerate(maps.items(), start=1):
             ax = axes[r, c]
-            mappable, _ = draw_overlay(ax, image, attr, m)
             if r == 0:
                 ax.set_title(short(label, 26), fontsize=8)
             if c == 1:
                 ax.set_ylabel(m, fontsize=8)
+            if m == "signed" and signed is not None and label not in signed and len(modes) > 1:
+                _show_image(ax, image)
+                ax.text(0.5, 0.5, "never negative:\n|map| below", transform=ax.transAxes,
+                        ha="center", va="center", fontsize=8, color="#333",
+                        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999", "pad": 3})
+                continue
+            mappable, _ = draw_overlay(ax, image, attr, m)
             _colorbar(fig, mappable, ax, m)
     return _save(fig, path)
 

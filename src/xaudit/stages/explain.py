@@ -113,17 +113,22 @@ def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, s
             f.unlink()
     labels = [e.label for e in explainers]
     ids = [row["id"] for row in rows]
-    maps = {lab: MapStore(run.maps, lab).load(ids)["maps"].numpy() for lab in labels}
+    stored = {lab: MapStore(run.maps, lab).load(ids) for lab in labels}
+    maps = {lab: stored[lab]["maps"].numpy() for lab in labels}
+    targets = stored[labels[0]]["targets"].tolist() if labels else []
+    signed = {lab for lab in labels if (maps[lab] < 0).any()}  # the others are never negative
     images = [store.get(rec).image.permute(1, 2, 0).numpy() for rec in records]
     table = []
     for i, row in enumerate(rows):
-        title = f"{row['id']} | true: {row['true']} | pred: {row['pred']} ({row['prob']:.2f})"
+        title = (f"{row['id']} | true: {row['true']} | pred: {row['pred']} ({row['prob']:.2f}) | "
+                 f"explained: {classes[int(targets[i])]}")
         table.append({"id": row["id"], "true": row["true"], "pred": row["pred"], "prob": row["prob"],
                       "correct": row["correct"]})
         if i < max_figures:
             figures.explanation_panel(
                 images[i], {lab: maps[lab][i] for lab in labels}, title,
                 run.figure(f"explain_{i:03d}_{safe_name(row['id'], 60)}"), mode="both",
+                signed=signed, wrong=not row["correct"],
             )
     write_csv(run.table("explained_images"), table)
     # Distinct stems: "rust spot" and "rust_spot" would otherwise share one file name.
