@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xaudit-installed
 
-.PHONY: setup demo demo-shortcut test test-heavy test-all lint bench
+.PHONY: setup demo demo-shortcut demo-all-methods test test-heavy test-all lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: setup
 
 demo-shortcut: setup
 	$(VENV)/bin/xaudit demo --shortcut
+
+demo-all-methods: setup
+	$(VENV)/bin/xaudit run demo-all-methods
 
 test: setup
 	$(PY) -m pytest

@@ -39,3 +39,13 @@ def test_offline_weights_reads_the_hub_folder(tmp_path, monkeypatch):
     (tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth").write_bytes(b"x")
     assert catalog.offline_weights("resnet18").startswith("cached in ")
     assert catalog.offline_weights("resnet34") == ""
+
+
+def test_the_all_methods_demo_runs_every_registered_method():
+    from pathlib import Path
+
+    from xaudit.config import load_recipe
+
+    recipe = load_recipe(Path(__file__).parents[2] / "configs" / "demo-all-methods.yaml")
+    names = [m["name"] if isinstance(m, dict) else m.name for m in recipe.explain.methods]
+    assert sorted(names) == sorted(EXPLAINERS.names()) and recipe.audit.enabled
