@@ -41,8 +41,9 @@ class RichReporter:
             number, total, name = int(match[1]), int(match[2]), match[3]
             if "audits" not in self.tasks:
                 self.tasks["audits"] = self.bars.add_task("audits", total=total)
+            planned = f" ({match[4]})" if match[4] else ""
             self.bars.update(self.tasks["audits"], completed=number - 1, total=total,
-                             description=f"audit {number}/{total} {name}")
+                             description=f"audit {number}/{total} {name}{planned}")
         self.bars.console.print(f"[dim]{message}[/dim]", highlight=False)
 
     def epoch(self, row: dict) -> None:

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-# run_audits logs "audit 3/8 model_randomization" as each audit starts.
-AUDIT_LINE = re.compile(r"^audit (\d+)/(\d+) (\S+)$")
+# run_audits logs "audit 3/8 model_randomization" as each audit starts, followed by
+# " — ~1,632 model evaluations, ~46 s planned" when the plan has an estimate.
+AUDIT_LINE = re.compile(r"^audit (\d+)/(\d+) (\S+)(?: — (.+))?$")
 
 
 def fmt_duration(seconds: float) -> str:
@@ -92,7 +93,7 @@ class PlainReporter:
     def log(self, message: str) -> None:
         match = AUDIT_LINE.match(message)
         if match:
-            self._running(message)
+            self._running(f"audit {match[1]}/{match[2]} {match[3]}")
         self.line(message)
 
     def epoch(self, row: dict) -> None:

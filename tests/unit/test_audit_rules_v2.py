@@ -375,3 +375,21 @@ def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch)
     # 4 images × (1 method + the random and edge references) × 2 orders × 0.5 s = 12 s.
     assert priced - free == pytest.approx(12.0, abs=0.15)
 
+
+
+def test_each_audit_says_its_planned_cost_when_it_starts_and_what_it_took(tmp_path):
+    torch.manual_seed(0)
+    model = TinyNet()
+    images = images_for(model, n=4, size=16)
+    lines = []
+    summary = run_audits(audit_input(model, [GradientExplainer()], images),
+                         [{"name": "model_randomization", "max_steps": 2}, {"name": "complexity"}],
+                         RunDir(tmp_path / "run").create(), n_images=4, log=lines.append,
+                         controls=False)
+    planned = summary["plan"]["audits"]["model_randomization"]["model_evals"]
+    start = next(ln for ln in lines if ln.startswith("audit 1/2 model_randomization"))
+    assert start.startswith(f"audit 1/2 model_randomization — ~{planned:,} model evaluations, ~")
+    assert "audit 2/2 complexity" in lines  # no estimate beyond the shared maps: no suffix
+    spent = summary["cost"]["model_randomization"]["model_evals"]
+    assert any(ln.startswith("audit model_randomization: ") and ln.endswith(f", {spent:,} model evaluations")
+               for ln in lines)

@@ -55,3 +55,17 @@ def test_closing_block_reads_accuracy_verdict_and_timing(tmp_path):
     assert lines[-1] == f"report: {tmp_path / 'report.html'}"
     write_json(tmp_path / "summary.json", {"name": "x", "test": {"accuracy": 1.0, "n": 3}})
     assert "verdict: no audits ran (audit.enabled: false)" in closing_block(tmp_path, 1.0)
+
+
+def test_an_audit_line_with_its_plan_is_still_an_audit_line():
+    from xaudit.progress import AUDIT_LINE
+
+    plain = AUDIT_LINE.match("audit 3/8 model_randomization")
+    planned = AUDIT_LINE.match("audit 3/8 model_randomization — ~1,632 model evaluations, ~46 s planned")
+    assert plain[3] == planned[3] == "model_randomization" and plain[4] is None
+    assert planned[4] == "~1,632 model evaluations, ~46 s planned"
+    out = io.StringIO()
+    with PlainReporter(out, heartbeat=0.05) as rep:
+        rep.log("audit 3/8 model_randomization — ~1,632 model evaluations, ~46 s planned")
+        time.sleep(0.3)
+    assert "still running: audit 3/8 model_randomization (" in out.getvalue()

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, MethodRefused, echo
+from ..progress import fmt_duration
 from .controls import control_explainers
 from .helpers import plain
 from .maps import trained_maps
@@ -102,7 +103,7 @@ def run_audits(
     maps_cost: dict[Any, tuple[float, float]] = {}  # trained-map cache key -> (seconds, evals)
     for number, spec in enumerate(specs, start=1):
         name = spec["name"]
-        log(f"audit {number}/{len(specs)} {name}")
+        log(f"audit {number}/{len(specs)} {name}{_planned(plan['audits'].get(name))}")
         params = {k: v for k, v in spec.items() if k != "name"}
         if "n_images" in audit_params(name) and params.get("n_images") is None:
             params["n_images"] = n_images
@@ -119,6 +120,8 @@ def run_audits(
             own = inp if INFO[name].model_level else dataclasses.replace(
                 inp, explainers=inp.explainers + control_list)
             result, new_maps = _run_one(own, name, params, audit_seed(base_seed, name), figures_dir)
+            if result.model_evals:
+                log(f"audit {name}: {result.seconds:.0f} s, {result.model_evals:,} model evaluations")
             if not INFO[name].model_level and result.cells:
                 result.cells += not_tested_cells(name, refused)
         for map_key, cost in new_maps.items():
@@ -284,6 +287,14 @@ def _forward_seconds(inp: AuditInput, n: int = 4) -> float:
         class_scores(inp.model, x, t, batch_size=len(x))
         best = min(best, time.perf_counter() - start)
     return best / len(x)
+
+
+def _planned(entry: dict | None) -> str:
+    """The plan's estimate for one audit, as its start line's suffix ("" when it has none)."""
+    if not entry or not entry.get("model_evals"):
+        return ""
+    secs = f", ~{fmt_duration(entry['seconds'])} planned" if entry.get("seconds") is not None else ""
+    return f" — ~{entry['model_evals']:,} model evaluations{secs}"
 
 
 def plan_text(plan: dict) -> str:
