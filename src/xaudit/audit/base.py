@@ -7,7 +7,15 @@ Each piece lives in its own module (``types``, ``registry``, ``maps``, ``helpers
 from __future__ import annotations
 
 from .helpers import fork_seed, nan_to_none, plain, safe_name, stratified, sub_generator
-from .maps import CountedExplain, class_scores, compute_maps, ctx_for, over_budget, trained_maps
+from .maps import (
+    CountedExplain,
+    class_scores,
+    compute_maps,
+    ctx_for,
+    left_out_text,
+    over_budget,
+    trained_maps,
+)
 from .registry import (
     AUDITS,
     INFO,
@@ -24,7 +32,7 @@ from .types import AuditImages, AuditInput, AuditResult, Cell, Maps
 
 __all__ = [
     "AUDITS", "INFO", "AuditImages", "AuditInfo", "AuditInput", "AuditResult", "Cell",
-    "CountedExplain", "Maps", "over_budget",
+    "CountedExplain", "Maps", "left_out_text", "over_budget",
     "audit_info", "audit_params", "class_scores", "compute_maps", "ctx_for", "fork_seed",
     "model_level_audits", "nan_to_none", "no_extra_cost", "plain", "register_audit",
     "safe_name", "skipped", "stratified", "sub_generator", "trained_maps",

@@ -136,6 +136,11 @@ def over_budget(trained: Maps, n_images: int, max_method_evals: int) -> str | No
             f"{max_method_evals}; raise it to include this method")
 
 
+def left_out_text(skipped: dict[str, str]) -> str:
+    """The sentence that opens an audit's text when ``over_budget`` left methods out."""
+    return f"Not run (too costly, see max_method_evals): {', '.join(skipped)}. " if skipped else ""
+
+
 @torch.no_grad()
 def class_scores(
     model: nn.Module, x: Tensor, targets: Tensor, batch_size: int = 32, kind: str = "prob"

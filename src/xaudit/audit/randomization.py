@@ -24,6 +24,7 @@ from .base import (
     Cell,
     compute_maps,
     fork_seed,
+    left_out_text,
     over_budget,
     register_audit,
     safe_name,
@@ -219,8 +220,7 @@ def model_randomization(
         cells.append(Cell(label, "model_randomization", "cascade_head_spearman_abs", np.array([]),
                           False, None, "left out for cost", forced=NOT_TESTED, note=why))
     text = (
-        ("Not run (too costly, see max_method_evals): "
-         + ", ".join(summary["skipped_methods"]) + ". " if summary["skipped_methods"] else "")
+        left_out_text(summary["skipped_methods"])
         + "Blocks of a copy of the model are re-initialised from the logits down; a method that "
         "explains the model must give maps that stop resembling the trained model's maps. The "
         "dotted lines are the random-pair baseline (maps of two different images under the trained "

@@ -20,6 +20,7 @@ from .base import (
     AuditResult,
     Cell,
     CountedExplain,
+    left_out_text,
     over_budget,
     register_audit,
     skipped,
@@ -157,12 +158,8 @@ def robustness(
         for metric, values in (("avg_sensitivity", sens), ("local_lipschitz", lips)):
             cells.append(Cell(explainer.label, "robustness", metric, values, False, None, RANKED,
                               seconds + trained.seconds, evals))
-    skipped_text = (
-        "Not run (too costly, see max_method_evals): " + ", ".join(summary["skipped_methods"]) + ". "
-        if summary["skipped_methods"] else ""
-    )
     text = (
-        skipped_text
+        left_out_text(summary["skipped_methods"])
         + f"Each image is re-explained under {n_samples} noisy copies. Average sensitivity: the mean "
         f"relative change of the map under uniform noise of radius {radius:g} (input units); local "
         f"Lipschitz estimate: the largest change of the map per unit of Gaussian noise (σ = "

@@ -26,6 +26,7 @@ from .base import (
     Cell,
     CountedExplain,
     fork_seed,
+    left_out_text,
     over_budget,
     register_audit,
     skipped,
@@ -153,8 +154,7 @@ def smooth_model_randomization(
         summary[label] = {"random_pair_spearman_abs": line, "spearman_abs": value}
     del random_model
     text = (
-        ("Not run (too costly, see max_method_evals): "
-         + ", ".join(summary["skipped_methods"]) + ". " if summary["skipped_methods"] else "")
+        left_out_text(summary["skipped_methods"])
         + f"Each map is averaged over {n_samples} copies of the image ({n_samples - 1} with Gaussian "
         f"noise of {noise:g} × the input's range, and the image itself) before it is compared, so "
         "that a noisy map is not mistaken for one that changed. The same copies are explained by the "
