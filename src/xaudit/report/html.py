@@ -275,7 +275,7 @@ def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> d
     """Cost table and explanation figures (``taken``: figures already shown by an audit)."""
     costs = summary.get("explanations") or {}
     names = [n for n in figures if n.startswith(EXPLAIN_PREFIXES) and n not in taken]
-    if not costs and not names:
+    if not costs and not names and not summary.get("explanations_refused"):
         return None
     labels = list(costs)
     methods = {lab: [] for lab in labels}
@@ -304,6 +304,8 @@ def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> d
         "panels": panels,
         "methods": [(lab, methods[lab]) for lab in labels if methods[lab]],
         "other": other,
+        "refused": [(fmt_value(lab), fmt_value(why)) for lab, why in
+                    (summary.get("explanations_refused") or {}).items()],
     }
 
 

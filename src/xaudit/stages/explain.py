@@ -13,6 +13,7 @@ import torch
 from ..data.base import Record
 from ..data.transforms import DecodedStore
 from ..distributed import World, explain_method_sharded, keep_or_reset_maps
+from ..errors import MethodRefused, XauditError
 from ..explain import Explainer, validate_method_specs
 from ..explain.engine import MapStore, explain_records, resolve_targets
 from ..explain.fastpath import FastPath, ForwardCache
@@ -44,7 +45,7 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     ctx = clf.explain_context(torch.Generator().manual_seed(r.seed + 1))
     explainers = validate_method_specs(r.explain.methods)
     fast, forwards = FastPath.from_config(r.explain), ForwardCache()
-    stats = {}
+    stats, refused = {}, {}
     for explainer in explainers:
 
         def compute(recs, tgts, maps, explainer=explainer):
@@ -59,14 +60,21 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
 
         where.log(f"explaining {len(records)} images with {explainer.label}")
         key = maps_key(upstream, r.explain.target, explainer, fast)
-        if where.world.size > 1:
-            res = explain_method_sharded(compute, run.maps, explainer.label, key, records,
-                                         targets, where.world)
-            if res is None:  # not rank 0: rank 0 writes the tables and figures
-                continue
-        else:
-            keep_or_reset_maps(run.maps, explainer.label, key, [[rec.id for rec in records]])
-            res = compute(records, targets, MapStore(run.maps, explainer.label))
+        try:
+            if where.world.size > 1:
+                res = explain_method_sharded(compute, run.maps, explainer.label, key, records,
+                                             targets, where.world)
+                if res is None:  # not rank 0: rank 0 writes the tables and figures
+                    continue
+            else:
+                keep_or_reset_maps(run.maps, explainer.label, key, [[rec.id for rec in records]])
+                res = compute(records, targets, MapStore(run.maps, explainer.label))
+        except MethodRefused as err:
+            # The model is outside the method's rules: that method is left out, said so in the
+            # summary and the report; the others' maps are not lost with it.
+            refused[explainer.label] = str(err)
+            where.log(f"warning: {explainer.label} is not explained: {err}")
+            continue
         stored = MapStore(run.maps, explainer.label).load([row["id"] for row in rows])
         info = {
             "n_images": len(records),
@@ -87,10 +95,14 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
             if key in res:
                 info[key] = res[key]
         stats[explainer.label] = info
+    if refused and len(refused) == len(explainers):
+        raise XauditError("every method refused this model: " + "; ".join(refused.values()))
     if not where.world.is_main:
         return
-    _explain_figures(run, r.report.max_figures, rows, records, explainers, store, clf.classes)
-    run.update_summary(explanations=stats, explain_target=r.explain.target)
+    explained = [e for e in explainers if e.label not in refused]
+    _explain_figures(run, r.report.max_figures, rows, records, explained, store, clf.classes)
+    run.update_summary(explanations=stats, explanations_refused=refused,
+                       explain_target=r.explain.target)
 
 
 def maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) -> str:
