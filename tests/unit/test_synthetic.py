@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from xaudit.config import DataConfig, SyntheticConfig
-from xaudit.data import SOURCES
-from xaudit.data import leaf_render
+from xaudit.data import SOURCES, leaf_render
 from xaudit.data import synthetic as syn
 from xaudit.data.synthetic import (
     CLASSES,
