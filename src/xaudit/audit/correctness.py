@@ -101,7 +101,7 @@ def correctness(
     figures = []
     if own and n_wrong:
         labels = [f"{m}\n{s}" for m, s in own]
-        groups = {g: [mean_ci(np.array([v for k, v in values[key].items() if correct[k] is flag]))[0]
+        groups = {g: [mean_ci(np.array([v for k, v in values[key].items() if correct[k] is flag]))
                       for key in own] for g, flag in (("correct", True), ("incorrect", False))}
         figures.append(plots.plot_group_bars(figures_dir / "audit_correctness.png", labels, groups,
                                              "Map statistics: correct vs incorrect predictions"))

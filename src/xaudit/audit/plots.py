@@ -9,6 +9,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
+
+# Region colours for bar charts; red is left out because red marks a flagged bar.
+_PALETTE = ("C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8", "C9")
 
 
 def _save(fig, path: Path) -> str:
@@ -45,25 +49,34 @@ def plot_convergence(
     ax1.axhline(tolerance, color="k", ls="--", lw=1, label=f"tolerance {tolerance:g}")
     ax1.set(xscale="log", yscale="log", xlabel="n_steps", ylabel="|delta| / |f(x) - f(b)|")
     ax1.set_xticks(steps, [str(s) for s in steps])
+    ax1.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels collide with ours
     ax1.legend(fontsize=7)
     for rule, values in corr.items():
         ax2.plot(steps, values, marker="o", label=rule)
     ax2.set(xscale="log", xlabel="n_steps", ylabel="Spearman with finest map", ylim=(-0.05, 1.05))
     ax2.set_xticks(steps, [str(s) for s in steps])
+    ax2.xaxis.set_minor_formatter(NullFormatter())
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
 def plot_similarity_matrix(path: Path, names: list[str], matrix: np.ndarray, title: str) -> str:
-    """A symmetric similarity matrix (e.g. maps under different baselines)."""
+    """A symmetric similarity matrix (e.g. maps under different baselines): a sequential scale
+    when no value is negative, a diverging one otherwise; cell text dark or light by background."""
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(names), 1 + 0.7 * len(names)))
-    im = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    finite = matrix[np.isfinite(matrix)]
+    signed = finite.size > 0 and finite.min() < 0
+    cmap, vmin = ("RdBu_r", -1.0) if signed else ("viridis", 0.0)
+    im = ax.imshow(matrix, vmin=vmin, vmax=1, cmap=cmap)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     for i in range(len(names)):
         for j in range(len(names)):
             if np.isfinite(matrix[i, j]):
-                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8)
+                r, g, b, _ = im.cmap(im.norm(matrix[i, j]))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+                ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
@@ -121,7 +134,9 @@ def plot_curves(
     title: str,
 ) -> str:
     """Side-by-side mean curves; each panel: (title, xlabel, x values, {method: y values})."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    # Constrained layout keeps the figure title clear of the panel titles.
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False,
+                             layout="constrained")
     for ax, (panel_title, xlabel, xs, curves) in zip(axes[0], panels, strict=True):
         for i, (method, ys) in enumerate(curves.items()):
             ref = "(reference)" in method
@@ -167,31 +182,44 @@ def plot_shortcut(
     flagged: np.ndarray,
     title: str,
 ) -> str:
-    """Bars: attribution share per class and region; ticks: the flag threshold; red = flagged."""
+    """Bars: attribution share per class and region, one colour per region; ticks: the flag
+    threshold; a flagged bar is edged red and hatched."""
     fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(classes) * len(regions) + 2), 3.4))
     width = 0.8 / max(1, len(regions))
     xs = np.arange(len(classes))
     for r, region in enumerate(regions):
         pos = xs + r * width
-        colors = ["C3" if flagged[c, r] else f"C{r % 3}" for c in range(len(classes))]
-        ax.bar(pos, share[:, r], width=width, color=colors, label=region, alpha=0.85)
+        bars = ax.bar(pos, share[:, r], width=width, color=_PALETTE[r % len(_PALETTE)],
+                      label=region, alpha=0.85)
+        for c, bar in enumerate(bars):
+            if flagged[c, r]:
+                bar.set(edgecolor="C3", hatch="///", linewidth=1.5)
         ax.scatter(pos, threshold[:, r], marker="_", color="k", s=120, zorder=3)
     ax.set_xticks(xs + width * (len(regions) - 1) / 2, classes, rotation=20, ha="right")
     ax.set(ylabel="share of |attribution|", ylim=(0, 1))
-    ax.legend(fontsize=7, title="black tick: flag threshold; red: flagged", title_fontsize=7)
+    ax.legend(fontsize=7, title="black tick: flag threshold; red hatch: flagged", title_fontsize=7)
     ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
 def plot_group_bars(
-    path: Path, labels: list[str], groups: dict[str, list[float]], title: str
+    path: Path,
+    labels: list[str],
+    groups: dict[str, list[tuple[float, float, float, int]]],
+    title: str,
 ) -> str:
-    """Grouped bars, e.g. a statistic for correctly and wrongly predicted images."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) + 2), 3.4))
+    """Grouped bars, e.g. a statistic for correctly and wrongly predicted images; each value is
+    (mean, ci_lo, ci_hi, n), drawn as a bar with its interval; the legend gives each group's n."""
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) + 2), 3.6))
     width = 0.8 / max(1, len(groups))
     xs = np.arange(len(labels))
     for g, (name, values) in enumerate(groups.items()):
-        ax.bar(xs + g * width, values, width=width, label=name)
+        mean = np.array([v[0] for v in values], dtype=float)
+        err = np.array([[m - lo, hi - m] if np.isfinite(lo) and np.isfinite(hi) else [0, 0]
+                        for m, lo, hi, _ in values], dtype=float).T
+        n = max((v[3] for v in values), default=0)
+        ax.bar(xs + g * width, np.nan_to_num(mean), width=width, label=f"{name} (n = {n})",
+               yerr=err, capsize=3, error_kw={"lw": 1})
     ax.set_xticks(xs + width * (len(groups) - 1) / 2, labels, rotation=30, ha="right", fontsize=7)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=10)
