@@ -72,6 +72,9 @@ class PlainReporter:
         self.steps: dict[str, _Step] = {}
         self.current = ""  # what is running now, for the heartbeat
         self.current_since = self.t0
+        # The last step announced by a log line ("explaining 8 images with X", an audit's
+        # start): what is running again once a progress step inside it has finished.
+        self.context = ""
         self.last_line = self.t0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -83,7 +86,7 @@ class PlainReporter:
         if step is None or done < step.done:
             step = self.steps[desc] = _Step(done, total)
         step.done, step.total = done, total
-        self._running(desc)
+        self._running(desc if done < total else self.context)
         now = time.perf_counter()
         if done >= total or now - step.printed >= self.interval or step.printed == 0.0:
             step.printed = now
@@ -93,7 +96,13 @@ class PlainReporter:
     def log(self, message: str) -> None:
         match = AUDIT_LINE.match(message)
         if match:
-            self._running(f"audit {match[1]}/{match[2]} {match[3]}")
+            self.context = f"audit {match[1]}/{match[2]} {match[3]}"
+            self._running(self.context)
+        elif ":" not in message:
+            # A line without a colon announces a step ("decoding 360 train images"); lines
+            # with one report ("audit x: 12 s", "warning: …") and start nothing.
+            self.context = message
+            self._running(message)
         self.line(message)
 
     def epoch(self, row: dict) -> None:

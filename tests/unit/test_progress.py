@@ -29,6 +29,19 @@ def test_heartbeat_names_what_is_still_running():
     assert "still running: audit 1/8 convergence (" in out.getvalue()
 
 
+def test_heartbeat_names_the_step_started_after_a_finished_bar():
+    out = io.StringIO()
+    with PlainReporter(out, heartbeat=0.2) as rep:
+        rep.log("explaining 8 images with saliency")
+        rep.progress("saliency", 8, 8)
+        rep.log("explaining 8 images with layer_conductance")
+        rep.log("warning: a report line starts nothing")
+        time.sleep(5.6)
+    beats = [line for line in out.getvalue().splitlines() if "still running" in line]
+    assert beats and all("still running: explaining 8 images with layer_conductance (" in b
+                         for b in beats)
+
+
 def test_epoch_rows_reach_the_reporter_through_the_progress_callback():
     out = io.StringIO()
     rep = PlainReporter(out)
