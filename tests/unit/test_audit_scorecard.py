@@ -207,6 +207,17 @@ def test_intervals_are_clipped_to_the_metrics_range():
     assert cell_interval(corr)[2] == 1.0
 
 
+def test_correctness_statistics_get_their_range_and_rate():
+    from xaudit.audit.scorecard import metric_interval
+
+    gini = [0.99, 1.0, 0.6]
+    assert mean_ci(gini)[2] > 1 and metric_interval(gini, "gini")[2] == 1.0
+    share = [0.0, 0.01, 0.5]
+    assert metric_interval(share, "on_object_share")[1] == 0.0
+    hits = [1.0, 1.0, 1.0]  # the pointing game's hit rate, named as correctness names it
+    assert metric_interval(hits, "localization.pointing_game")[1] < 1.0
+
+
 def test_inconclusive_methods_are_not_trusted_and_get_a_short_line():
     from xaudit.audit.verdict_lines import method_lines
 

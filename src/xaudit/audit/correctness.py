@@ -22,7 +22,7 @@ from .base import (
     stratified,
     trained_maps,
 )
-from .scorecard import is_rate, mean_ci
+from .scorecard import metric_interval
 
 # Per-image columns that are identifiers, not statistics.
 _ID_COLUMNS = {"method", "id", "target", "correct", "split", "class", "region", "mode", "block",
@@ -92,7 +92,7 @@ def correctness(
         entry = {}
         for group, flag in (("correct", True), ("incorrect", False)):
             vals = np.array([v for k, v in by_id.items() if correct[k] is flag])
-            mean, lo, hi, n = mean_ci(vals, rate=is_rate(stat.split("[")[0]))
+            mean, lo, hi, n = metric_interval(vals, stat.split("[")[0].split(".")[-1])
             rows.append({"method": method, "statistic": stat, "group": group, "mean": mean,
                          "ci_lo": lo, "ci_hi": hi, "n": n})
             entry[group] = None if not np.isfinite(mean) else mean
@@ -101,8 +101,8 @@ def correctness(
     figures = []
     if own and n_wrong:
         labels = [f"{m}\n{s}" for m, s in own]
-        groups = {g: [mean_ci(np.array([v for k, v in values[key].items() if correct[k] is flag]))
-                      for key in own] for g, flag in (("correct", True), ("incorrect", False))}
+        groups = {g: [metric_interval(np.array([v for k, v in values[key].items()
+                                                if correct[k] is flag]), key[1]) for key in own] for g, flag in (("correct", True), ("incorrect", False))}
         figures.append(plots.plot_group_bars(figures_dir / "audit_correctness.png", labels, groups,
                                              "Map statistics: correct vs incorrect predictions"))
     summary = {"n_correct": len(images) - n_wrong, "n_incorrect": n_wrong, "methods": summary_methods}

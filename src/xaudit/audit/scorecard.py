@@ -76,7 +76,7 @@ METRIC_RANGES: tuple[tuple[str, float, float], ...] = (
     ("sparseness", 0.0, 1.0), ("complexity", 0.0, math.inf), ("avg_sensitivity", 0.0, math.inf),
     ("local_lipschitz", 0.0, math.inf), ("faithfulness_correlation", -1.0, 1.0),
     ("monotonicity_correlation", -1.0, 1.0), ("random_logit", -1.0, 1.0),
-    ("smooth_", -1.0, 1.0),
+    ("smooth_", -1.0, 1.0), ("gini", 0.0, 1.0), ("on_object_share", 0.0, 1.0),
 )
 
 
@@ -91,8 +91,13 @@ def metric_range(metric: str) -> tuple[float, float]:
 
 def cell_interval(cell: Cell) -> tuple[float, float, float, int]:
     """(mean, lo, hi, n) of a cell, the interval clipped to the metric's range."""
-    mean, lo, hi, n = mean_ci(cell.values, rate=is_rate(cell.metric))
-    low, high = metric_range(cell.metric)
+    return metric_interval(cell.values, cell.metric)
+
+
+def metric_interval(values, metric: str) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n) of one metric's values, the interval clipped to its range."""
+    mean, lo, hi, n = mean_ci(values, rate=is_rate(metric))
+    low, high = metric_range(metric)
     if math.isfinite(lo):
         lo = min(max(lo, low), high)
     if math.isfinite(hi):

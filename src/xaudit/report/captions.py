@@ -30,9 +30,10 @@ CAPTIONS = {
                                "relevant pixels; a larger gap is more faithful.",
     "audit_localization": "Maps with the evidence mask outlined: mass inside the outline is "
                           "what localization measures.",
-    "audit_shortcut": "Share of the map in each image region: evidence off the object flags a "
-                      "possible shortcut.",
-    "audit_correctness": "Audit values of correct and of wrong predictions side by side.",
+    "audit_shortcut": "Share of the map in each image region (one colour per region): a bar "
+                      "above its black tick, hatched red, flags a possible shortcut.",
+    "audit_correctness": "Map statistics of correct and of wrong predictions side by side, with "
+                         "95% intervals: overlapping intervals are no evidence of a difference.",
 }
 
 
