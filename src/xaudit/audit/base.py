@@ -9,6 +9,7 @@ from __future__ import annotations
 from .helpers import fork_seed, nan_to_none, plain, safe_name, stratified, sub_generator
 from .maps import (
     CountedExplain,
+    affordable_evals,
     class_scores,
     compute_maps,
     ctx_for,
@@ -32,7 +33,7 @@ from .types import AuditImages, AuditInput, AuditResult, Cell, Maps
 
 __all__ = [
     "AUDITS", "INFO", "AuditImages", "AuditInfo", "AuditInput", "AuditResult", "Cell",
-    "CountedExplain", "Maps", "left_out_text", "over_budget",
+    "CountedExplain", "Maps", "affordable_evals", "left_out_text", "over_budget",
     "audit_info", "audit_params", "class_scores", "compute_maps", "ctx_for", "fork_seed",
     "model_level_audits", "nan_to_none", "no_extra_cost", "plain", "register_audit",
     "safe_name", "skipped", "stratified", "sub_generator", "trained_maps",

@@ -136,6 +136,11 @@ def over_budget(trained: Maps, n_images: int, max_method_evals: int) -> str | No
             f"{max_method_evals}; raise it to include this method")
 
 
+def affordable_evals(per_map: dict[str, float], max_method_evals: int) -> float:
+    """For a cost plan: the evaluations per image of the methods ``over_budget`` keeps."""
+    return sum(v for v in per_map.values() if v <= max_method_evals)
+
+
 def left_out_text(skipped: dict[str, str]) -> str:
     """The sentence that opens an audit's text when ``over_budget`` left methods out."""
     return f"Not run (too costly, see max_method_evals): {', '.join(skipped)}. " if skipped else ""

@@ -22,6 +22,7 @@ from .base import (
     AuditInput,
     AuditResult,
     Cell,
+    affordable_evals,
     compute_maps,
     fork_seed,
     left_out_text,
@@ -120,8 +121,7 @@ def _mean(values: np.ndarray) -> float:
 def _cost_model_randomization(p: dict, per_map: dict[str, float], explainers) -> float:
     steps = p["max_steps"] + 1  # the head, the top block and the evenly spaced depths
     runs = 2 * steps - 1 if p["independent"] else steps  # the head copy serves both
-    kept = [v for v in per_map.values() if v <= p["max_method_evals"]]
-    return p["n"] * runs * sum(kept)
+    return p["n"] * runs * affordable_evals(per_map, p["max_method_evals"])
 
 
 @register_audit("model_randomization", order=30, family="randomization",

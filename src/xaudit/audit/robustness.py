@@ -20,6 +20,7 @@ from .base import (
     AuditResult,
     Cell,
     CountedExplain,
+    affordable_evals,
     left_out_text,
     over_budget,
     register_audit,
@@ -109,8 +110,7 @@ def _check(n_samples: int, radius: float, lipschitz_std: float, max_method_evals
 
 
 def _cost_robustness(p: dict, per_map: dict[str, float], explainers) -> float:
-    kept = [v for v in per_map.values() if v <= p["max_method_evals"]]
-    return p["n"] * 2 * p["n_samples"] * sum(kept)
+    return p["n"] * 2 * p["n_samples"] * affordable_evals(per_map, p["max_method_evals"])
 
 
 @register_audit("robustness", order=57, family="robustness", cost=_cost_robustness)

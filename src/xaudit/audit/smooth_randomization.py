@@ -25,6 +25,7 @@ from .base import (
     AuditResult,
     Cell,
     CountedExplain,
+    affordable_evals,
     fork_seed,
     left_out_text,
     over_budget,
@@ -84,8 +85,7 @@ def _check(n_samples: int, noise: float, margin: float, max_random_pair: float,
 
 def _cost(p: dict, per_map: dict[str, float], explainers) -> float:
     # n − 1 noisy copies under the trained model (the plain map is shared), n under the random one.
-    kept = [v for v in per_map.values() if v <= p["max_method_evals"]]
-    return p["n"] * (2 * p["n_samples"] - 1) * sum(kept)
+    return p["n"] * (2 * p["n_samples"] - 1) * affordable_evals(per_map, p["max_method_evals"])
 
 
 @register_audit("smooth_model_randomization", order=32, family="randomization", cost=_cost)
