@@ -234,6 +234,11 @@ class RunDir:
         return self.root / "maps"
 
     @property
+    def true_class_maps(self) -> Path:
+        """Maps of the true class for wrongly predicted explained images, one folder a method."""
+        return self.root / "maps_true_class"
+
+    @property
     def summary_path(self) -> Path:
         return self.root / "summary.json"
 

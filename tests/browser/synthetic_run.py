@@ -81,6 +81,15 @@ def write_run(root: Path, n_test: int = 12, seed: int = 0) -> Path:
         save_file({"maps": maps, "targets": targets}, str(folder / "chunk_00000.safetensors"))
         write_json(folder / "index.json", {"label": method, "chunks": [
             {"file": "chunk_00000.safetensors", "ids": ids}]})
+        # The true class's maps of the wrong predictions, as the explain stage stores them.
+        wrong = [r for r in rows if not r["correct"]]
+        folder = root / "maps_true_class" / method
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({"maps": maps[[ids.index(r["id"]) for r in wrong]][:, ::-1].copy(),
+                   "targets": np.array([r["true_idx"] for r in wrong], dtype=np.int64)},
+                  str(folder / "chunk_00000.safetensors"))
+        write_json(folder / "index.json", {"label": method, "chunks": [
+            {"file": "chunk_00000.safetensors", "ids": [r["id"] for r in wrong]}]})
     audited = ids[: min(6, len(ids))]
     loc = [{"method": m, "id": i, "pointing_game": float(k % 2), "auroc": 0.5 + 0.05 * k}
            for m in METHODS for k, i in enumerate(audited)]
@@ -116,6 +125,7 @@ def write_run(root: Path, n_test: int = 12, seed: int = 0) -> Path:
         "test": {"accuracy": correct / len(rows), "macro_f1": 0.8, "n": len(rows), "loss": 0.3},
         "explanations": {m: {"n_images": len(ids), "seconds": 1.0, "model_evals": len(ids)}
                          for m in METHODS},
+        "explanations_true_class": {m: len(ids) - correct for m in METHODS},
         "audits": audits,
     })
     return root

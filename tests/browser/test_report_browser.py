@@ -83,13 +83,14 @@ def test_filters_change_the_visible_count(browser, small):
 
 def test_click_opens_the_side_by_side_view_of_that_image(browser, small):
     page = open_report(browser, small)
-    tile = page.locator("#ex-grid .ex-tile").nth(4)
+    tile = page.locator("#ex-grid .ex-tile").nth(3)  # a right prediction
     image_id = tile.get_attribute("data-id")
     tile.click()
     assert page.locator("#ex-id").text_content() == image_id
     # original + one panel per method; the signed toggle only where maps take both signs
     assert page.locator("#ex-panels .ex-panel").count() == 3
     assert page.locator("#ex-panels .ex-mode").count() == 1
+    assert page.locator("#ex-panels .ex-true").count() == 0
     page.locator("#ex-panels .ex-mode").click()
     assert "integrated_gradients (signed)" in page.locator("#ex-panels").text_content()
     assert "maps explain the class" in page.locator("#ex-facts").text_content()
@@ -98,14 +99,27 @@ def test_click_opens_the_side_by_side_view_of_that_image(browser, small):
     assert page.eval_on_selector(".ex-overlay", "o => o.style.opacity") == "0.2"
     ids = page.eval_on_selector_all("#ex-grid .ex-tile", "ts => ts.map(t => t.dataset.id)")
     page.keyboard.press("ArrowRight")
-    assert page.locator("#ex-id").text_content() == ids[5]
+    assert page.locator("#ex-id").text_content() == ids[4]
     page.keyboard.press("Escape")
     assert page.locator("#ex-viewer").is_hidden()
-    assert page.evaluate("document.activeElement.dataset.id") == ids[5]
-    page.keyboard.press("ArrowLeft")
     assert page.evaluate("document.activeElement.dataset.id") == ids[4]
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("document.activeElement.dataset.id") == ids[3]
     page.keyboard.press("Enter")
-    assert page.locator("#ex-id").text_content() == ids[4]
+    assert page.locator("#ex-id").text_content() == ids[3]
+
+
+def test_a_wrong_prediction_shows_the_true_class_map_too(browser, small):
+    rows = read_csv(small.parent / "tables/predictions.csv")
+    wrong = next(r for r in rows if r["correct"] == "0")
+    page = open_report(browser, small)
+    page.locator(f".ex-tile[data-id='{wrong['id']}']").click()
+    captions = page.eval_on_selector_all("#ex-panels figcaption", "cs => cs.map(c => c.textContent)")
+    assert captions == ["original", "saliency", f"saliency · true class {wrong['true']}",
+                        "integrated_gradients", f"integrated_gradients · true class {wrong['true']}"]
+    # the true-class panel shows its own map, not the predicted class's
+    overlays = page.eval_on_selector_all("#ex-panels .ex-overlay", "os => os.map(o => o.src)")
+    assert overlays[0] != overlays[1] and overlays[2] != overlays[3]
 
 
 def test_audit_values_of_the_image_are_shown(browser, small):

@@ -33,11 +33,13 @@ IMAGE_AUDIT_VALUES = (
 )
 
 
-def load_maps(run: RunDir, label: str, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(maps N×H×W, targets N) of one method in the order of ``ids``, read without torch."""
+def load_maps(run: RunDir, label: str, ids: list[str],
+              root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(maps N×H×W, targets N) of one method in the order of ``ids``, read without torch;
+    ``root``: the folder of method folders (the run's ``maps/`` unless given)."""
     from safetensors.numpy import load_file
 
-    folder = run.maps / safe_name(label)
+    folder = (run.maps if root is None else root) / safe_name(label)
     index_path = folder / "index.json"
     if not index_path.is_file():
         raise XauditError(f"no maps/{folder.name}/index.json in {run.root}: run `xaudit explain` first")
@@ -128,6 +130,7 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
     classes = _class_names(run, summary)
     values = image_audit_values(run)
     methods, maps, targets = [], {}, {}
+    true_maps = _true_class_maps(run, summary, rows)
     for label in labels:
         maps[label], targets[label] = load_maps(run, label, ids)
         # Signed view only where the maps take both signs (not saliency's |gradient|, not
@@ -146,6 +149,7 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
             "k": encode.outline(pic.mask, side) if pic is not None and pic.mask is not None else "",
             "m": {},
             "a": {},
+            "tm": {},
         }
         for m in methods:
             lab = m["label"]
@@ -153,8 +157,24 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
                                encode.colour_map(maps[lab][i], True, side) if m["signed"] else ""]
             if (lab, row["id"]) in values:
                 entry["a"][lab] = values[(lab, row["id"])]
+            if row["id"] in true_maps.get(lab, {}):
+                tmap = true_maps[lab][row["id"]]
+                entry["tm"][lab] = [encode.colour_map(tmap, False, side),
+                                    encode.colour_map(tmap, True, side) if m["signed"] else ""]
         images.append(entry)
     return {"methods": methods, "images": images, "note": note, "side": side}
+
+
+def _true_class_maps(run: RunDir, summary: dict, rows: list[dict]) -> dict[str, dict]:
+    """{method: {id: map}} of the true class for the wrong predictions the explain stage
+    explained that way (none for runs that explain another target)."""
+    wrong = [r["id"] for r in rows if not r["correct"]]
+    out: dict[str, dict] = {}
+    for label in summary.get("explanations_true_class") or {}:
+        if wrong and (run.true_class_maps / safe_name(label) / "index.json").is_file():
+            tmaps, _ = load_maps(run, label, wrong, run.true_class_maps)
+            out[label] = dict(zip(wrong, tmaps, strict=True))
+    return out
 
 
 def payload_json(payload: dict) -> str:

@@ -6,7 +6,9 @@ writes the summary, the tables and the figures.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -46,29 +48,29 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     explainers = validate_method_specs(r.explain.methods)
     fast, forwards = FastPath.from_config(r.explain), ForwardCache()
     stats, refused = {}, {}
+
+    def compute(explainer, recs, tgts, maps):
+        ctx.generator = torch.Generator().manual_seed(r.seed + 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(r.seed + 1)
+            return explain_records(
+                model, explainer, recs, tgts, lambda batch: pre.normalize(store.batch(batch)),
+                ctx, maps, r.explain.batch_size, r.explain.chunk_size, where.device,
+                where.progress, fast=fast, forwards=forwards,
+            )
+
     for explainer in explainers:
-
-        def compute(recs, tgts, maps, explainer=explainer):
-            ctx.generator = torch.Generator().manual_seed(r.seed + 1)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(r.seed + 1)
-                return explain_records(
-                    model, explainer, recs, tgts, lambda batch: pre.normalize(store.batch(batch)),
-                    ctx, maps, r.explain.batch_size, r.explain.chunk_size, where.device,
-                    where.progress, fast=fast, forwards=forwards,
-                )
-
         where.log(f"explaining {len(records)} images with {explainer.label}")
         key = maps_key(upstream, r.explain.target, explainer, fast)
         try:
             if where.world.size > 1:
-                res = explain_method_sharded(compute, run.maps, explainer.label, key, records,
-                                             targets, where.world)
+                res = explain_method_sharded(partial(compute, explainer), run.maps,
+                                             explainer.label, key, records, targets, where.world)
                 if res is None:  # not rank 0: rank 0 writes the tables and figures
                     continue
             else:
                 keep_or_reset_maps(run.maps, explainer.label, key, [[rec.id for rec in records]])
-                res = compute(records, targets, MapStore(run.maps, explainer.label))
+                res = compute(explainer, records, targets, MapStore(run.maps, explainer.label))
         except MethodRefused as err:
             # The model is outside the method's rules: that method is left out, said so in the
             # summary and the report; the others' maps are not lost with it.
@@ -100,9 +102,30 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     if not where.world.is_main:
         return
     explained = [e for e in explainers if e.label not in refused]
+    true_class = _true_class_maps(compute, explained, rows, records, r.explain.target,
+                                  lambda e: maps_key(upstream, "true", e, fast), where)
     _explain_figures(run, r.report.max_figures, rows, records, explained, store, clf.classes)
     run.update_summary(explanations=stats, explanations_refused=refused,
-                       explain_target=r.explain.target)
+                       explain_target=r.explain.target, explanations_true_class=true_class)
+
+
+def _true_class_maps(compute, explainers, rows, records, target: str, key_of,
+                     where: Where) -> dict[str, int]:
+    """Each method's map of the true class for the wrongly predicted images, beside the
+    predicted class's (the explorer shows both): the predicted class's map alone cannot show
+    what the model missed. Rank 0 only; returns {method: images}."""
+    root = where.run.true_class_maps
+    wrong = [i for i, row in enumerate(rows) if not row["correct"]]
+    if target != "predicted" or not wrong or not explainers:
+        shutil.rmtree(root, ignore_errors=True)  # none belong to this selection
+        return {}
+    recs = [records[i] for i in wrong]
+    targets = [int(rows[i]["true_idx"]) for i in wrong]
+    where.log(f"explaining the true class of {len(recs)} wrong predictions")
+    for explainer in explainers:
+        keep_or_reset_maps(root, explainer.label, key_of(explainer), [[rec.id for rec in recs]])
+        compute(explainer, recs, targets, MapStore(root, explainer.label))
+    return {e.label: len(recs) for e in explainers}
 
 
 def maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) -> str:

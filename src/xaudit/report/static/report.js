@@ -188,6 +188,13 @@
         box.appendChild(dl);
       }
       panels.appendChild(box);
+      var truth = im.tm && im.tm[m.label];
+      if (truth) {  // a wrong prediction: the true class's map beside the predicted class's
+        var tbox = panel(m.label + " · true class " + im.true + (mode ? " (signed)" : ""),
+          base || jpeg(truth[0]), jpeg(truth[mode]), im.k);
+        tbox.classList.add("ex-true");
+        panels.appendChild(tbox);
+      }
     });
     var pos = shown.indexOf(current);
     $("#ex-pos").textContent = (pos + 1) + " / " + shown.length;
