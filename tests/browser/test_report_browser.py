@@ -122,6 +122,26 @@ def test_a_wrong_prediction_shows_the_true_class_map_too(browser, small):
     assert overlays[0] != overlays[1] and overlays[2] != overlays[3]
 
 
+def test_a_scorecard_cell_links_to_the_images_behind_it(browser, small):
+    loc = read_csv(small.parent / "tables/audit_localization.csv")
+    audited = sorted({r["id"] for r in loc if r["method"] == "saliency"})
+    page = open_report(browser, small)
+    cell = "#top-grid td[data-method='saliency'][data-audit='localization']"
+    assert page.locator(f"{cell} .imgs").text_content() == f"{len(audited)} images ›"
+    # no per-image table behind the faithfulness cells of this run: no link
+    assert page.locator("#top-grid td[data-audit='faithfulness'] .imgs").count() == 0
+    page.locator(f"{cell} .imgs").click()
+    ids = page.eval_on_selector_all("#ex-grid .ex-tile", "ts => ts.map(t => t.dataset.id)")
+    assert sorted(ids) == audited
+    assert page.locator("#ex-count").get_attribute("data-count") == str(len(audited))
+    assert page.locator("#ex-cell-label").text_content() == "saliency · localization"
+    page.locator("#ex-cell-clear").click()
+    total = len(read_csv(small.parent / "tables/explained_images.csv"))
+    assert page.locator("#ex-grid .ex-tile").count() == total
+    assert page.locator("#ex-cell").is_hidden()
+    assert page.errors == []
+
+
 def test_audit_values_of_the_image_are_shown(browser, small):
     loc = read_csv(small.parent / "tables/audit_localization.csv")
     row = next(r for r in loc if r["method"] == "saliency")

@@ -83,6 +83,20 @@ def image_audit_values(run: RunDir) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
+def cell_images(run: RunDir, ids: list[str]) -> dict[str, list[int]]:
+    """``{"method\taudit": [explorer indices]}``: the explained images behind each scorecard
+    cell, read from the audits' per-image tables (an audit draws its own pool, so a cell's
+    images in the explorer are those of its pool that were also explained)."""
+    index = {image_id: k for k, image_id in enumerate(ids)}
+    out: dict[str, set[int]] = {}
+    for path in sorted(run.tables.glob("audit_*.csv")):
+        audit = path.stem[len("audit_"):]
+        for r in read_csv(path):
+            if r.get("id") in index and r.get("method"):
+                out.setdefault(f"{r['method']}\t{audit}", set()).add(index[r["id"]])
+    return {key: sorted(found) for key, found in out.items()}
+
+
 def _rows(run: RunDir) -> list[dict]:
     path = run.table("explained_images")
     if not path.is_file():
@@ -162,7 +176,8 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
                 entry["tm"][lab] = [encode.colour_map(tmap, False, side),
                                     encode.colour_map(tmap, True, side) if m["signed"] else ""]
         images.append(entry)
-    return {"methods": methods, "images": images, "note": note, "side": side}
+    return {"methods": methods, "images": images, "note": note, "side": side,
+            "cells": cell_images(run, ids)}
 
 
 def _true_class_maps(run: RunDir, summary: dict, rows: list[dict]) -> dict[str, dict]:

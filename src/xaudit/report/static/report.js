@@ -95,9 +95,31 @@
     return tile;
   });
 
-  function passes(im) {
+  // A scorecard cell's link narrows the grid to the explained images that audit scored.
+  var cellFilter = null;  // {label, members: {index: true}}
+  var cellNote = $("#ex-cell"), cellClear = $("#ex-cell-clear");
+  document.querySelectorAll("#top-grid td[data-method]").forEach(function (td) {
+    var key = td.dataset.method + "\t" + td.dataset.audit;
+    var members = (data.cells || {})[key];
+    if (!members || !members.length) return;
+    var link = el("button", "imgs", members.length + " image" + (members.length > 1 ? "s" : "") + " ›");
+    link.type = "button";
+    link.title = "show the explained images behind this cell in the explorer";
+    link.addEventListener("click", function () {
+      var set = {};
+      members.forEach(function (i) { set[i] = true; });
+      cellFilter = { label: td.dataset.method + " · " + td.dataset.audit.replace(/_/g, " "), members: set };
+      refresh();
+      root.scrollIntoView();
+    });
+    td.appendChild(link);
+  });
+  if (cellClear) cellClear.addEventListener("click", function () { cellFilter = null; refresh(); });
+
+  function passes(im, i) {
     var c = filters.correct.value;
-    return (!filters.true.value || im.true === filters.true.value) &&
+    return (!cellFilter || cellFilter.members[i]) &&
+      (!filters.true.value || im.true === filters.true.value) &&
       (!filters.pred.value || im.pred === filters.pred.value) &&
       (!filters.split.value || im.split === filters.split.value) &&
       (!c || (c === "correct") === im.correct);
@@ -110,7 +132,7 @@
   };
   function refresh() {
     shown = [];
-    images.forEach(function (im, i) { if (passes(im)) shown.push(i); });
+    images.forEach(function (im, i) { if (passes(im, i)) shown.push(i); });
     var cmp = sorters[sortBy.value] || sorters.id;
     shown.sort(function (a, b) { return cmp(images[a], images[b]); });
     var frag = document.createDocumentFragment();
@@ -119,6 +141,10 @@
     grid.appendChild(frag);
     count.textContent = shown.length + " of " + images.length + " images";
     count.dataset.count = shown.length;
+    if (cellNote) {
+      cellNote.hidden = !cellFilter;
+      $("#ex-cell-label").textContent = cellFilter ? cellFilter.label : "";
+    }
   }
   Object.keys(filters).forEach(function (k) { filters[k].addEventListener("change", refresh); });
   sortBy.addEventListener("change", refresh);
