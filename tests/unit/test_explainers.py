@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -312,6 +313,24 @@ def test_layer_methods_survive_in_place_ops_after_the_layer(name):
     torch.testing.assert_close(attr.sum(dim=(1, 2, 3)) - change, delta, atol=1e-4, rtol=1e-3)
     assert float(delta.abs().max()) < 0.05 * float(change.abs().max())
     assert model.conv2 is model._modules["conv2"] and isinstance(model.conv2, nn.Conv2d)
+
+
+@pytest.mark.parametrize("name, least", [("layer_integrated_gradients", 1), ("layer_conductance", 2)])
+def test_layer_path_methods_run_in_passes_of_the_engines_size(name, least):
+    """The engine's pass size bounds the samples per forward (so memory), maps unchanged."""
+    model = seeded(SmoothNet())
+    x, t = images(3, 8), torch.tensor([0, 1, 2])
+    spec = {"name": name, "layer": "conv2", "n_steps": 16}
+    whole, _ = build_explainer(spec).attribute_with_delta(model, x, t, context(model))
+    sizes = []
+    hook = model.conv1.register_forward_hook(lambda m, i, o: sizes.append(len(o)))
+    small = dataclasses.replace(context(model), pass_size=4)
+    try:
+        parts, _ = build_explainer(spec).attribute_with_delta(model, x, t, small)
+    finally:
+        hook.remove()
+    assert max(sizes) <= max(4, least * len(x)) < 16 * len(x)
+    torch.testing.assert_close(parts, whole, atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- DeepLift and guided methods
