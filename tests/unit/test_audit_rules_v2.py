@@ -17,7 +17,7 @@ from tests.unit.test_audit_toys import (
     audit_input,
     images_for,
 )
-from xaudit.audit import AuditImages, AuditInput, Cell, resolve_specs, run_audits
+from xaudit.audit import AUDITS, AuditImages, AuditInput, Cell, resolve_specs, run_audits
 from xaudit.audit.controls import control_explainers, is_control
 from xaudit.audit.faithfulness import faithfulness, uninformative
 from xaudit.audit.randomization import model_randomization, pick_steps, step_threshold
@@ -366,6 +366,11 @@ def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch)
     specs = resolve_specs([{"name": "faithfulness", "road_percentages": [0.2, 0.5]}])
     timed = []
 
+    from xaudit.audit import runner
+
+    # the forward timing is measured per plan; fixed here so the two plans differ by ROAD only
+    monkeypatch.setattr(runner, "_forward_seconds", lambda inp: 0.001)
+
     def plan_with_solves_of(seconds):
         monkeypatch.setattr(faith, "solve_seconds", lambda px, ps: timed.append(ps) or seconds)
         return cost_plan(inp, specs, 4, [])["audits"]["faithfulness"]["seconds"]
@@ -375,6 +380,28 @@ def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch)
     # 4 images × (1 method + the random and edge references) × 2 orders × 0.5 s = 12 s.
     assert priced - free == pytest.approx(12.0, abs=0.15)
 
+
+
+def test_the_plan_counts_the_training_maps_the_shortcut_screen_reads(tmp_path):
+    """The shortcut screen explains training images too: the plan's shared maps count the
+    training pool that it then computes."""
+    from xaudit.audit.runner import cost_plan, refused_methods, resolve_specs
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    test, train = images_for(model, n=4, size=16), images_for(model, n=6, size=16, seed=1)
+    inp = audit_input(model, [_ManyCheap()], test, splits={"test": test, "train": train})
+    assert refused_methods(inp) == {}  # the try: one test map
+    per_map = next(v for k, v in inp.cache.items() if isinstance(k, tuple) and k[0] == "maps").model_evals
+    plan = cost_plan(inp, resolve_specs([{"name": "shortcut"}]), 3, [])
+    # the test pool less the try's map, and the training pool (maps are made a pool at a time)
+    assert plan["maps"]["model_evals"] == per_map * (4 - 1 + 6)
+    only_test = cost_plan(inp, resolve_specs([{"name": "complexity"}]), 3, [])
+    assert only_test["maps"]["model_evals"] == per_map * (4 - 1)
+    AUDITS.get("shortcut")(inp, tmp_path, n_images=3)
+    made = [k for k in inp.cache if isinstance(k, tuple) and k[0] == "maps"]
+    assert sorted({k[2] for k in made}) == ["test", "train"]
+    assert sum(k[2] == "train" for k in made) == 6
 
 
 def test_each_audit_says_its_planned_cost_when_it_starts_and_what_it_took(tmp_path):

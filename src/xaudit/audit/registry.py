@@ -42,6 +42,8 @@ class AuditInfo:
     # (params, the audit input, explainers) -> seconds spent beyond model evaluations (ROAD's
     # solves), measured on the pool for the plan.
     other_seconds: Callable[[dict, Any, list], float] | None = None
+    # the splits whose pool's trained maps it reads (the plan counts them as shared maps)
+    map_splits: tuple[str, ...] = ("test",)
 
 
 INFO: dict[str, AuditInfo] = {}
@@ -52,10 +54,11 @@ def register_audit(
     needs_others: bool = False, quick: bool = False,
     cost: Callable[[dict, dict, list], float] | None = None,
     other_seconds: Callable[[dict, Any, list], float] | None = None,
+    map_splits: tuple[str, ...] = ("test",),
 ) -> Callable[[AuditFn], AuditFn]:
     """Register ``name``: one decorator is all an audit needs to be run, ordered and judged."""
     INFO[name] = AuditInfo(name, order, family, model_level, needs, needs_others, quick, cost,
-                           other_seconds)
+                           other_seconds, map_splits)
     return AUDITS.register(name)
 
 

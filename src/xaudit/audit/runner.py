@@ -265,8 +265,12 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
                 seconds += info.other_seconds(params, inp, explainers)
         audits[name] = {"model_evals": int(round(est)),
                         "seconds": None if seconds is None else round(seconds, 1)}
-    # the shared maps still to compute (the try's and those reused from the explain stage are in)
-    todo = {k: sum(("maps", k, "test", i) not in inp.cache for i in test.ids) for k in per_map}
+    # the shared maps still to compute (the try's and those reused from the explain stage are
+    # in): the whole pool of each split an audit reads, as ``trained_maps`` computes them
+    splits = {"test"} | {s for spec in specs for s in INFO[spec["name"]].map_splits}
+    todo = {k: sum(("maps", k, split, i) not in inp.cache
+                   for split in sorted(splits & set(inp.splits)) for i in inp.splits[split].ids)
+            for k in per_map}
     shared = sum(per_map[k] * todo[k] for k in per_map)
     shared_seconds = sum(per_map[k] * per_eval[k] * todo[k] for k in per_map)
     return {"seconds_per_forward": None if forward is None else round(forward, 5),

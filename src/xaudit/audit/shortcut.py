@@ -83,8 +83,8 @@ def concentration_threshold(area: float, margin: float) -> float:
     return area + margin * (1 - area)
 
 
-@register_audit("shortcut", order=70, family="shortcut",
-                model_level=True, quick=True, cost=no_extra_cost)
+@register_audit("shortcut", order=70, family="shortcut", model_level=True, quick=True,
+                cost=no_extra_cost, map_splits=("train", "test"))
 def shortcut(
     inp: AuditInput,
     figures_dir: Path,
