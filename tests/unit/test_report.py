@@ -15,6 +15,7 @@ from PIL import Image
 
 from xaudit.errors import XauditError
 from xaudit.report import figures as F
+from xaudit.report import map_figures as M
 from xaudit.report import render_report
 from xaudit.report.html import build_context, csv_table, fmt_number
 from xaudit.run import write_csv, write_json
@@ -149,7 +150,7 @@ def test_explanation_panel_with_degenerate_maps_and_hard_titles(tmp_path, strict
     maps = {"integrated_gradients": _map(1), "zero": np.zeros((32, 32)),
             "nan": np.full((32, 32), np.nan), HARD_TITLE: _map(2)}
     for mode in ("signed", "absolute", "both"):
-        out = F.explanation_panel(_image(1), maps, HARD_TITLE, tmp_path / f"p_{mode}.png", mode)
+        out = M.explanation_panel(_image(1), maps, HARD_TITLE, tmp_path / f"p_{mode}.png", mode)
         assert out == tmp_path / f"p_{mode}.png"
         assert _png_size(out)[0] <= 1400
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files
@@ -157,23 +158,52 @@ def test_explanation_panel_with_degenerate_maps_and_hard_titles(tmp_path, strict
 
 def test_a_never_negative_method_gets_no_signed_overlay(tmp_path, monkeypatch):
     drawn = []
-    real = F.draw_overlay
-    monkeypatch.setattr(F, "draw_overlay", lambda ax, image, attr, mode: drawn.append(mode) or
+    real = M.draw_overlay
+    monkeypatch.setattr(M, "draw_overlay", lambda ax, image, attr, mode: drawn.append(mode) or
                         real(ax, image, attr, mode))
     maps = {"integrated_gradients": _map(1) - 0.5, "grad_cam": np.abs(_map(2))}
-    F.explanation_panel(_image(1), maps, "t", tmp_path / "p.png", "both",
+    M.explanation_panel(_image(1), maps, "t", tmp_path / "p.png", "both",
                         signed={"integrated_gradients"}, wrong=True)
     # IG signed and absolute; Grad-CAM absolute only: its signed cell is a note
     assert sorted(drawn) == ["absolute", "absolute", "signed"]
     drawn.clear()
-    F.explanation_panel(_image(1), maps, "t", tmp_path / "q.png", "both")
+    M.explanation_panel(_image(1), maps, "t", tmp_path / "q.png", "both")
     assert len(drawn) == 4  # unknown: every method may be signed
 
 
 def test_wide_panels_stay_within_1400_px(tmp_path):
     maps = {f"method_{i}": _map(i) for i in range(10)}
-    w, _ = _png_size(F.explanation_panel(_image(0), maps, "t", tmp_path / "wide.png"))
+    w, _ = _png_size(M.explanation_panel(_image(0), maps, "t", tmp_path / "wide.png"))
     assert 1000 < w <= 1400
+
+
+def test_many_methods_wrap_into_blocks_of_rows(tmp_path, monkeypatch):
+    grids, real = [], M.draw_overlay
+    monkeypatch.setattr(M, "draw_overlay", lambda ax, image, attr, mode: grids.append(
+        (ax.get_subplotspec().get_gridspec().get_geometry(), ax.get_title(), mode))
+        or real(ax, image, attr, mode))
+    maps = {f"method_{i}": _map(i) for i in range(23)}
+    w, h = _png_size(M.explanation_panel(_image(0), maps, "t", tmp_path / "many.png"))
+    per_row = M.PANEL_METHODS_PER_ROW
+    blocks = -(-23 // per_row)
+    assert {g for g, _, _ in grids} == {(2 * blocks, 1 + per_row)}  # signed + absolute per block
+    assert sorted(t for _, t, m in grids if m == "signed") == sorted(maps)  # every method, once
+    assert w <= 1400 and w / (1 + per_row) >= 190  # overlays stay readable
+    _, h_few = _png_size(M.explanation_panel(_image(0), dict(list(maps.items())[:5]), "t",
+                                             tmp_path / "few.png"))
+    assert h > 3 * h_few
+
+
+def test_top_losses_maps_draws_one_overlay_per_image(tmp_path, monkeypatch):
+    drawn, real = [], M.draw_overlay
+    monkeypatch.setattr(M, "draw_overlay", lambda ax, image, attr, mode: drawn.append(mode)
+                        or real(ax, image, attr, mode))
+    rows = [{"true": "a", "pred": "b", "loss": 3.0 - i, "prob": 0.9} for i in range(8)]
+    out = M.top_losses_maps([_image(i) for i in range(8)], [_map(i) for i in range(8)], rows,
+                            "grad_cam", tmp_path / "tl.png")
+    assert drawn == ["absolute"] * 8 and _png_size(out)[0] <= 1400
+    with pytest.raises(XauditError, match="same length"):
+        M.top_losses_maps([_image(0)], [], rows[:1], "grad_cam", tmp_path / "bad.png")
 
 
 def test_every_figure_function_writes_a_png(tmp_path, strict_warnings):
@@ -189,9 +219,9 @@ def test_every_figure_function_writes_a_png(tmp_path, strict_warnings):
         F.confusion_matrix(cm, names[:3], tmp_path / "confusion_matrix.png"),
         F.top_losses(imgs[:3], [{"true": n, "pred": "x", "loss": 2.5, "prob": 0.8}
                                 for n in names[:3]], tmp_path / "top_losses.png"),
-        F.method_grid(imgs, [_map(i) for i in range(6)] + [np.zeros((32, 32))], names,
+        M.method_grid(imgs, [_map(i) for i in range(6)] + [np.zeros((32, 32))], names,
                       tmp_path / "grid.png", ncols=4),
-        F.correct_vs_incorrect([(imgs[0], _map(0), names[2])], [], "grad_cam",
+        M.correct_vs_incorrect([(imgs[0], _map(0), names[2])], [], "grad_cam",
                                tmp_path / "cvi.png"),
         F.dataset_examples([], [], tmp_path / "empty.png"),
     ]
@@ -202,11 +232,11 @@ def test_every_figure_function_writes_a_png(tmp_path, strict_warnings):
 
 def test_figure_inputs_are_checked():
     with pytest.raises(XauditError, match="same length"):
-        F.method_grid([_image(0)], [], ["t"], "unused.png")
+        M.method_grid([_image(0)], [], ["t"], "unused.png")
     with pytest.raises(XauditError, match="3×3 matrix"):
         F.confusion_matrix(np.ones((2, 2)), ["a", "b", "c"], "unused.png")
     with pytest.raises(XauditError, match="mode must be one of"):
-        F.explanation_panel(_image(0), {}, "t", "unused.png", mode="raw")
+        M.explanation_panel(_image(0), {}, "t", "unused.png", mode="raw")
 
 
 # ---------------------------------------------------------------- html report --------------------
@@ -255,13 +285,13 @@ def _make_run(root: Path, summary: dict | None = None) -> Path:
     imgs = [_image(i, 16) for i in range(3)]
     F.dataset_examples(imgs, classes, fig / "dataset_examples.png")
     F.confusion_matrix(np.eye(3, dtype=int), classes, fig / "confusion_matrix.png")
-    F.explanation_panel(imgs[0], {"occlusion": _map(0, 16)}, XSS, fig / "explain_0001.png")
-    F.method_grid(imgs, [_map(i, 16) for i in range(3)], classes,
+    M.explanation_panel(imgs[0], {"occlusion": _map(0, 16)}, XSS, fig / "explain_0001.png")
+    M.method_grid(imgs, [_map(i, 16) for i in range(3)], classes,
                   fig / "grid_occlusion_w15_healthy.png")
-    F.method_grid(imgs, [_map(i, 16) for i in range(3)], classes, fig / "grid_occlusion.png")
-    F.correct_vs_incorrect([(imgs[0], _map(0, 16), "a")], [], "occlusion", fig / "cvi_x.png")
-    F.method_grid(imgs[:1], [_map(0, 16)], ["a"], fig / "audit_random.png")
-    F.method_grid(imgs[:1], [_map(0, 16)], ["a"], fig / "extra.png")
+    M.method_grid(imgs, [_map(i, 16) for i in range(3)], classes, fig / "grid_occlusion.png")
+    M.correct_vs_incorrect([(imgs[0], _map(0, 16), "a")], [], "occlusion", fig / "cvi_x.png")
+    M.method_grid(imgs[:1], [_map(0, 16)], ["a"], fig / "audit_random.png")
+    M.method_grid(imgs[:1], [_map(0, 16)], ["a"], fig / "extra.png")
     return root
 
 

@@ -333,6 +333,14 @@ def confusion_matrix(cm: np.ndarray, classes: list[str], path) -> Path:
     return _save(fig, path)
 
 
+def loss_title(row: dict) -> str:
+    """A high-loss image's title: true and predicted class, loss and p(predicted)."""
+    return (f"true: {short(row.get('true', '?'), 20, 1)}\n"
+            f"pred: {short(row.get('pred', '?'), 20, 1)}\n"
+            f"loss {float(row.get('loss', float('nan'))):.2f}, "
+            f"p {float(row.get('prob', float('nan'))):.2f}")
+
+
 def top_losses(images: list[np.ndarray], rows: list[dict], path) -> Path:
     """The test images with the highest loss; title: true, predicted, loss and p(predicted)."""
     _check_lengths("top_losses", images=images, rows=rows)
@@ -342,116 +350,7 @@ def top_losses(images: list[np.ndarray], rows: list[dict], path) -> Path:
     fig = _new_figure(ncols, nrows, 2.2, 2.7)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, image, row in zip(axes, images, rows, strict=False):
-        title = (
-            f"true: {short(row.get('true', '?'), 20, 1)}\n"
-            f"pred: {short(row.get('pred', '?'), 20, 1)}\n"
-            f"loss {float(row.get('loss', float('nan'))):.2f}, "
-            f"p {float(row.get('prob', float('nan'))):.2f}"
-        )
-        _show_image(ax, image, title)
+        _show_image(ax, image, loss_title(row))
     for ax in axes[len(images):]:
         ax.set_axis_off()
-    return _save(fig, path)
-
-
-def explanation_panel(
-    image: np.ndarray, maps: dict[str, np.ndarray], title: str, path, mode: str = "both",
-    signed: set[str] | None = None, wrong: bool = False,
-) -> Path:
-    """One explained image: the original, then one overlay per method (a row per mode).
-
-    ``signed``: the methods whose maps can be negative (default: all); the others' signed
-    cell says so instead of repeating |map| on a diverging scale. ``wrong``: a misclassified
-    image, marked in the title."""
-    if mode not in MODES:
-        raise XauditError(f"explanation_panel: mode must be one of {', '.join(MODES)}, got {mode!r}")
-    modes = ["signed", "absolute"] if mode == "both" else [mode]
-    ncols, nrows = 1 + len(maps), len(modes)
-    fig = _new_figure(ncols, nrows, 2.5, 2.35)
-    fig.suptitle(short(("WRONG PREDICTION · " if wrong else "") + title, 110, 2), fontsize=10,
-                 color="#8a1c1c" if wrong else "black")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    _show_image(axes[0, 0], image, "original")
-    for r in range(1, nrows):
-        axes[r, 0].set_axis_off()
-    for r, m in enumerate(modes):
-        for c, (label, attr) in enumerate(maps.items(), start=1):
-            ax = axes[r, c]
-            if r == 0:
-                ax.set_title(short(label, 26), fontsize=8)
-            if c == 1:
-                ax.set_ylabel(m, fontsize=8)
-            if m == "signed" and signed is not None and label not in signed and len(modes) > 1:
-                _show_image(ax, image)
-                ax.text(0.5, 0.5, "never negative:\n|map| below", transform=ax.transAxes,
-                        ha="center", va="center", fontsize=8, color="#333",
-                        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#999", "pad": 3})
-                continue
-            mappable, _ = draw_overlay(ax, image, attr, m)
-            _colorbar(fig, mappable, ax, m)
-    return _save(fig, path)
-
-
-def method_grid(
-    images: list[np.ndarray],
-    maps: list[np.ndarray],
-    titles: list[str],
-    path,
-    mode: str = "absolute",
-    ncols: int = 6,
-) -> Path:
-    """Overlays of one method on many images, with one shared (relative) colour bar."""
-    if mode not in ("signed", "absolute"):
-        raise XauditError(f"method_grid: mode must be 'signed' or 'absolute', got {mode!r}")
-    _check_lengths("method_grid", images=images, maps=maps, titles=titles)
-    if not images:
-        return _note_figure("no explained images", path)
-    nrows, ncols = _grid(len(images), ncols)
-    fig = _new_figure(ncols, nrows, 2.1, 2.35)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    mappable = None
-    for ax, image, attr, title in zip(axes.ravel(), images, maps, titles, strict=False):
-        mappable, _ = draw_overlay(ax, image, attr, mode)
-        ax.set_title(_short_lines(title, 24, 2), fontsize=7)
-    for ax in axes.ravel()[len(images):]:
-        ax.set_axis_off()
-    _colorbar(fig, mappable, axes, mode)
-    return _save(fig, path)
-
-
-def correct_vs_incorrect(
-    correct: list[tuple[np.ndarray, np.ndarray, str]],
-    incorrect: list[tuple[np.ndarray, np.ndarray, str]],
-    method: str,
-    path,
-) -> Path:
-    """Two blocks side by side: where the method says the model looked when right and when wrong.
-
-    Each item is (image, map, title); each block shows the image and its |attribution| overlay.
-    """
-    nrows = max(len(correct), len(incorrect), 1)
-    fig = _new_figure(4, nrows, 2.3, 2.3)
-    fig.suptitle(f"{short(method, 40, 1)}: correct vs incorrect predictions", fontsize=10)
-    left, right = fig.subfigures(1, 2, wspace=0.04)
-    mode = "absolute"
-    mappable = None
-    for sub, items, label in ((left, correct, "correct"), (right, incorrect, "incorrect")):
-        sub.set_facecolor("#f3f8f3" if label == "correct" else "#fbf1f1")
-        sub.suptitle(f"{label} ({len(items)})", fontsize=10,
-                     color="#1d6b2a" if label == "correct" else "#8a1c1c")
-        axes = sub.subplots(nrows, 2, squeeze=False)
-        for r in range(nrows):
-            if r < len(items):
-                image, attr, title = items[r]
-                _show_image(axes[r, 0], image)
-                axes[r, 0].set_ylabel(_short_lines(title, 20, 2), fontsize=7)
-                mappable, _ = draw_overlay(axes[r, 1], image, attr, mode)
-            else:
-                axes[r, 0].set_axis_off()
-                axes[r, 1].set_axis_off()
-        if not items:
-            axes[0, 0].text(0.5, 0.5, f"no {label} examples", transform=axes[0, 0].transAxes,
-                            ha="center", va="center", fontsize=9, color="#555")
-        elif mappable is not None:
-            _colorbar(sub, mappable, axes[:, 1], mode)
     return _save(fig, path)

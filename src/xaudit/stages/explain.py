@@ -141,7 +141,7 @@ def maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) -
 
 def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, store,
                      classes: list[str]) -> None:
-    from ..report import figures
+    from ..report import map_figures
 
     for f in run.figures.glob("*.png"):
         if f.name.startswith(("explain_", "grid_", "cvi_")):
@@ -160,7 +160,7 @@ def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, s
         table.append({"id": row["id"], "true": row["true"], "pred": row["pred"], "prob": row["prob"],
                       "correct": row["correct"]})
         if i < max_figures:
-            figures.explanation_panel(
+            map_figures.explanation_panel(
                 images[i], {lab: maps[lab][i] for lab in labels}, title,
                 run.figure(f"explain_{i:03d}_{safe_name(row['id'], 60)}"), mode="both",
                 signed=signed, wrong=not row["correct"],
@@ -172,7 +172,7 @@ def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, s
     for lab in labels:
         for cls in sorted({row["true"] for row in rows}):
             idx = [i for i, row in enumerate(rows) if row["true"] == cls]
-            figures.method_grid(
+            map_figures.method_grid(
                 [images[i] for i in idx], [maps[lab][i] for i in idx],
                 [f"pred {rows[i]['pred']} ({rows[i]['prob']:.2f})" for i in idx],
                 run.figure(f"grid_{method_stem[lab]}_class_{class_stem.get(cls) or safe_name(cls, 40)}"),
@@ -181,4 +181,4 @@ def _explain_figures(run: RunDir, max_figures: int, rows, records, explainers, s
         right = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if row["correct"]]
         wrong = [(images[i], maps[lab][i], f"{rows[i]['true']} → {rows[i]['pred']}") for i, row in enumerate(rows) if not row["correct"]]
         if right and wrong:
-            figures.correct_vs_incorrect(right[:6], wrong[:6], lab, run.figure(f"cvi_{method_stem[lab]}"))
+            map_figures.correct_vs_incorrect(right[:6], wrong[:6], lab, run.figure(f"cvi_{method_stem[lab]}"))
