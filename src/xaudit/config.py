@@ -150,6 +150,7 @@ class ExplainConfig:
     tolerance: float = ranged(0.05, gt=0)  # completeness tolerance for path methods, relative
     adaptive_steps: bool = False  # path methods: n_steps/4, /2, then all, each for failing images
     memory_budget_mb: int | None = ranged(None, ge=1)  # per forward/backward pass; None = from free memory
+    top_losses_method: str | None = None  # the top-losses figure's map; None = grad_cam if listed, else the first
 
 
 @dataclass

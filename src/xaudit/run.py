@@ -239,6 +239,11 @@ class RunDir:
         return self.root / "maps_true_class"
 
     @property
+    def top_losses_maps(self) -> Path:
+        """One method's maps of the highest-loss test images that were not explained."""
+        return self.root / "maps_top_losses"
+
+    @property
     def summary_path(self) -> Path:
         return self.root / "summary.json"
 

@@ -8,6 +8,8 @@ CAPTIONS = {
     "history": "Loss and accuracy per epoch: validation far below training means overfitting.",
     "confusion_matrix": "Rows are true classes, columns predictions: off-diagonal cells are errors.",
     "top_losses": "The test images the model got most wrong: look for label errors and hard cases.",
+    "top_losses_maps": ("The same images with one method's map of the class the model predicted: "
+                        "look for evidence off the object (background, borders, labels)."),
     "explain_": "One image, every method, for the class named in the title: where the methods "
                 "agree, and where they do not. Red: positive evidence, blue: negative (signed row, "
                 "for methods whose maps can be negative); a red title marks a wrong prediction.",

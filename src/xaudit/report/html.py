@@ -32,7 +32,8 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 MAX_TABLE_ROWS = 200
 EXPLAIN_PREFIXES = ("explain_", "grid_", "cvi_")
 # Figures with a fixed place in the report.
-FIXED_FIGURES = ("dataset_examples.png", "history.png", "confusion_matrix.png", "top_losses.png")
+FIXED_FIGURES = ("dataset_examples.png", "history.png", "confusion_matrix.png", "top_losses.png",
+                 "top_losses_maps.png")
 # CSV columns that hold names or ids: shown verbatim even when they look like numbers.
 TEXT_COLUMNS = {"id", "class", "true", "pred", "predicted", "file", "path", "name", "method",
                 "label", "split", "reason"}
@@ -262,6 +263,7 @@ def _test(run: RunDir, summary: dict, figures: dict[str, dict]) -> dict:
         "confusion": figures.get("confusion_matrix.png"),
         "most_confused": csv_table(most_confused) if most_confused else None,
         "top_losses": figures.get("top_losses.png"),
+        "top_losses_maps": figures.get("top_losses_maps.png"),
     }
 
 

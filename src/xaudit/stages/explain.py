@@ -15,12 +15,12 @@ import torch
 from ..data.base import Record
 from ..data.transforms import DecodedStore
 from ..distributed import World, explain_method_sharded, keep_or_reset_maps
-from ..errors import MethodRefused, XauditError
+from ..errors import MethodRefused, XauditError, echo
 from ..explain import Explainer, validate_method_specs
 from ..explain.engine import MapStore, explain_records, resolve_targets
 from ..explain.fastpath import FastPath, ForwardCache
 from ..models import Classifier
-from ..run import RunDir, fingerprint, write_csv
+from ..run import RunDir, fingerprint, read_csv, write_csv
 from ..safety import safe_name, unique_names
 
 
@@ -46,6 +46,7 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     records = [by_id[row["id"]] for row in rows]
     ctx = clf.explain_context(torch.Generator().manual_seed(r.seed + 1))
     explainers = validate_method_specs(r.explain.methods)
+    top_losses_method(explainers, r.explain.top_losses_method)  # a wrong label fails before any work
     fast, forwards = FastPath.from_config(r.explain), ForwardCache()
     stats, refused = {}, {}
 
@@ -105,8 +106,11 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     true_class = _true_class_maps(compute, explained, rows, records, r.explain.target,
                                   lambda e: maps_key(upstream, "true", e, fast), where)
     _explain_figures(run, r.report.max_figures, rows, records, explained, store, clf.classes)
+    top = _top_losses_maps(compute, explained, r.explain, by_id, clf.classes, store,
+                           lambda e: maps_key(upstream, "predicted", e, fast), where)
     run.update_summary(explanations=stats, explanations_refused=refused,
-                       explain_target=r.explain.target, explanations_true_class=true_class)
+                       explain_target=r.explain.target, explanations_true_class=true_class,
+                       explanations_top_losses=top)
 
 
 def _true_class_maps(compute, explainers, rows, records, target: str, key_of,
@@ -126,6 +130,58 @@ def _true_class_maps(compute, explainers, rows, records, target: str, key_of,
         keep_or_reset_maps(root, explainer.label, key_of(explainer), [[rec.id for rec in recs]])
         compute(explainer, recs, targets, MapStore(root, explainer.label))
     return {e.label: len(recs) for e in explainers}
+
+
+def top_losses_method(explainers: list[Explainer], chosen: str | None) -> Explainer | None:
+    """The method whose map the top-losses figure shows: ``chosen`` (a method label), else
+    Grad-CAM when the recipe has it (one backward pass an image), else the first method."""
+    by_label = {e.label: e for e in explainers}
+    if chosen is not None:
+        if chosen not in by_label:
+            raise XauditError(f"explain.top_losses_method: {echo(chosen)} is not one of the "
+                              f"recipe's methods. Allowed: {', '.join(by_label) or 'none'}")
+        return by_label[chosen]
+    return by_label.get("grad_cam") or (explainers[0] if explainers else None)
+
+
+def _top_losses_maps(compute, explained, cfg, by_id, classes, store, key_of,
+                     where: Where) -> dict:
+    """The evaluate stage's highest-loss test images with one method's map of the predicted
+    class (``top_losses_maps.png``), as fastai's ``plot_top_losses`` shows Grad-CAM: what did
+    the model take for the wrong class? Maps of images the stage already explained for the
+    predicted class are reused; the rest are stored under ``maps_top_losses/``."""
+    from ..report import map_figures
+
+    run = where.run
+    figure, root = run.figure("top_losses_maps"), run.top_losses_maps
+    table = run.table("top_losses")
+    worst = [row for row in (read_csv(table) if table.is_file() else []) if row["id"] in by_id]
+    chosen = cfg.top_losses_method
+    explainer = top_losses_method(explained, chosen if chosen in {e.label for e in explained} else None)
+    if chosen is not None and (explainer is None or explainer.label != chosen):
+        where.log(f"warning: no top-losses maps: {chosen} refused this model")
+        explainer = None
+    if not worst or explainer is None:
+        figure.unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+        return {}
+    ids, pred = [row["id"] for row in worst], {row["id"]: row["pred"] for row in worst}
+    shown, extra = MapStore(run.maps, explainer.label), MapStore(root, explainer.label)
+    reuse = shown.done_ids() if cfg.target == "predicted" else set()
+    rest = [i for i in ids if i not in reuse]
+    if rest:
+        where.log(f"explaining the {len(rest)} highest-loss test images with {explainer.label}")
+        keep_or_reset_maps(root, explainer.label, key_of(explainer), [rest])
+        compute(explainer, [by_id[i] for i in rest], [classes.index(pred[i]) for i in rest], extra)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    maps = {}
+    for source, part in ((shown, [i for i in ids if i in reuse]), (extra, rest)):
+        if part:
+            maps.update(zip(part, source.load(part)["maps"].numpy(), strict=True))
+    images = [store.get(by_id[i]).image.permute(1, 2, 0).numpy() for i in ids]
+    map_figures.top_losses_maps(images, [maps[i] for i in ids], worst, explainer.label, figure)
+    return {"method": explainer.label, "n_images": len(ids), "reused": len(ids) - len(rest)}
 
 
 def maps_key(upstream: str, target: str, explainer: Explainer, fast: FastPath) -> str:
