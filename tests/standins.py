@@ -283,3 +283,13 @@ WRITERS = {
     "imagenet-photos": write_imagenet_photos,
     "smoking": write_smoking,
 }
+
+
+def tiny_demo(n_test: int, *more: str) -> list[str]:
+    """``--set`` overrides that shrink the demo recipe to an untrained 32-px model on a few
+    synthetic leaves per class (``n_test`` test images each), for tests of the stages' plumbing."""
+    return [
+        "data.synthetic.n_train=4", "data.synthetic.n_val=2", f"data.synthetic.n_test={n_test}",
+        "data.synthetic.image_size=32", "model.image_size=32", "model.resize_size=32",
+        "model.weights=none", "train.epochs=1", "train.batch_size=8", *more,
+    ]

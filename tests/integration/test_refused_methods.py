@@ -8,17 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.standins import tiny_demo
 from xaudit.config import load_recipe
 from xaudit.errors import XauditError
 from xaudit.pipeline import Pipeline
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = [
-    "data.synthetic.n_train=4", "data.synthetic.n_val=2", "data.synthetic.n_test=2",
-    "data.synthetic.image_size=32", "model.image_size=32", "model.resize_size=32",
-    "model.weights=none", "train.epochs=1", "train.batch_size=8", "explain.select.per_class=1",
+TINY = tiny_demo(
+    2, "explain.select.per_class=1",
     "audit.audits=[{name: complexity}]", "audit.n_images=3", "audit.controls=false",
-]
+)
 
 
 def test_a_refused_method_is_left_out_and_the_run_goes_on(tmp_path):

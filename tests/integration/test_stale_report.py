@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.standins import tiny_demo
 from xaudit.config import load_recipe
 from xaudit.pipeline import Pipeline
 from xaudit.report import render_report
@@ -17,12 +18,10 @@ from xaudit.report.notices import notices
 from xaudit.run import RunDir
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = [
-    "data.synthetic.n_train=4", "data.synthetic.n_val=2", "data.synthetic.n_test=2",
-    "data.synthetic.image_size=32", "model.image_size=32", "model.resize_size=32",
-    "model.weights=none", "train.epochs=1", "train.batch_size=8", "explain.select.per_class=1",
+TINY = tiny_demo(
+    2, "explain.select.per_class=1",
     "explain.methods=[{name: saliency}]", "audit.enabled=false",
-]
+)
 
 
 def warnings_of(run: RunDir) -> list[str]:

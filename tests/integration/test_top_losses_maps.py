@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.standins import tiny_demo
 from xaudit import Classifier
 from xaudit.config import load_recipe
 from xaudit.errors import XauditError
@@ -18,13 +19,11 @@ from xaudit.report.explorer import load_maps
 from xaudit.run import RunDir, read_csv
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = [
-    "data.synthetic.n_train=4", "data.synthetic.n_val=2", "data.synthetic.n_test=3",
-    "data.synthetic.image_size=32", "model.image_size=32", "model.resize_size=32",
-    "model.weights=none", "train.epochs=1", "train.batch_size=8", "audit.enabled=false",
+TINY = tiny_demo(
+    3, "audit.enabled=false",
     "explain.select.per_class=1", "explain.select.correct=any", "evaluate.top_losses=4",
     "explain.methods=[{name: saliency}, {name: input_x_gradient}]",
-]
+)
 
 
 def _saliency(clf: Classifier, pipe: Pipeline, ids: list[str], targets: list[int]):

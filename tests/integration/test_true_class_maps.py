@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from tests.standins import tiny_demo
 from xaudit import Classifier
 from xaudit.config import load_recipe
 from xaudit.pipeline import Pipeline
@@ -16,12 +17,10 @@ from xaudit.report.explorer import explorer_payload, load_maps
 from xaudit.run import RunDir
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = [
-    "data.synthetic.n_train=4", "data.synthetic.n_val=2", "data.synthetic.n_test=3",
-    "data.synthetic.image_size=32", "model.image_size=32", "model.resize_size=32",
-    "model.weights=none", "train.epochs=1", "train.batch_size=8", "explain.select.all=true",
+TINY = tiny_demo(
+    3, "explain.select.all=true",
     "audit.enabled=false", "explain.methods=[{name: saliency}]",
-]
+)
 
 
 def test_wrong_predictions_get_the_true_class_map(tmp_path):

@@ -75,3 +75,37 @@ def test_group_bars_carry_intervals_and_n(saved, tmp_path):
     segments = [seg for c in caps for seg in c.errorbar.lines[2][0].get_segments()]
     spans = sorted(round(float(seg[1][1] - seg[0][1]), 6) for seg in segments)
     assert spans == [0.2, 0.4]
+
+
+def test_many_curves_get_distinct_styles_and_one_legend_outside(saved, tmp_path):
+    xs = np.linspace(0, 1, 11)
+    curves = {f"method_{i}": np.linspace(1, 0, 11) * (1 - i / 40) for i in range(24)}
+    curves.update({f"control: c{i}": np.full(11, 0.5) for i in range(5)})
+    plots.plot_curves(tmp_path / "c.png", [("a", "x", xs, curves), ("b", "x", xs, curves)], "t")
+    fig = saved[0]
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    assert len(fig.legends[0].get_texts()) == 29
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    styles = {(mcolors.to_hex(line.get_color()), line.get_linestyle())
+              for label, line in lines.items() if not label.startswith("control:")}
+    assert len(styles) == 24  # no two methods drawn alike
+    assert {mcolors.to_hex(lines[f"control: c{i}"].get_color()) for i in range(5)} == {"#8c8c8c"}
+    few = {k: curves[k] for k in list(curves)[:5]}
+    plots.plot_curves(tmp_path / "d.png", [("a", "x", xs, few)], "t")
+    assert saved[1].axes[0].get_legend() is not None and not saved[1].legends
+
+
+def test_many_methods_wrap_overlays_and_bars_into_rows(saved, tmp_path):
+    images, masks = np.zeros((2, 8, 8, 3)), np.ones((2, 8, 8), dtype=bool)
+    maps = {f"m{i}": np.random.default_rng(i).normal(size=(2, 8, 8)) for i in range(25)}
+    plots.plot_overlays(tmp_path / "o.png", images, masks, maps, "t")
+    rows, cols = saved[0].axes[0].get_subplotspec().get_gridspec().get_geometry()
+    assert cols == 1 + plots._OVERLAY_METHODS_PER_ROW and rows == 2 * 3  # 2 images x 3 blocks
+    titled = sorted(ax.get_title() for ax in saved[0].axes if ax.get_title())
+    assert titled == sorted(list(maps) * 2)  # each method once per image
+    labels = [f"m{i}" for i in range(40)]
+    groups = {"correct": [(0.5, 0.4, 0.6, 4)] * 40, "incorrect": [(0.3, 0.1, 0.9, 2)] * 40}
+    plots.plot_group_bars(tmp_path / "b.png", labels, groups, "t")
+    axes = saved[1].axes
+    assert len(axes) == 3 and sum(len(ax.get_xticklabels()) for ax in axes) == 40
+    assert len({ax.get_xlim() for ax in axes}) == 1  # every row on one scale

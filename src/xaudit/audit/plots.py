@@ -13,6 +13,10 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 # Region colours for bar charts; red is left out because red marks a flagged bar.
 _PALETTE = ("C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8", "C9")
+# Past these sizes a figure of every method wraps (or moves its legend out) to stay readable.
+_LEGEND_IN_AXES = 10
+_OVERLAY_METHODS_PER_ROW = 10
+_BARS_PER_ROW = 16
 
 
 def _save(fig, path: Path) -> str:
@@ -133,16 +137,34 @@ def plot_curves(
     panels: list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]],
     title: str,
 ) -> str:
-    """Side-by-side mean curves; each panel: (title, xlabel, x values, {method: y values})."""
+    """Side-by-side mean curves; each panel: (title, xlabel, x values, {method: y values}).
+
+    Up to ``_LEGEND_IN_AXES`` curves get a legend in each panel; more (a run of every method)
+    get 20 colours times line styles, controls in grey, and one legend below the panels, so
+    neither the legend hides the curves nor a colour names two of them."""
+    most = max((len(c) for *_, c in panels), default=0)
+    many = most > _LEGEND_IN_AXES
+    legend_in = 0.17 * -(-most // 4) if many else 0.0  # the legend's rows below the panels
     # Constrained layout keeps the figure title clear of the panel titles.
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4 + legend_in),
+                             squeeze=False, layout="constrained")
     for ax, (panel_title, xlabel, xs, curves) in zip(axes[0], panels, strict=True):
         for i, (method, ys) in enumerate(curves.items()):
             ref = "(reference)" in method
-            ax.plot(xs, ys, label=method, ls="--" if ref else "-", color=f"C{i}")
+            if not many:
+                ax.plot(xs, ys, label=method, ls="--" if ref else "-", color=f"C{i}")
+            elif method.startswith("control:") or ref:
+                ax.plot(xs, ys, label=method, ls=(":", "--", "-.")[i % 3], color="0.55", lw=1)
+            else:
+                ax.plot(xs, ys, label=method, color=plt.get_cmap("tab20")(i % 20),
+                        ls=("-", "--", "-.")[(i // 20) % 3], lw=1.2)
         ax.set(title=panel_title, xlabel=xlabel, ylabel="class score", ylim=(-0.02, 1.02))
-        ax.legend(fontsize=7)
+        if not many:
+            ax.legend(fontsize=7)
+    if many:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)),
+                   fontsize=7)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -155,20 +177,28 @@ def plot_overlays(
     title: str,
     max_images: int = 4,
 ) -> str:
-    """Rows: images; columns: the image with its mask outline, then each method's map."""
+    """Rows: images; columns: the image with its mask outline, then each method's map. More
+    than ``_OVERLAY_METHODS_PER_ROW`` methods wrap onto further rows, each starting with the
+    image again, so the figure stays as wide as the report."""
     n = min(max_images, len(images))
-    cols = 1 + len(maps)
-    fig, axes = plt.subplots(n, cols, figsize=(1.9 * cols, 1.9 * n), squeeze=False)
+    items = list(maps.items())
+    per_row = max(1, min(_OVERLAY_METHODS_PER_ROW, len(items)))
+    blocks = [items[i:i + per_row] for i in range(0, len(items), per_row)] or [[]]
+    cols = 1 + per_row
+    fig, axes = plt.subplots(n * len(blocks), cols, figsize=(1.9 * cols, 1.9 * n * len(blocks)),
+                             squeeze=False)
     for i in range(n):
-        axes[i, 0].imshow(np.clip(images[i], 0, 1))
-        axes[i, 0].contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
-        for j, (method, m) in enumerate(maps.items(), start=1):
-            axes[i, j].imshow(_map_image(m[i]), cmap="magma", vmin=0, vmax=1)
-            axes[i, j].contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.6)
-            if i == 0:
-                axes[i, j].set_title(method, fontsize=7)
-        for ax in axes[i]:
-            ax.axis("off")
+        for b, block in enumerate(blocks):
+            row = axes[i * len(blocks) + b]
+            row[0].imshow(np.clip(images[i], 0, 1))
+            row[0].contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+            for j, (method, m) in enumerate(block, start=1):
+                row[j].imshow(_map_image(m[i]), cmap="magma", vmin=0, vmax=1)
+                row[j].contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.6)
+                if i == 0 or len(blocks) > 1:
+                    row[j].set_title(method, fontsize=7)
+            for ax in row:
+                ax.axis("off")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -209,18 +239,27 @@ def plot_group_bars(
     title: str,
 ) -> str:
     """Grouped bars, e.g. a statistic for correctly and wrongly predicted images; each value is
-    (mean, ci_lo, ci_hi, n), drawn as a bar with its interval; the legend gives each group's n."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(labels) + 2), 3.6))
+    (mean, ci_lo, ci_hi, n), drawn as a bar with its interval; the legend gives each group's n.
+    More than ``_BARS_PER_ROW`` labels wrap onto further rows of bars."""
+    per_row = max(1, min(_BARS_PER_ROW, len(labels)))
+    starts = list(range(0, len(labels), per_row)) or [0]
+    fig, axes = plt.subplots(len(starts), 1, figsize=(max(5, 0.9 * per_row + 2), 3.6 * len(starts)),
+                             squeeze=False)
     width = 0.8 / max(1, len(groups))
-    xs = np.arange(len(labels))
-    for g, (name, values) in enumerate(groups.items()):
-        mean = np.array([v[0] for v in values], dtype=float)
-        err = np.array([[m - lo, hi - m] if np.isfinite(lo) and np.isfinite(hi) else [0, 0]
-                        for m, lo, hi, _ in values], dtype=float).T
-        n = max((v[3] for v in values), default=0)
-        ax.bar(xs + g * width, np.nan_to_num(mean), width=width, label=f"{name} (n = {n})",
-               yerr=err, capsize=3, error_kw={"lw": 1})
-    ax.set_xticks(xs + width * (len(groups) - 1) / 2, labels, rotation=30, ha="right", fontsize=7)
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=10)
+    for ax, start in zip(axes[:, 0], starts, strict=True):
+        part = labels[start:start + per_row]
+        xs = np.arange(len(part))
+        for g, (name, values) in enumerate(groups.items()):
+            values = values[start:start + per_row]
+            mean = np.array([v[0] for v in values], dtype=float)
+            err = np.array([[m - lo, hi - m] if np.isfinite(lo) and np.isfinite(hi) else [0, 0]
+                            for m, lo, hi, _ in values], dtype=float).T
+            n = max((v[3] for v in groups[name]), default=0)
+            ax.bar(xs + g * width, np.nan_to_num(mean), width=width, label=f"{name} (n = {n})",
+                   yerr=err.reshape(2, -1), capsize=3, error_kw={"lw": 1}, color=f"C{g}")
+        ax.set_xticks(xs + width * (len(groups) - 1) / 2, part, rotation=30, ha="right", fontsize=7)
+        if len(starts) > 1:  # every row on one scale, so bars are as wide in the last row
+            ax.set_xlim(-0.6, per_row - 0.4 + width * (len(groups) - 1))
+    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].set_title(title, fontsize=10)
     return _save(fig, path)
