@@ -156,11 +156,12 @@ def _top_losses_maps(compute, explained, cfg, by_id, classes, store, key_of,
     figure, root = run.figure("top_losses_maps"), run.top_losses_maps
     table = run.table("top_losses")
     worst = [row for row in (read_csv(table) if table.is_file() else []) if row["id"] in by_id]
-    chosen = cfg.top_losses_method
-    explainer = top_losses_method(explained, chosen if chosen in {e.label for e in explained} else None)
-    if chosen is not None and (explainer is None or explainer.label != chosen):
+    chosen = cfg.top_losses_method  # checked against the recipe's methods before any work
+    if chosen is not None and chosen not in {e.label for e in explained}:
         where.log(f"warning: no top-losses maps: {chosen} refused this model")
         explainer = None
+    else:
+        explainer = top_losses_method(explained, chosen)
     if not worst or explainer is None:
         figure.unlink(missing_ok=True)
         shutil.rmtree(root, ignore_errors=True)
