@@ -45,7 +45,7 @@ AUDITS: dict[str, dict] = {
     'complexity': {'n_images': None},
     'convergence': {'n_images': None, 'steps': (8, 16, 32, 64), 'rules': ('gausslegendre', 'riemann_middle'), 'tolerance': 0.05, 'min_spearman': 0.9, 'batch_size': 2},
     'correctness': {'n_images': None},
-    'faithfulness': {'n_images': None, 'steps': 50, 'score': 'prob', 'road_percentages': (0.2, 0.4, 0.6, 0.8), 'infidelity_samples': 4, 'infidelity_std': 0.1, 'sensitivity_samples': 2, 'sensitivity_radius': 0.02, 'sensitivity_max_evals': 64, 'deletion_baseline': 'black', 'max_early_share': 0.8, 'batch_size': 32},
+    'faithfulness': {'n_images': None, 'steps': 64, 'tolerance': 'auto', 'score': 'prob', 'road_percentages': (0.2, 0.4, 0.6, 0.8), 'infidelity_samples': 4, 'infidelity_std': 0.1, 'sensitivity_samples': 2, 'sensitivity_radius': 0.02, 'sensitivity_max_evals': 64, 'deletion_baseline': 'black', 'max_early_share': 0.8, 'batch_size': 32},
     'faithfulness_correlation': {'n_images': None, 'subset_size': 224, 'n_runs': 20, 'baseline': 'black', 'n_groups': 16, 'monotonicity_samples': 4, 'score': 'logit', 'batch_size': 32},
     'label_randomization': {'n_images': None, 'margin': 0.1, 'batch_size': 2},
     'localization': {'n_images': None, 'absolute': True, 'tolerance': None, 'smooth': 0.02},

@@ -92,3 +92,23 @@ def test_baseline_sensitivity_matrix(tmp_path, smooth_setup):
     assert np.allclose(matrix, matrix.T)
     assert [c.method for c in result.cells] == ["integrated_gradients"]  # only methods with a baseline
     assert result.cells[0].passed is None
+
+
+def test_baseline_sensitivity_reads_the_methods_own_baseline_from_the_shared_pool(tmp_path, smooth_setup):
+    """The configured baseline's map is the pool's (computed once for every audit); only the
+    other baselines cost evaluations here, and the matrix is the same as recomputing it."""
+    from xaudit.audit.maps import compute_maps, trained_maps
+
+    model, images, ig = smooth_setup
+    assert ig.params()["baseline"] == "black"
+    inp = audit_input(model, [ig], images)
+    pool = trained_maps(inp, ig, "test", images)
+    shared = baseline_sensitivity(inp, tmp_path, baselines=["black", "blur", "mean"])
+    fresh = baseline_sensitivity(audit_input(model, [with_params(ig, baseline="noise")], images),
+                                 tmp_path, baselines=["black", "blur", "mean"])
+    # two of three baselines computed (pass sizes shift IG's baseline forwards by one or two)
+    assert shared.model_evals == pytest.approx(fresh.model_evals * 2 / 3, rel=0.03)
+    assert shared.model_evals < fresh.model_evals * 0.7
+    # and the pool's map is the one this audit would have computed
+    own = compute_maps(ig, model, images.x, images.targets, inp.ctx, 2)
+    torch.testing.assert_close(pool.attributions, own.attributions, rtol=1e-5, atol=1e-6)

@@ -176,6 +176,23 @@ def _run_sensitivity(fn, x, targets):
     return sensitivity_scores(fn, x, targets, torch.Generator().manual_seed(0), 3, 0.02)
 
 
+def test_max_sensitivity_reuses_the_stored_map_of_the_unperturbed_image():
+    """Given the maps of x, only the perturbed copies are explained, with the same answer."""
+    from xaudit.audit.faithfulness import _explain_fn, sensitivity_scores
+
+    calls = []
+    ident = FunctionExplainer(lambda xx, t: calls.append(len(xx)) or xx[:, :1], "ident")
+    x = torch.rand(2, 3, 8, 8) + 1.0
+    targets = torch.zeros(2, dtype=torch.long)
+    fn = _explain_fn(ident, TinyNet(), plain_ctx())
+    again = sensitivity_scores(fn, x, targets, torch.Generator().manual_seed(0), 3, 0.02)
+    explained = sum(calls)
+    calls.clear()
+    reused = sensitivity_scores(fn, x, targets, torch.Generator().manual_seed(0), 3, 0.02, maps=x[:, :1])
+    assert sum(calls) == explained - 2  # the two unperturbed images are not re-explained
+    np.testing.assert_allclose(reused, again, rtol=1e-6)
+
+
 def test_with_the_controls_on_they_are_the_references_and_no_map_is_scored_twice(tmp_path, linear):
     from xaudit.audit.controls import control_explainers
     from xaudit.audit.faithfulness import _cost_faithfulness

@@ -24,7 +24,6 @@ from .base import (
     AuditInput,
     AuditResult,
     Cell,
-    class_scores,
     compute_maps,
     register_audit,
     skipped,
@@ -33,6 +32,15 @@ from .base import (
     trained_maps,
 )
 from .controls import control_label
+from .curves import (  # noqa: F401
+    adaptive_reveal,
+    auc,
+    coarse_steps,
+    discretisation,
+    interval_tolerance,
+    relevance_ranks,
+    reveal_curve,
+)
 from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
 from .road import linear_impute, noisy_linear_impute, road_curves, solve_seconds  # noqa: F401
 from .scorecard import NOT_INFORMATIVE, mean_ci
@@ -41,54 +49,6 @@ RANDOM = "random (reference)"
 EDGE = "edge (reference)"
 CONTROL_RANDOM, CONTROL_EDGE = control_label("random"), control_label("edge")
 
-# --------------------------------------------------------------------------- orderings & curves
-
-
-def relevance_ranks(maps: Tensor, generator: torch.Generator) -> Tensor:
-    """N×(H·W) rank of each pixel, 0 = most relevant (largest value); ties broken at random."""
-    n = maps.shape[0]
-    flat = maps.reshape(n, -1).float()
-    ranks = torch.empty_like(flat, dtype=torch.long)
-    positions = torch.arange(flat.shape[1])
-    for i in range(n):
-        perm = torch.randperm(flat.shape[1], generator=generator)
-        order = perm[torch.argsort(-flat[i, perm], stable=True)]
-        ranks[i, order] = positions
-    return ranks
-
-
-def reveal_curve(
-    model: nn.Module,
-    source: Tensor,
-    start: Tensor,
-    ranks: Tensor,
-    targets: Tensor,
-    fractions: np.ndarray,
-    batch_size: int = 32,
-    score: str = "prob",
-) -> np.ndarray:
-    """N×K class scores as the top ``fractions`` of pixels (by rank) are copied from ``source``.
-
-    Deletion: source = baseline, start = image. Insertion: source = image, start = blurred.
-    """
-    n, _, h, w = source.shape
-    counts = torch.as_tensor(np.round(fractions * h * w), dtype=torch.long)
-    curves = np.zeros((n, len(fractions)))
-    for i in range(n):
-        keep = (ranks[i].view(1, -1) < counts.view(-1, 1)).view(-1, 1, h, w)
-        images = torch.where(keep, source[i : i + 1], start[i : i + 1])
-        tgt = targets[i].repeat(len(fractions))
-        curves[i] = class_scores(model, images, tgt, batch_size, score).numpy()
-    return curves
-
-
-def auc(curves: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Trapezoid area under each row of ``curves`` over ``xs``."""
-    widths = np.diff(xs)
-    return ((curves[:, 1:] + curves[:, :-1]) / 2 * widths).sum(axis=1) / (xs[-1] - xs[0])
-
-
-# ROAD's neighbour offsets and weights: direct neighbours 1/6, diagonal neighbours 1/12.
 # --------------------------------------------------------------------------- captum metrics
 
 
@@ -124,9 +84,11 @@ def infidelity_scores(
 
 
 def sensitivity_scores(
-    explain_fn, x: Tensor, targets: Tensor, generator: torch.Generator, n_samples: int, radius: float
+    explain_fn, x: Tensor, targets: Tensor, generator: torch.Generator, n_samples: int, radius: float,
+    maps: Tensor | None = None,
 ) -> np.ndarray:
-    """Captum max-sensitivity: largest relative change of the map under L∞ noise of ``radius``."""
+    """Captum max-sensitivity: largest relative change of the map under L∞ noise of ``radius``.
+    ``maps`` (of ``x``, as ``explain_fn`` returns them) spare re-explaining the unperturbed images."""
 
     def perturb(inputs: Tensor, perturb_radius: float) -> Tensor:
         u = torch.rand(inputs.shape, generator=generator).to(inputs)
@@ -134,9 +96,16 @@ def sensitivity_scores(
 
     out = []
     for i in range(len(x)):  # one image at a time keeps memory flat
+        image = x[i : i + 1]
+
+        def fn(inputs, target, image=image, i=i):
+            if maps is not None and (inputs[0] if isinstance(inputs, tuple) else inputs) is image:
+                return (maps[i : i + 1].to(image.device),)
+            return explain_fn(inputs, target)
+
         s = sensitivity_max(
-            explain_fn,
-            x[i : i + 1],
+            fn,
+            image,
             perturb_func=perturb,
             perturb_radius=radius,
             n_perturb_samples=n_samples,
@@ -174,11 +143,13 @@ def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainConte
 
 
 def _cost_faithfulness(p: dict, per_map: dict[str, float], explainers) -> float:
-    """Forward passes per map: two curves, two ROAD orders, infidelity; the reference maps
-    too, unless the controls are them; plus the re-explanations of max-sensitivity."""
+    """Forward passes per map: two curves (their first two levels: finer ones only where a
+    curve bends), two ROAD orders, infidelity; the reference maps too, unless the controls
+    are them; plus the re-explanations of max-sensitivity."""
     infid = p["infidelity_samples"] + 1 if p["infidelity_samples"] > 0 else 0  # + f(x) itself
-    forwards = 2 * (p["steps"] + 1) + 2 * len(p["road_percentages"]) + infid
-    sens = sum(v * (p["sensitivity_samples"] + 1) for v in per_map.values()
+    points = p["steps"] + 1 if p["tolerance"] == 0 else min(p["steps"], 2 * coarse_steps(p["steps"])) + 1
+    forwards = 2 * points + 2 * len(p["road_percentages"]) + infid
+    sens = sum(v * p["sensitivity_samples"] for v in per_map.values()  # x itself: the stored map
                if p["sensitivity_samples"] > 0 and v <= p["sensitivity_max_evals"])
     return p["n"] * (forwards * (len(per_map) + _own_references(per_map)) + sens)
 
@@ -201,7 +172,8 @@ def faithfulness(
     inp: AuditInput,
     figures_dir: Path,
     n_images: int | None = None,
-    steps: int = 50,
+    steps: int = 64,
+    tolerance: float | str = "auto",
     score: str = "prob",
     road_percentages: list[float] = (0.2, 0.4, 0.6, 0.8),
     infidelity_samples: int = 4,
@@ -222,6 +194,10 @@ def faithfulness(
         raise ConfigError(f"faithfulness.score: expected 'prob' or 'logit', got {score!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"faithfulness.steps: expected a whole number >= 1, got {steps!r}")
+    if tolerance != "auto" and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+                                or not 0 <= tolerance < 1):
+        raise ConfigError(f"faithfulness.tolerance: expected 'auto' or a number in [0, 1), got {echo(tolerance)}")
+    tol = interval_tolerance if tolerance == "auto" else float(tolerance)
     # Imputing every pixel leaves ROAD's linear system without a known value to fill from.
     if not all(isinstance(p, (int, float)) and 0 <= p < 1 for p in road_percentages):
         raise ConfigError(f"faithfulness.road_percentages: expected fractions in [0, 1), got {road_percentages!r}")
@@ -257,14 +233,16 @@ def faithfulness(
     per_method: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     costs: dict[str, tuple[float, int]] = {}
-    total_evals = 0
+    total_evals = curve_evals = 0
     for label, (attr, explainer, map_seconds, map_evals) in methods.items():
         t0 = time.perf_counter()
         maps2d = attr.sum(dim=1)
         ranks = relevance_ranks(maps2d, gen)
         with count_model_evals(model) as count:
-            dele = reveal_curve(model, black, images.x, ranks, images.targets, fractions, batch_size, score)
-            ins = reveal_curve(model, images.x, blurred, ranks, images.targets, fractions, batch_size, score)
+            dele = adaptive_reveal(model, black, images.x, ranks, images.targets, steps, tol,
+                                   batch_size, score)
+            ins = adaptive_reveal(model, images.x, blurred, ranks, images.targets, steps, tol,
+                                  batch_size, score)
             morf = road_curves(
                 model, images.pixels, ranks, images.targets, percentages, ctx, gen, True, batch_size, score
             )
@@ -284,16 +262,18 @@ def faithfulness(
                 summary["sensitivity_skipped"].append(label)
             if sensitivity_samples > 0 and label != RANDOM and not too_costly:
                 fn = _explain_fn(explainer, model, ctx, inp.fast)
-                sens = sensitivity_scores(
-                    fn, images.x, images.targets, gen, sensitivity_samples, sensitivity_radius
-                )
+                sens = sensitivity_scores(fn, images.x, images.targets, gen, sensitivity_samples,
+                                          sensitivity_radius, maps=attr if explainer is not None else None)
         total_evals += count.n
+        curve_evals += dele.evals + ins.evals
         costs[label] = (time.perf_counter() - t0 + map_seconds, count.n + map_evals)
         per_method[label] = {
-            "deletion_start": dele[:, 0],
-            "deletion_end": dele[:, -1],
-            "deletion_auc": auc(dele, fractions),
-            "insertion_auc": auc(ins, fractions),
+            "deletion_start": np.array([v[0] for v in dele.values]),
+            "deletion_end": np.array([v[-1] for v in dele.values]),
+            "deletion_auc": dele.auc,
+            "insertion_auc": ins.auc,
+            "deletion_auc_error": dele.error,
+            "insertion_auc_error": ins.error,
             "road_morf": morf.mean(axis=1),
             "road_lerf": lerf.mean(axis=1),
             "road_gap": lerf.mean(axis=1) - morf.mean(axis=1),
@@ -301,8 +281,8 @@ def faithfulness(
             "max_sensitivity": sens,
         }
         curves[label] = {
-            "deletion": dele.mean(axis=0),
-            "insertion": ins.mean(axis=0),
+            "deletion": dele.on(fractions).mean(axis=0),
+            "insertion": ins.on(fractions).mean(axis=0),
             "morf": morf.mean(axis=0),
             "lerf": lerf.mean(axis=0),
         }
@@ -328,6 +308,7 @@ def faithfulness(
                    "insertion_auc": uninformative(curves[rand_ref]["insertion"], fractions, max_early_share)}
     summary["not_informative"] = {k: v for k, v in informative.items() if v}
     summary["deletion_baseline"] = deletion_baseline
+    summary["discretisation"] = {**discretisation(per_method, steps, tolerance), "model_evals": curve_evals}
     summary["baseline_keeps_class"] = baseline_keeps_class(per_method[rand_ref]["deletion_start"],
                                                            per_method[rand_ref]["deletion_end"])
     cells: list[Cell] = []
@@ -398,6 +379,10 @@ def faithfulness(
     if summary["baseline_keeps_class"]:
         warn = (f" The {deletion_baseline} baseline keeps most of the class score here (it resembles "
                 "the class evidence): deletion to it says little; try deletion_baseline: blur or mean.")
+    coarse = [k for k, v in summary["discretisation"]["maps"].items() if v["above_interval"]]
+    if coarse:
+        warn += (f" The areas of {', '.join(coarse)} carry a discretisation error not below their "
+                 f"interval's half-width even at {steps} steps: raise faithfulness.steps.")
     if summary["not_informative"]:
         warn += " Not informative here: " + "; ".join(
             f"{k}: {v}" for k, v in summary["not_informative"].items()) + "."

@@ -55,7 +55,8 @@ def linear_impute(pixels: np.ndarray, removed: np.ndarray) -> np.ndarray:
     system = sparse.csc_matrix(
         (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(idx.size, idx.size)
     )
-    solution = splu(system).solve(rhs)
+    # The system is symmetric (neighbour weights are): a symmetric ordering fills in less.
+    solution = splu(system, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True}).solve(rhs)
     out = flat.copy()
     out[:, idx] = solution.T
     return out.reshape(c, h, w)
