@@ -104,6 +104,21 @@ def test_callable_tolerance_sees_the_first_areas_and_sets_the_refinement():
     assert loose.evals == 3 * 17 and tight.evals == 3 * 65
 
 
+def test_given_ends_are_used_and_not_scored_again():
+    model = RemovedShare(sharp)
+    plain, (x, ranks, targets) = deletion(model, steps=16, tolerance=0.0)
+    first = [v[0] for v in plain.values]
+    last = [v[-1] for v in plain.values]
+    shared = adaptive_reveal(model, torch.zeros_like(x), x, ranks, targets, 16, 0.0,
+                             ends=(np.array(first), np.array(last)))
+    assert shared.evals == plain.evals - 2 * len(x)
+    np.testing.assert_array_equal(shared.auc, plain.auc)
+    # the given scores are the ones used: a wrong end moves the area by its trapezoid share
+    moved = adaptive_reveal(model, torch.zeros_like(x), x, ranks, targets, 16, 0.0,
+                            ends=(np.array(first) + 1.0, np.array(last)))
+    np.testing.assert_allclose(moved.auc - plain.auc, 0.5 / 16)
+
+
 def test_interval_tolerance_is_a_share_of_the_half_width():
     areas = np.array([0.2, 0.4, 0.6])
     half = 2.0 * 0.2 / np.sqrt(3) * 4.302652729911275 / 2  # t(0.975, 2) · s/√n
@@ -133,8 +148,9 @@ def test_audit_reports_the_discretisation_against_the_interval(tmp_path):
                           sensitivity_samples=0)
     flagged = [k for k, v in coarse.summary["discretisation"]["maps"].items() if v["above_interval"]]
     assert flagged and "raise faithfulness.steps" in coarse.text
-    # 16 steps = 8 intervals and their midpoints, nothing finer: 17 points per curve
+    # 16 steps = 8 intervals and their midpoints, nothing finer: 17 points per curve, of
+    # which both ends (image, deletion baseline, blurred image) are scored once for all maps
     maps = coarse.summary["discretisation"]["maps"]
-    assert coarse.summary["discretisation"]["model_evals"] == len(maps) * 4 * 2 * 17
+    assert coarse.summary["discretisation"]["model_evals"] == 4 * 3 + len(maps) * 4 * 2 * 15
     with pytest.raises(ConfigError, match="tolerance"):
         faithfulness(inp, tmp_path, tolerance="fine")

@@ -116,6 +116,7 @@ def adaptive_reveal(
     tolerance: float | Callable[[np.ndarray], float],
     batch_size: int = 32,
     score: str = "prob",
+    ends: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Curves:
     """Curves as ``reveal_curve`` makes them, on grids refined per image down to 1/``steps``.
 
@@ -129,11 +130,18 @@ def adaptive_reveal(
     images' areas on the first two levels (coarse grid and midpoints) and returns it, so it
     can follow their spread. Like any sampled rule it cannot see a change that leaves a, m
     and b alike. Every level is one batched stream over all images.
+
+    ``ends`` = the N scores of ``start`` and of ``source`` (fractions 0 and 1): the same
+    images for every map, so a caller scoring several maps computes them once; they are not
+    counted in ``evals``.
     """
     n = source.shape[0]
     coarse = coarse_steps(steps)
     unit = steps // coarse  # coarse interval width on the finest grid
     known: list[dict[int, float]] = [{} for _ in range(n)]
+    if ends is not None:
+        for i, (first, last) in enumerate(zip(*ends, strict=True)):
+            known[i].update({0: float(first), steps: float(last)})
     first = [(i, k * unit) for i in range(n) for k in range(coarse + 1)]
     evals = _evaluate(model, source, start, ranks, targets, steps, first, known, batch_size, score)
     open_ = [(i, k * unit, (k + 1) * unit) for i in range(n) for k in range(coarse)]

@@ -24,6 +24,7 @@ from .base import (
     AuditInput,
     AuditResult,
     Cell,
+    class_scores,
     compute_maps,
     register_audit,
     skipped,
@@ -144,14 +145,15 @@ def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainConte
 
 def _cost_faithfulness(p: dict, per_map: dict[str, float], explainers) -> float:
     """Forward passes per map: two curves (their first two levels: finer ones only where a
-    curve bends), two ROAD orders, infidelity; the reference maps too, unless the controls
-    are them; plus the re-explanations of max-sensitivity."""
+    curve bends; both ends are shared by every map), two ROAD orders, infidelity; the
+    reference maps too, unless the controls are them; plus the re-explanations of
+    max-sensitivity."""
     infid = p["infidelity_samples"] + 1 if p["infidelity_samples"] > 0 else 0  # + f(x) itself
     points = p["steps"] + 1 if p["tolerance"] == 0 else min(p["steps"], 2 * coarse_steps(p["steps"])) + 1
-    forwards = 2 * points + 2 * len(p["road_percentages"]) + infid
+    forwards = 2 * (points - 2) + 2 * len(p["road_percentages"]) + infid
     sens = sum(v * p["sensitivity_samples"] for v in per_map.values()  # x itself: the stored map
                if p["sensitivity_samples"] > 0 and v <= p["sensitivity_max_evals"])
-    return p["n"] * (forwards * (len(per_map) + _own_references(per_map)) + sens)
+    return p["n"] * (3 + forwards * (len(per_map) + _own_references(per_map)) + sens)
 
 
 def _own_references(labels) -> int:
@@ -233,16 +235,22 @@ def faithfulness(
     per_method: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     costs: dict[str, tuple[float, int]] = {}
-    total_evals = curve_evals = 0
+    # Fractions 0 and 1 of both curves are the image, the deletion baseline and the blurred
+    # image whatever the map: scored once here for every map.
+    with count_model_evals(model) as count:
+        score_x, score_black, score_blurred = (
+            class_scores(model, v, images.targets, batch_size, score).numpy()
+            for v in (images.x, black, blurred))
+    total_evals = curve_evals = count.n
     for label, (attr, explainer, map_seconds, map_evals) in methods.items():
         t0 = time.perf_counter()
         maps2d = attr.sum(dim=1)
         ranks = relevance_ranks(maps2d, gen)
         with count_model_evals(model) as count:
             dele = adaptive_reveal(model, black, images.x, ranks, images.targets, steps, tol,
-                                   batch_size, score)
+                                   batch_size, score, ends=(score_x, score_black))
             ins = adaptive_reveal(model, images.x, blurred, ranks, images.targets, steps, tol,
-                                  batch_size, score)
+                                  batch_size, score, ends=(score_blurred, score_x))
             morf = road_curves(
                 model, images.pixels, ranks, images.targets, percentages, ctx, gen, True, batch_size, score
             )
