@@ -102,6 +102,7 @@ def test_callable_tolerance_sees_the_first_areas_and_sets_the_refinement():
     tight, _ = deletion(model, steps=64, tolerance=strict)
     assert len(seen) == 1 and seen[0].shape == (3,)
     assert loose.evals == 3 * 17 and tight.evals == 3 * 65
+    assert (loose.tolerance, tight.tolerance) == (1.0, 0.0)  # the value, not the callable
 
 
 def test_given_ends_are_used_and_not_scored_again():
@@ -141,6 +142,7 @@ def test_audit_reports_the_discretisation_against_the_interval(tmp_path):
     for entry in disc["maps"].values():
         errors = [(entry[c]["error"], entry[c]["half_width"]) for c in ("deletion", "insertion")]
         assert all(e is not None and e >= 0 for e, _ in errors)
+        assert all(entry[c]["tolerance"] > 0 for c in ("deletion", "insertion"))  # auto, resolved
         assert entry["above_interval"] == any(h and e >= h for e, h in errors)  # no interval: no flag
     assert {"deletion_auc_error", "insertion_auc_error"} <= set(result.rows[0])
     # Too coarse a finest grid leaves an error the size of the interval: said, not hidden.
@@ -152,5 +154,9 @@ def test_audit_reports_the_discretisation_against_the_interval(tmp_path):
     # which both ends (image, deletion baseline, blurred image) are scored once for all maps
     maps = coarse.summary["discretisation"]["maps"]
     assert coarse.summary["discretisation"]["model_evals"] == 4 * 3 + len(maps) * 4 * 2 * 15
+    fixed = faithfulness(inp, tmp_path, steps=16, tolerance=0.003, road_percentages=[0.5],
+                         infidelity_samples=0, sensitivity_samples=0)
+    assert {v[c]["tolerance"] for v in fixed.summary["discretisation"]["maps"].values()
+            for c in ("deletion", "insertion")} == {0.003}
     with pytest.raises(ConfigError, match="tolerance"):
         faithfulness(inp, tmp_path, tolerance="fine")

@@ -11,6 +11,7 @@ from xaudit.explain import ExplainContext, build_explainer
 from xaudit.explain import incremental as inc
 from xaudit.explain.engine import MapStore, explain_records
 from xaudit.explain.fastpath import FastPath
+from xaudit.explain.prefix import probe_axis
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -46,9 +47,9 @@ def inputs(n, size, seed=1):
 
 def test_geometry_of_a_strided_conv_and_captums_window_positions():
     conv = nn.Conv2d(2, 3, 3, stride=2, padding=1)
-    ax = inc.probe_axis(conv, torch.Size([2, 9, 9]), 2, torch.device("cpu"))
+    ax = probe_axis(conv, torch.Size([2, 9, 9]), 2, torch.device("cpu"))
     assert (ax.stride, ax.n_out, ax.lo, ax.hi) == (2, 5, [0, 1, 3, 5, 7], [1, 3, 5, 7, 8])
-    assert inc.probe_axis(nn.AdaptiveAvgPool2d(1), torch.Size([2, 9, 9]), 2, torch.device("cpu")) is None
+    assert probe_axis(nn.AdaptiveAvgPool2d(1), torch.Size([2, 9, 9]), 2, torch.device("cpu")) is None
     # Captum shifts ceil((24 - 5) / 3) = 7 times; the last window is cut at the border
     assert inc.window_starts(24, 5, 3) == [0, 3, 6, 9, 12, 15, 18, 21]
 

@@ -92,13 +92,15 @@ def coarse_steps(steps: int) -> int:
 @dataclass
 class Curves:
     """Per image: the fractions evaluated (sorted), their scores, the trapezoid area and its
-    estimated discretisation error; ``evals`` = model evaluations spent."""
+    estimated discretisation error; ``evals`` = model evaluations spent; ``tolerance`` = the
+    one the grids were refined to (a callable's value, once resolved)."""
 
     fractions: list[np.ndarray]
     values: list[np.ndarray]
     auc: np.ndarray
     error: np.ndarray
     evals: int
+    tolerance: float
 
     def on(self, xs: np.ndarray) -> np.ndarray:
         """N×len(xs): each curve read at ``xs``, linear between its points (as the trapezoid
@@ -163,7 +165,7 @@ def adaptive_reveal(
             else:
                 error[i] += delta
     (fractions, values), areas = _areas(known, steps)
-    return Curves(fractions, values, areas, error, evals)
+    return Curves(fractions, values, areas, error, evals, float(tolerance) if not callable(tolerance) else np.nan)
 
 
 def _areas(known: list[dict[int, float]], steps: int):
@@ -190,9 +192,10 @@ def _evaluate(model, source, start, ranks, targets, steps, points, known, batch_
     return len(todo)
 
 
-def discretisation(per_method: dict, steps: int, tolerance) -> dict:
+def discretisation(per_method: dict, steps: int, tolerance, used: dict) -> dict:
     """Per map, the mean estimated error of the deletion and insertion areas (the error of
-    their mean over images) against the half-width of that mean's 95% interval."""
+    their mean over images) against the half-width of that mean's 95% interval, and the
+    tolerance each curve was refined to (``used``: label → curve → number)."""
     maps = {}
     for label, m in per_method.items():
         entry, above = {}, False
@@ -200,7 +203,8 @@ def discretisation(per_method: dict, steps: int, tolerance) -> dict:
             err = float(np.mean(m[f"{curve}_auc_error"]))
             _, lo, hi, _ = mean_ci(m[f"{curve}_auc"])
             half = (hi - lo) / 2
-            entry[curve] = {"error": _finite(err), "half_width": _finite(half)}
+            entry[curve] = {"error": _finite(err), "half_width": _finite(half),
+                            "tolerance": _finite(used[label][curve])}
             above |= bool(np.isfinite(err) and np.isfinite(half) and half > 0 and err >= half)
         maps[label] = {**entry, "above_interval": above}
     return {"steps": steps, "tolerance": tolerance, "maps": maps}

@@ -235,6 +235,7 @@ def faithfulness(
     per_method: dict[str, dict[str, np.ndarray]] = {}
     curves: dict[str, dict[str, np.ndarray]] = {}
     costs: dict[str, tuple[float, int]] = {}
+    used_tolerance: dict[str, dict[str, float]] = {}
     # Fractions 0 and 1 of both curves are the image, the deletion baseline and the blurred
     # image whatever the map: scored once here for every map.
     with count_model_evals(model) as count:
@@ -274,6 +275,7 @@ def faithfulness(
                                           sensitivity_radius, maps=attr if explainer is not None else None)
         total_evals += count.n
         curve_evals += dele.evals + ins.evals
+        used_tolerance[label] = {"deletion": dele.tolerance, "insertion": ins.tolerance}
         costs[label] = (time.perf_counter() - t0 + map_seconds, count.n + map_evals)
         per_method[label] = {
             "deletion_start": np.array([v[0] for v in dele.values]),
@@ -316,7 +318,7 @@ def faithfulness(
                    "insertion_auc": uninformative(curves[rand_ref]["insertion"], fractions, max_early_share)}
     summary["not_informative"] = {k: v for k, v in informative.items() if v}
     summary["deletion_baseline"] = deletion_baseline
-    summary["discretisation"] = {**discretisation(per_method, steps, tolerance), "model_evals": curve_evals}
+    summary["discretisation"] = {**discretisation(per_method, steps, tolerance, used_tolerance), "model_evals": curve_evals}
     summary["baseline_keeps_class"] = baseline_keeps_class(per_method[rand_ref]["deletion_start"],
                                                            per_method[rand_ref]["deletion_end"])
     cells: list[Cell] = []

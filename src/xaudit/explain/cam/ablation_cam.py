@@ -20,7 +20,8 @@ from torch import nn
 from ...errors import XauditError
 from ..base import register
 from ..fastpath import FastModel, with_replaced
-from ..incremental import Injected, trace_chain
+from ..incremental import Injected
+from ..prefix import trace_chain
 from .hooks import LayerCapture
 from .template import CamExplainer, CamRun
 
