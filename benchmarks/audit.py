@@ -40,16 +40,22 @@ PREVIOUS_RELEASE_AUDITS = ("convergence", "baseline_sensitivity", "model_randomi
 REFERENCE_BATCHES = (8, 16, 32, 64)
 
 
+def _counting_hook(counts: dict, kind: type[nn.Module] | None = None):
+    """A forward pre-hook adding each call's images to ``counts`` (with / without gradients),
+    for modules of class ``kind`` only when given."""
+
+    def hook(module, args):
+        if (kind is None or isinstance(module, kind)) and args and hasattr(args[0], "shape"):
+            counts["grad" if torch.is_grad_enabled() else "nograd"] += int(args[0].shape[0])
+
+    return hook
+
+
 @contextlib.contextmanager
 def grad_split(model: nn.Module):
     """Counts of images through the model with and without gradients, in one dict."""
     counts = {"grad": 0, "nograd": 0}
-
-    def hook(_module, args):
-        if args and hasattr(args[0], "shape"):
-            counts["grad" if torch.is_grad_enabled() else "nograd"] += int(args[0].shape[0])
-
-    handle = model.register_forward_pre_hook(hook)
+    handle = model.register_forward_pre_hook(_counting_hook(counts))
     try:
         yield counts
     finally:
@@ -138,12 +144,7 @@ def whole_model_split(kind: type[nn.Module]):
     """``grad_split`` for every model of class ``kind`` built while it is open (the pipeline
     builds its own), counting whole-model calls only (not a backbone called alone)."""
     counts = {"grad": 0, "nograd": 0}
-
-    def hook(module, args):
-        if isinstance(module, kind) and args and hasattr(args[0], "shape"):
-            counts["grad" if torch.is_grad_enabled() else "nograd"] += int(args[0].shape[0])
-
-    handle = nn.modules.module.register_module_forward_pre_hook(hook)
+    handle = nn.modules.module.register_module_forward_pre_hook(_counting_hook(counts, kind))
     try:
         yield counts
     finally:
