@@ -88,6 +88,11 @@ class Cell:
     # "not informative" (the check's own controls cannot be told apart); ``note`` says why.
     forced: str | None = None
     note: str = ""
+    # How the verdict tests the cell (``stats.py``): "" = no rule (reported for ranking);
+    # "controls" = paired, per image, against every negative control's values on the same
+    # images (superiority); "superior" / "noninferior" = one-sample against ``threshold``.
+    check: str = ""
+    ids: list[str] | None = None  # the image of each value, to pair cells image by image
 
 
 @dataclass
