@@ -211,6 +211,11 @@ class AuditReport:
         return list(self.summary.get("trusted") or [])
 
     @property
+    def states(self) -> dict[str, str]:
+        """``{method or control: "trusted" | "do not trust" | "undecided" | "no verdict"}``."""
+        return dict(self.summary.get("states") or {})
+
+    @property
     def scorecard(self) -> list[dict[str, str]]:
         import csv
         import io

@@ -80,7 +80,13 @@ def run_audits(
     """
     from ..run import fingerprint
     from .checkpoint import STATE_DIR, load_checkpoint, save_checkpoint
-    from .scorecard import scorecard_rows, scorecard_summary, summarize_cells, verdict
+    from .scorecard import (
+        scorecard_rows,
+        scorecard_summary,
+        summarize_cells,
+        verdict,
+        verdict_states,
+    )
     from .verdict_lines import method_lines
 
     log = log or (lambda message: None)
@@ -146,6 +152,7 @@ def run_audits(
         summary[result.name] = section
     labels = methods + [c.label for c in control_list]
     text, trusted = verdict(cells, labels, summary.get("shortcut"))
+    summary["states"] = verdict_states(cells, labels)
     summary["verdict"] = text
     summary["trusted"] = trusted
     summary["verdict_lines"] = method_lines(cells, labels, summary)

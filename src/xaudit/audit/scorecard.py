@@ -257,6 +257,17 @@ def judge(cells: list[Cell], methods: list[str]) -> tuple[dict[str, Judgement], 
     return out, trusted, fooled
 
 
+STATE_WORDS = {"trusted": "trusted", "fail": "do not trust", "unsure": "undecided",
+               "missing": "undecided", "fooled": "undecided", "none": "no verdict"}
+
+
+def verdict_states(cells: list[Cell], methods: list[str]) -> dict[str, str]:
+    """``{label: "trusted" | "do not trust" | "undecided" | "no verdict"}``: the verdict in
+    one word per method and control, for code that acts on it."""
+    judged, trusted, _ = judge(cells, methods)
+    return {m: "trusted" if m in trusted else STATE_WORDS[j.state] for m, j in judged.items()}
+
+
 def verdict(cells: list[Cell], methods: list[str], shortcut: dict | None) -> tuple[str, list[str]]:
     """Plain-language verdict and the methods whose maps can be trusted (rules: ``judge``)."""
     judged, trusted, fooled = judge(cells, methods)
