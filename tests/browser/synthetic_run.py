@@ -11,8 +11,9 @@ from PIL import Image
 from safetensors.numpy import save_file
 
 from xaudit.audit.base import Cell
-from xaudit.audit.scorecard import scorecard_rows, scorecard_summary, verdict
-from xaudit.audit.verdict_lines import method_lines
+from xaudit.audit.judge import assess
+from xaudit.audit.scorecard import scorecard_rows, scorecard_summary
+from xaudit.audit.verdict_lines import method_lines, verdict
 from xaudit.run import write_csv, write_json
 
 CLASSES = ["healthy", "rust", "spot"]
@@ -101,19 +102,20 @@ def write_run(root: Path, n_test: int = 12, seed: int = 0) -> Path:
     write_csv(root / "tables/audit_model_randomization.csv", rand)
     cells = [
         Cell("saliency", "localization", "auroc", np.array([0.9, 0.92, 0.91, 0.93]), True, True,
-             "mean auroc above the centre baseline's (0.60)", threshold=0.6),
+             "mean auroc above 0.60", threshold=0.6, check="superior"),
         Cell("integrated_gradients", "localization", "auroc", np.array([0.3, 0.9, 0.5, 0.8]), True,
-             True, "mean auroc above the centre baseline's (0.60)", threshold=0.6),
+             True, "mean auroc above 0.60", threshold=0.6, check="superior"),
         Cell("saliency", "faithfulness", "infidelity", np.array([0.4, 0.41, 0.42]), False, False,
-             "mean infidelity below the edge detector's", threshold=0.164),
+             "mean infidelity below 0.164", threshold=0.164, check="superior"),
         Cell("integrated_gradients", "faithfulness", "infidelity", np.array([0.1, 0.11, 0.12]),
-             False, True, "mean infidelity below the edge detector's", threshold=0.164),
+             False, True, "mean infidelity below 0.164", threshold=0.164, check="superior"),
     ]
-    text, trusted = verdict(cells, list(METHODS), None)
-    audits = {"scorecard": scorecard_summary(cells), "verdict": text, "trusted": trusted,
+    assessment = assess(cells, list(METHODS))
+    audits = {"scorecard": scorecard_summary(cells, assessment),
+              "verdict": verdict(assessment, None), "trusted": assessment.trusted,
               "sections": []}
-    audits["verdict_lines"] = method_lines(cells, list(METHODS), audits)
-    write_csv(root / "tables/scorecard.csv", scorecard_rows(cells))
+    audits["verdict_lines"] = method_lines(cells, assessment, audits)
+    write_csv(root / "tables/scorecard.csv", scorecard_rows(cells, assessment))
     correct = sum(r["correct"] for r in rows)
     write_json(root / "model/model.json", {"classes": CLASSES, "preprocessing": {
         "image_size": SIZE, "resize_size": SIZE, "mean": [0.5] * 3, "std": [0.25] * 3}})

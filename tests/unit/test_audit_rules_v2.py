@@ -20,10 +20,12 @@ from tests.unit.test_audit_toys import (
 from xaudit.audit import AUDITS, AuditImages, AuditInput, Cell, resolve_specs, run_audits
 from xaudit.audit.controls import control_explainers, is_control
 from xaudit.audit.faithfulness import faithfulness, uninformative
+from xaudit.audit.judge import assess
 from xaudit.audit.randomization import model_randomization, pick_steps, step_threshold
 from xaudit.audit.references import sobel_map
 from xaudit.audit.registry import audit_params
-from xaudit.audit.scorecard import cell_status, verdict
+from xaudit.audit.scorecard import cell_status
+from xaudit.audit.verdict_lines import verdict
 from xaudit.errors import ConfigError
 from xaudit.explain import build_explainer
 from xaudit.run import RunDir
@@ -157,41 +159,38 @@ def test_controls_are_scored_and_never_trusted(tmp_path):
     assert edge[0]["status"] == "fail"  # an edge map does not change with the weights
 
 
-def test_the_verdict_trusts_nobody_when_a_control_passes_everything():
-    def ruled(method, audit, passed=True):
-        return Cell(method, audit, "m", np.array([0.9, 0.91, 0.92]), True, passed, "rule",
-                    threshold=0.5 if passed else 0.95)
+def _one(method, audit, passed=True, higher=True):
+    """A one-sample cell that passes (or fails) its threshold clearly on three images."""
+    return Cell(method, audit, "m", np.array([0.9, 0.91, 0.92]), higher, None, "rule",
+                threshold=(0.5 if passed else 0.95) if higher else (0.95 if passed else 0.5),
+                check="superior")
 
-    cells = [ruled(m, a) for m in ("saliency", "control: edge")
+
+def test_the_verdict_trusts_nobody_when_a_control_passes_everything():
+    cells = [_one(m, a) for m in ("saliency", "control: edge")
              for a in ("model_randomization", "faithfulness")]
-    text, trusted = verdict(cells, ["saliency", "control: edge"], None)
-    assert trusted == [] and "negative control (control: edge)" in text
+    a = assess(cells, ["saliency", "control: edge"])
+    assert a.trusted == [] and "negative control (control: edge)" in verdict(a, None)
 
 
 def test_a_method_must_pass_both_randomization_and_faithfulness():
-    cells = [Cell("a", "faithfulness", "m", np.array([0.9, 0.91, 0.92]), True, True, "r",
-                  threshold=0.5),
-             Cell("b", "faithfulness", "m", np.array([0.9, 0.91, 0.92]), True, True, "r",
-                  threshold=0.5),
-             Cell("b", "model_randomization", "m", np.array([0.1, 0.11, 0.12]), False, True, "r",
-                  threshold=0.5)]
-    text, trusted = verdict(cells, ["a", "b"], None)
-    assert trusted == ["b"] and "a: not established — passed no randomization check" in text
+    cells = [_one("a", "faithfulness"), _one("b", "faithfulness"),
+             _one("b", "model_randomization", higher=False)]
+    a = assess(cells, ["a", "b"])
+    assert a.trusted == ["b"] and "a: undecided — passed no randomization check" in verdict(a, None)
 
 
 def test_a_check_not_tested_never_counts_in_favour():
-    def ruled(method, audit, passed):
-        return Cell(method, audit, "m", np.array([0.9, 0.91, 0.92]), True, passed, "r",
-                    threshold=0.5 if passed else 0.95)
-
-    cells = [ruled("occlusion", "faithfulness", True),
+    cells = [_one("occlusion", "faithfulness"),
              Cell("occlusion", "model_randomization", "m", np.array([]), False, None, "r",
                   forced="not tested", note="too costly"),
-             ruled("saliency", "faithfulness", True), ruled("saliency", "model_randomization", True),
-             ruled("saliency", "localization", False)]
-    text, trusted = verdict(cells, ["occlusion", "saliency"], None)
-    assert trusted == []
-    assert "occlusion: not established" in text and "too costly" in text
+             _one("saliency", "faithfulness"), _one("saliency", "model_randomization"),
+             Cell("saliency", "localization", "m", np.array([0.2, 0.9, 0.4, 0.8]), True, None,
+                  "r", threshold=0.5, check="superior")]
+    a = assess(cells, ["occlusion", "saliency"])
+    text = verdict(a, None)
+    assert a.trusted == []
+    assert "occlusion: undecided" in text and "too costly" in text
     # 1 of 2 for occlusion (the untested check counts as not passed), 2 of 3 for saliency.
     assert "Closest to trustworthy: saliency (2 of 3 checks)." in text
 
@@ -218,7 +217,7 @@ def test_a_refused_method_is_not_tested_and_the_others_are_audited(tmp_path):
     assert {c["status"] for c in gbp} == {"not tested"} and "ReLU6" in gbp[0]["note"]
     assert any(c["method"] == "saliency" and c["status"] in ("pass", "fail", "inconclusive")
                for c in summary["scorecard"])
-    assert "guided_backprop: not established" in summary["verdict"]
+    assert "guided_backprop: undecided" in summary["verdict"]
 
 
 class FirstBlackPixelNet(nn.Module):

@@ -12,7 +12,9 @@ from scipy import stats
 
 from tests.unit.test_audit_toys import TinyNet, audit_input, images_for
 from xaudit.audit import AUDITS, Cell, run_audits, validate_audit_specs
-from xaudit.audit.scorecard import cell_interval, mean_ci, rank_cells, scorecard_rows, verdict
+from xaudit.audit.judge import assess
+from xaudit.audit.scorecard import cell_interval, mean_ci, rank_cells, scorecard_rows
+from xaudit.audit.verdict_lines import method_lines, verdict
 from xaudit.errors import ConfigError
 from xaudit.explain import build_explainer
 from xaudit.run import RunDir, read_csv
@@ -59,32 +61,46 @@ def test_rows_rank_by_direction():
     assert ranks[id(higher[1])] == 1
 
 
+def one(method, values, threshold, higher=True, audit="faithfulness", metric="m"):
+    """A one-sample ruled cell (values against a stated threshold)."""
+    return Cell(method, audit, metric, np.asarray(values, float), higher, None, "rule",
+                threshold=threshold, check="superior")
+
+
 def test_verdict_trusts_only_methods_that_fail_nothing():
     cells = [
-        cell("good", 0.9, passed=True),
-        cell("good", 0.9, passed=True, audit="model_randomization"),
-        cell("bad", 0.1, passed=False, audit="model_randomization"),
-        cell("bad", 0.9, passed=True),
-        cell("good", 0.5, passed=None, audit="shortcut"),
+        one("good", [0.9, 0.91, 0.92, 0.9], 0.5),
+        one("good", [0.1, 0.11, 0.12, 0.1], 0.5, higher=False, audit="model_randomization"),
+        one("bad", [0.8, 0.81, 0.82, 0.8], 0.5, higher=False, audit="model_randomization"),
+        one("bad", [0.9, 0.91, 0.92, 0.9], 0.5),
+        cell("good", 0.5, audit="shortcut"),
     ]
-    text, trusted = verdict(cells, ["good", "bad", "untested"], {"flagged": True, "classes": ["x"]})
-    assert trusted == ["good"]
+    a = assess(cells, ["good", "bad", "untested"])
+    text = verdict(a, {"flagged": True, "classes": ["x"]})
+    assert a.trusted == ["good"]
     assert "bad: do not trust" in text and "model_randomization" in text
-    assert "untested: no audit" in text and "shortcut" in text.lower()
+    assert "untested: no verdict" in text and "shortcut" in text.lower()
+    assert text.startswith("Trust good for this model; do not trust bad")
 
 
-def test_verdict_names_the_closest_method_when_none_is_trusted():
+def test_verdict_names_the_closest_undecided_method_when_none_is_trusted():
+    wide = [0.2, 0.95, 0.4, 0.9]  # mean above 0.5, interval across it
     cells = [
-        cell("a", 0.1, passed=False, audit="model_randomization"),
-        cell("a", 0.9, passed=True),
-        cell("a", 0.9, passed=True, audit="localization"),
-        cell("b", 0.1, passed=False, audit="model_randomization"),
-        cell("b", 0.1, passed=False, audit="localization"),
-        cell("b", 0.9, passed=True),
+        one("a", wide, 0.5, audit="model_randomization"),
+        one("a", [0.9, 0.91, 0.92, 0.9], 0.5),
+        one("a", [0.9, 0.91, 0.92, 0.9], 0.5, audit="localization"),
+        one("b", wide, 0.5, audit="model_randomization"),
+        one("b", wide, 0.5, audit="localization"),
+        one("b", [0.9, 0.91, 0.92, 0.9], 0.5),
+        one("c", [0.1, 0.11, 0.12, 0.1], 0.5),
+        one("c", [0.9, 0.91, 0.92, 0.9], 0.5, audit="localization"),
     ]
-    text, trusted = verdict(cells, ["a", "b"], None)
-    assert trusted == []
+    a = assess(cells, ["a", "b", "c"])
+    text = verdict(a, None)
+    assert a.trusted == []
+    # c passed as many checks as a, but failed one: never "closest to trustworthy"
     assert "Closest to trustworthy: a (2 of 3 checks)." in text and "b (1 of 3" not in text
+    assert "c (" not in text and "do not trust c" in text
 
 
 def test_validate_specs_names_unknown_audits_and_params():
@@ -140,7 +156,7 @@ def test_run_audits_end_to_end(tmp_path):
     assert set(summary["cost"]) >= set(AUDITS.names())
     assert summary["cost"]["faithfulness"]["model_evals"] > 0
     head = summary["faithfulness"]["integrated_gradients"]
-    assert set(head) >= {"metric", "score", "ci", "pass", "status", "threshold", "higher_is_better"}
+    assert set(head) >= {"metric", "score", "ci", "status", "check", "against", "effect", "threshold", "higher_is_better"}
     controls = {"control: random", "control: blurred random", "control: edge", "control: centre",
                 "control: constant"}
     assert summary["controls"] and set(summary["controls"]) == controls
@@ -174,27 +190,25 @@ def test_skipped_audits_state_their_reason(tmp_path):
 
 
 def ruled(values, threshold, higher=True, metric="m", audit="faithfulness", method="a"):
-    mean = float(np.mean(values))
-    passed = mean > threshold if higher else mean < threshold
-    return Cell(method, audit, metric, np.asarray(values, dtype=float), higher, bool(passed),
-                "rule", threshold=threshold)
+    return Cell(method, audit, metric, np.asarray(values, dtype=float), higher, None,
+                "rule", threshold=threshold, check="superior")
 
 
-def test_status_is_inconclusive_when_the_interval_contains_the_threshold():
-    from xaudit.audit.scorecard import cell_status
-
-    # Mean 0.205 against 0.164 on 4 images with a wide spread: t-interval ≈ [−0.09, 0.50].
+def test_status_is_inconclusive_until_a_test_decides():
+    # Mean 0.205 against 0.164 on 4 images with a wide spread: nothing is shown either way.
     wide = ruled([0.0, 0.41, 0.05, 0.36], 0.164, higher=False)
-    assert not wide.passed and cell_status(wide) == "inconclusive"
     tight = ruled([0.20, 0.21, 0.205, 0.205], 0.164, higher=False)
-    assert cell_status(tight) == "fail"
-    assert cell_status(ruled([0.1, 0.11, 0.12], 0.164, higher=False)) == "pass"
-    assert cell_status(ruled([0.1], 0.164, higher=False)) == "inconclusive"  # no interval at n=1
-    # A rule without a number keeps its plain pass/fail.
-    assert cell_status(Cell("a", "x", "m", np.array([1.0, 2.0]), True, False, "r")) == "fail"
-    rows = scorecard_rows([wide, tight])
+    low = ruled([0.1, 0.11, 0.12], 0.164, higher=False)
+    single = ruled([0.1], 0.164, higher=False)  # no test at n=1
+    a = assess([wide, tight, low, single])
+    assert [a.status(c) for c in (wide, tight, low, single)] == [
+        "inconclusive", "fail", "pass", "inconclusive"]
+    rows = scorecard_rows([wide, tight], assess([wide, tight]))
     assert [r["status"] for r in rows] == ["inconclusive", "fail"]
-    assert rows[0]["threshold"] == 0.164
+    assert rows[0]["threshold"] == 0.164 and rows[0]["against"] == "threshold"
+    # An unruled cell has no status, whatever its audit set as a point estimate.
+    plain = Cell("a", "x", "m", np.array([1.0, 2.0]), True, False, "r")
+    assert assess([plain]).status(plain) == ""
 
 
 def test_intervals_are_clipped_to_the_metrics_range():
@@ -219,26 +233,24 @@ def test_correctness_statistics_get_their_range_and_rate():
 
 
 def test_inconclusive_methods_are_not_trusted_and_get_a_short_line():
-    from xaudit.audit.verdict_lines import method_lines
-
     cells = [ruled([0.9, 0.91, 0.92], 0.5, method="sure"),
              ruled([0.2, 0.9, 0.4, 0.8], 0.5, method="unsure"),
              ruled([0.1, 0.12, 0.11], 0.5, method="bad", audit="localization", metric="auroc")]
-    text, trusted = verdict(cells, ["sure", "unsure", "bad"], None)
-    assert trusted == ["sure"] and "unsure: not established" in text
-    lines = method_lines(cells, ["sure", "unsure", "bad"], {})
-    assert lines["sure"] == "sure: trusted — passed all 1 checks"
-    assert lines["unsure"].startswith("unsure: not established — m 0.575 [")
-    assert "contains the threshold 0.5 (n=4)" in lines["unsure"]
-    assert lines["bad"] == "bad: do not trust — localization indistinguishable from the centre prior (auroc)"
+    a = assess(cells, ["sure", "unsure", "bad"])
+    assert a.trusted == ["sure"] and "unsure: undecided" in verdict(a, None)
+    lines = method_lines(cells, a, {})
+    assert lines["sure"] == ("sure: trusted — passed all 1 checks (faithfulness), each against "
+                             "every negative control")
+    assert lines["unsure"].startswith("unsure: undecided — faithfulness: m 0.575 (margin to ≥ 0.5: ")
+    assert lines["unsure"].endswith("images would decide it")
+    assert lines["bad"].startswith("bad: do not trust — localization: auroc 0.11")
 
 
 def test_convergence_failure_names_the_step_count_that_fixes_it():
-    from xaudit.audit.verdict_lines import method_lines
-
     c = ruled([0.15, 0.16, 0.17], 0.05, higher=False, metric="completeness_rel_delta",
               audit="convergence", method="ig")
     summary = {"convergence": {"methods": {"ig": {"configured": "gausslegendre, n_steps=32",
                                                   "n_steps_needed": {"gausslegendre": 64}}}}}
-    line = method_lines([c], ["ig"], summary)["ig"]
-    assert line == "ig: do not trust — completeness 0.16 at gausslegendre, n_steps=32: set n_steps: 64"
+    line = method_lines([c], assess([c], ["ig"]), summary)["ig"]
+    assert line == ("ig: do not trust — convergence: completeness fails at gausslegendre, "
+                    "n_steps=32: set n_steps: 64")

@@ -206,14 +206,15 @@ def convergence(
             Cell(explainer.label, "convergence", "completeness_rel_delta", rel[key], False,
                  bool(mean_ci(rel[key])[0] <= tolerance),
                  f"mean |Σattr − (f(x) − f(b))| / |f(x) − f(b)| at the configured setting "
-                 f"({setting}) ≤ {tolerance:g}", seconds, evals, threshold=float(tolerance))
+                 f"({setting}) ≤ {tolerance:g}", seconds, evals, threshold=float(tolerance),
+                 check="superior", ids=list(images.ids))
         )
         cells.append(
             Cell(explainer.label, "convergence", "spearman_vs_finest", corr[key], True,
                  bool(mean_ci(corr[key])[0] >= min_spearman),
                  f"mean Spearman(|map|) of the configured setting with the finest map "
                  f"({usable[0]}, n_steps={steps[-1]}) ≥ {min_spearman:g}", 0.0, 0,
-                 threshold=float(min_spearman))
+                 threshold=float(min_spearman), check="superior", ids=list(images.ids))
         )
         summary["methods"][explainer.label] = {
             "configured": setting,

@@ -179,7 +179,8 @@ def localization(
                 threshold = float(centre) if np.isfinite(centre) else None
             seconds, evals = costs.get(label, (0.0, 0))
             cells.append(Cell(label, "localization", metric, values, True, passed, rule, seconds,
-                              evals, threshold=threshold))
+                              evals, threshold=threshold, ids=list(images.ids),
+                              check="controls" if metric in RULED and not reference else ""))
     figures = [plots.plot_overlays(
         figures_dir / "audit_localization.png",
         images.pixels.permute(0, 2, 3, 1).numpy(), masks,

@@ -23,6 +23,7 @@ from .controls import control_explainers
 from .helpers import plain
 from .maps import trained_maps
 from .registry import AUDITS, INFO, audit_params, skipped, validate_audit_specs
+from .stats import ALPHA
 from .types import AuditInput, AuditResult, Cell, Maps
 
 PRESETS = ("full", "quick")
@@ -62,6 +63,8 @@ def run_audits(
     claim: Callable[[str], bool] | None = None,
     preset: str = "full",
     controls: bool = True,
+    alpha: float = ALPHA,
+    looks: int = 1,
 ) -> dict:
     """Run the listed audits (empty = all), write tables and figures, return the summary section.
 
@@ -80,14 +83,9 @@ def run_audits(
     """
     from ..run import fingerprint
     from .checkpoint import STATE_DIR, load_checkpoint, save_checkpoint
-    from .scorecard import (
-        scorecard_rows,
-        scorecard_summary,
-        summarize_cells,
-        verdict,
-        verdict_states,
-    )
-    from .verdict_lines import method_lines
+    from .judge import assess
+    from .scorecard import scorecard_rows, scorecard_summary, summarize_cells
+    from .verdict_lines import method_lines, verdict
 
     log = log or (lambda message: None)
     validate_audit_specs(specs)
@@ -142,25 +140,28 @@ def run_audits(
     if claim is not None:
         return {}
     cells = [c for r in results for c in r.cells]
-    rows = scorecard_rows(cells)
+    labels = methods + [c.label for c in control_list]
+    assessment = assess(cells, labels, alpha=alpha, looks=looks)
+    rows = scorecard_rows(cells, assessment)
     _write_table(run_dir.table("scorecard"), rows,
                  columns=None if rows else ["method", "audit", "metric", "mean", "ci_lo", "ci_hi"])
     summary: dict[str, Any] = {}
     for result in results:
-        section = summarize_cells([c for c in result.cells if c.audit == result.name])
+        section = summarize_cells([c for c in result.cells if c.audit == result.name], assessment)
         section.update(result.summary)
         summary[result.name] = section
-    labels = methods + [c.label for c in control_list]
-    text, trusted = verdict(cells, labels, summary.get("shortcut"))
-    summary["states"] = verdict_states(cells, labels)
+    text = verdict(assessment, summary.get("shortcut"))
     summary["verdict"] = text
-    summary["trusted"] = trusted
-    summary["verdict_lines"] = method_lines(cells, labels, summary)
+    summary["trusted"] = assessment.trusted
+    summary["states"] = {m: assessment.state_word(m) for m in labels}
+    summary["verdict_lines"] = method_lines(cells, assessment, summary)
+    summary["rules"] = {"alpha": alpha, "looks": looks, "level": alpha / looks,
+                        "min_effect": assessment.min_effect}
     summary["controls"] = [c.label for c in control_list]
     summary["not_tested"] = refused
     summary["preset"] = preset
     summary["plan"] = plan
-    summary["scorecard"] = scorecard_summary(cells)
+    summary["scorecard"] = scorecard_summary(cells, assessment)
     summary["sections"] = [
         {
             "title": r.title,

@@ -1,48 +1,60 @@
-"""One short line per method: trusted or not, the deciding reason, and a remedy where one exists.
+"""The verdict in words: one sentence for the run, one line per method, one reason per cell.
 
-The long verdict (``scorecard.verdict``) lists every check; these lines are what a reader
-needs first, and what the report's top screen and the CLI's closing block show.
+Every text here is made from a cell's summary entry (``scorecard.cell_summary``: status,
+the deciding test's yardstick, effect, interval, smallest difference that matters, n), so
+the CLI, summary.json and the report say the same thing, also when read back from disk.
 """
 
 from __future__ import annotations
 
 import math
 
-from .base import Cell
 from .controls import is_control
-from .scorecard import cell_interval, cell_status, judge
+from .judge import Assessment
+from .scorecard import cell_summary
+from .types import Cell
 
 
 def fmt(value: float | None) -> str:
     """A number in 3 significant digits (or a dash when undefined)."""
-    if value is None or not math.isfinite(value):
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "–"
     return f"{value:.3g}"
 
 
-def cell_reason(cell: Cell) -> str:
-    """Why a ruled cell has its status, in one line: value, interval, threshold, n."""
-    mean, lo, hi, n = cell_interval(cell)
-    return reason(cell.metric, mean, lo, hi, n, cell_status(cell), cell.threshold,
-                  cell.higher_is_better, cell.rule)
+def _name(label: str | None) -> str:
+    return "the threshold" if label == "threshold" else str(label)
 
 
-def reason(metric: str, mean: float | None, lo: float | None, hi: float | None, n: int,
-           status: str, threshold: float | None, higher_is_better: bool, rule: str) -> str:
-    """The one-line "why" of a cell from its numbers (also read back from summary.json)."""
-    def finite(v: float | None) -> bool:
-        return v is not None and math.isfinite(v)
-
-    if status == "" or threshold is None:
-        return f"{metric} {fmt(mean)} (n={n}): {rule}"
-    side = "≥" if higher_is_better else "≤"
-    interval = f"[{fmt(lo)}, {fmt(hi)}]"
-    if status == "inconclusive":
-        if not (finite(lo) and finite(hi)):
-            return f"{metric} {fmt(mean)} on n={n}: too few images for an interval"
-        return f"{metric} {fmt(mean)} {interval} contains the threshold {fmt(threshold)} (n={n})"
-    word = "meets" if status == "pass" else "misses"
-    return f"{metric} {fmt(mean)} {interval} {word} {side} {fmt(threshold)} (n={n})"
+def reason(e: dict) -> str:
+    """Why a cell has its status, in one line, from its summary entry."""
+    metric, status, n = str(e.get("metric")), e.get("status") or "", int(e.get("n") or 0)
+    if status in ("not tested", "not informative"):
+        return f"{metric}: {status}" + (f" — {e['note']}" if e.get("note") else "")
+    if not status:
+        return f"{metric} {fmt(e.get('score'))} (n={n}): {e.get('rule', '')}"
+    against = e.get("against")
+    if against is None:  # an entry without its test (a scorecard read back from an old CSV)
+        return f"{metric} {fmt(e.get('score'))} (n={n}): {status}"
+    lo, hi = (e.get("effect_ci") or [None, None])[:2]
+    effect = f"{fmt(e.get('effect'))} [{fmt(lo)}, {fmt(hi)}]"
+    m = int(e.get("n_paired") or n)
+    delta = fmt(e.get("delta"))
+    if e.get("check") == "controls":
+        if status == "pass":
+            return (f"{metric}: beats every negative control; by least {_name(against)}, "
+                    f"difference {effect}, n={m}")
+        if status == "fail":
+            return (f"{metric}: not better than {_name(against)} by the smallest difference "
+                    f"that matters ({delta}): difference {effect}, n={m}")
+        return f"{metric}: against {_name(against)} difference {effect} on n={m}: undecided"
+    side = "≥" if e.get("higher_is_better") else "≤"
+    where = f"{metric} {fmt(e.get('score'))} (margin to {side} {fmt(e.get('threshold'))}: {effect}"
+    if status == "pass":
+        return f"{where}, n={m}): shown on the right side"
+    if status == "fail":
+        return f"{where}, n={m}): shown on the wrong side (smallest difference {delta})"
+    return f"{where}, n={m}): undecided"
 
 
 def _remedy(cell: Cell, summary: dict) -> str:
@@ -52,46 +64,90 @@ def _remedy(cell: Cell, summary: dict) -> str:
         configured = str(info.get("configured") or "")
         rule = configured.split(",")[0].strip()
         needed = (info.get("n_steps_needed") or {}).get(rule)
-        mean = cell_interval(cell)[0]
         if needed:
-            return f"completeness {fmt(mean)} at {configured}: set n_steps: {needed}"
-        return f"completeness {fmt(mean)} at {configured}, not met at any step count tried"
-    if cell.audit == "localization":
-        return f"localization indistinguishable from the centre prior ({cell.metric})"
-    if cell.audit == "faithfulness":
-        return f"no more faithful than an edge detector ({cell.metric})"
-    if cell.audit in ("model_randomization", "label_randomization"):
-        return f"maps barely change when the model is randomized ({cell.audit})"
+            return f"completeness fails at {configured}: set n_steps: {needed}"
+        return f"completeness fails at {configured}, not met at any step count tried"
+    if cell.audit in ("model_randomization", "label_randomization", "smooth_model_randomization"):
+        return "its maps barely change when the model is randomized"
     return ""
 
 
-def method_lines(cells: list[Cell], methods: list[str], summary: dict) -> dict[str, str]:
-    """``{method: line}``: e.g. "integrated_gradients: do not trust — completeness 0.16 at
-    gausslegendre, n_steps=32: set n_steps: 64 (+1 more)". The rules are ``scorecard.judge``'s."""
-    judged, _, _ = judge(cells, methods)
+def method_lines(cells: list[Cell], assessment: Assessment, summary: dict) -> dict[str, str]:
+    """``{method: line}``: its state, the deciding reason, and a remedy or the images that
+    would decide it."""
     out: dict[str, str] = {}
-    for method, j in judged.items():
+    for method, j in assessment.methods.items():
         if j.state == "none":
-            out[method] = f"{method}: no verdict — no audit with a pass/fail rule decided anything"
+            out[method] = f"{method}: no verdict — no audit with a rule applied to it"
         elif j.state == "fail":
             first = j.failed[0]
-            reason = _remedy(first, summary) or cell_reason(first)
+            why = _remedy(first, summary) or reason(cell_summary(first, assessment))
             more = f" (+{len(j.failed) - 1} more failed)" if len(j.failed) > 1 else ""
-            out[method] = f"{method}: do not trust — {reason}{more}"
+            out[method] = f"{method}: do not trust — {first.audit}: {why}{more}"
         elif j.state == "unsure":
             first = j.unsure[0]
-            why = (f"not tested: {first.note}" if cell_status(first) == "not tested"
-                   else f"{cell_reason(first)}; audit more images")
-            more = f" (+{len(j.unsure) - 1} more)" if len(j.unsure) > 1 else ""
-            out[method] = f"{method}: not established — {why}{more}"
+            needed = images_to_decide(j.unsure, assessment)
+            why = reason(cell_summary(first, assessment))
+            more = f" (+{len(j.unsure) - 1} more open)" if len(j.unsure) > 1 else ""
+            est = f"; about {needed} images would decide it" if needed else ""
+            out[method] = f"{method}: undecided — {first.audit}: {why}{more}{est}"
         elif j.state == "missing":
-            out[method] = f"{method}: not established — passed no {' or '.join(j.missing)} check"
+            out[method] = f"{method}: undecided — passed no {' or '.join(j.missing)} check"
         elif j.state == "fooled":
-            out[method] = (f"{method}: not established — passed all {len(j.passed)} checks, "
-                           "but so did a negative control")
+            out[method] = (f"{method}: undecided — passed all {len(j.passed)} checks, but so "
+                           "did a negative control")
         elif is_control(method):
             out[method] = (f"{method}: passed all {len(j.passed)} checks — a map that ignores the "
                            "model: these checks cannot decide here")
         else:
-            out[method] = f"{method}: trusted — passed all {len(j.passed)} checks"
+            audits = ", ".join(sorted({c.audit for c in j.passed}))
+            out[method] = (f"{method}: trusted — passed all {len(j.passed)} checks ({audits}), "
+                           "each against every negative control")
     return out
+
+
+def images_to_decide(cells: list[Cell], assessment: Assessment) -> int | None:
+    """The most images any of ``cells``' open tests is estimated to need."""
+    needs = [assessment.of(c).images_to_decide() for c in cells]
+    needs = [n for n in needs if n is not None]
+    return max(needs) if needs else None
+
+
+def verdict(assessment: Assessment, shortcut: dict | None) -> str:
+    """The run's verdict in one paragraph: the headline, then every method's line."""
+    lines = method_lines([], assessment, {})
+    methods = [m for m in assessment.methods if not is_control(m)]
+    denied = [m for m in methods if assessment.methods[m].state == "fail"]
+    open_ = [m for m in methods if m not in assessment.trusted and m not in denied]
+    level = f"error rate ≤ {assessment.alpha:g} each"
+    if assessment.fooled:
+        head = (f"The audits passed a negative control ({', '.join(assessment.fooled)}): on this "
+                "data they cannot tell a map that ignores the model from an explanation, so no "
+                "method is trusted.")
+    elif assessment.trusted:
+        head = f"Trust {', '.join(assessment.trusted)} for this model"
+        head += (f"; do not trust {', '.join(denied)}" if denied else "") + f" ({level})."
+    elif denied and not open_:
+        head = f"Do not trust any audited method for this model ({level})."
+    else:
+        head = "No audited method is trusted yet"
+        head += (f"; do not trust {', '.join(denied)}" if denied else "") + "."
+        closest = _closest(assessment, open_)
+        if closest:
+            head += f" Closest to trustworthy: {closest}."
+    if shortcut and shortcut.get("flagged"):
+        classes = ", ".join(shortcut.get("classes", [])) or "some classes"
+        head += (f" Warning: the shortcut screening found evidence off the object for {classes};"
+                 " the model may rely on a shortcut, whatever the method.")
+    return " ".join([head, *(lines[m] + "." for m in assessment.methods)])
+
+
+def _closest(assessment: Assessment, methods: list[str]) -> str:
+    """The undecided methods that passed the largest share of their checks (a pass already
+    means beating every control), with that share; "" when none passed any."""
+    shares = {m: (len(assessment.methods[m].passed), len(assessment.methods[m].counted))
+              for m in methods if assessment.methods[m].counted}
+    best = max((p / n for p, n in shares.values() if p), default=0)
+    if not best:
+        return ""
+    return ", ".join(f"{m} ({p} of {n} checks)" for m, (p, n) in shares.items() if p / n == best)

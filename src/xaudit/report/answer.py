@@ -72,24 +72,25 @@ def grid_cell(entries: list[dict]) -> dict:
         "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "",
         "n": n,
         "why": _short_why(e, lo, hi),
-        "reason": reason(str(e.get("metric")), e.get("score"), lo, hi, n, e.get("status") or "",
-                         e.get("threshold"), bool(e.get("higher_is_better")),
-                         str(e.get("rule", ""))),
+        "reason": reason(e),
         "ruled": sum(1 for x in entries if x.get("status")),
     }
 
 
 def _short_why(e: dict, lo: float | None, hi: float | None) -> str:
-    """The cell's "why" beside its numbers: the metric and how it stands to the threshold."""
-    metric, status, t = str(e.get("metric")), e.get("status") or "", e.get("threshold")
-    if not status or t is None:
+    """The cell's "why" beside its numbers: the metric and the yardstick that decided it."""
+    metric, status, against = str(e.get("metric")), e.get("status") or "", e.get("against")
+    if not status:
         return f"{metric}: {e.get('rule', '')}"
-    if status == "inconclusive":
-        if lo is None or hi is None:
-            return f"{metric}: too few images for an interval"
-        return f"{metric}: the interval contains the threshold {fmt(t)}"
-    side = "≥" if e.get("higher_is_better") else "≤"
-    return f"{metric}: {'meets' if status == 'pass' else 'misses'} {side} {fmt(t)}"
+    if status in ("not tested", "not informative"):
+        return f"{metric}: {status}"
+    if against is None:
+        return f"{metric}: {status}"
+    yardstick = "the threshold" if against == "threshold" else against
+    word = {"pass": "beats", "fail": "not better than"}.get(status, "undecided against")
+    if e.get("check") == "controls" and status == "pass":
+        return f"{metric}: beats every control"
+    return f"{metric}: {word} {yardstick}"
 
 
 def _methods(summary: dict, entries: list[dict]) -> list[str]:
