@@ -241,11 +241,16 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
           n_images: int | None = None, seed: int = 0, out: str | Path | None = None,
           log: Callable[[str], None] | None = None, preset: str = "full",
           controls: bool = True, precision: str = "fp32", adaptive_steps: bool = False,
-          memory_budget_mb: int | None = None) -> AuditReport:
+          memory_budget_mb: int | None = None, rounds: int = 1,
+          budget_minutes: float | None = None, alpha: float = 0.05,
+          min_effect: float = 0.5) -> AuditReport:
     """Audit each method's maps of ``images`` (the ``preset``'s audits, ``full`` or ``quick``,
     unless ``audits`` lists some); ``masks`` (one evidence mask per image) enable the
     localization audit. Label randomization needs a retrain and is skipped with its reason.
     ``controls``: score the negative controls (maps that ignore the model) beside the methods.
+    ``rounds`` of ``n_images`` (default: all images in one round) are audited until every
+    verdict is decided or ``budget_minutes`` would be overrun; ``alpha`` and ``min_effect``
+    are the verdict's error rate and smallest difference that matters (docs/audits.md).
     The maps are computed as ``explain`` computes them with the same ``seed``, ``precision``,
     ``adaptive_steps`` and ``memory_budget_mb``."""
     from .audit import AuditInput, run_audits
@@ -281,7 +286,10 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed + 6)
             summary = run_audits(inp, list(audits or []), run, n, log=log, preset=preset,
-                                 controls=controls)
+                                 controls=controls, rounds=rounds, alpha=alpha,
+                                 min_effect=min_effect,
+                                 budget_seconds=budget_minutes * 60 if budget_minutes else None,
+                                 continue_hint=lambda k: f"xaudit.audit(..., rounds={k})")
         tables = {p.stem: p.read_text(encoding="utf-8") for p in sorted(run.tables.glob("*.csv"))}
         figures = {p.name: p.read_bytes() for p in sorted(run.figures.glob("*.png"))}
     report = AuditReport(summary, tables, figures)

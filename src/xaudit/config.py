@@ -156,7 +156,11 @@ class ExplainConfig:
 @dataclass
 class AuditConfig:
     enabled: bool = False
-    n_images: int = ranged(12, ge=1)  # images per audit, shared by all audits
+    n_images: int = ranged(12, ge=1)  # images per audit round, shared by all audits
+    max_rounds: int = ranged(4, ge=1, le=1000)  # rounds of n_images until every verdict is decided
+    budget_minutes: float | None = ranged(None, gt=0)  # no new round that would overrun it
+    alpha: float = ranged(0.05, gt=0, lt=0.5)  # error rate of each trust / do-not-trust decision
+    min_effect: float = ranged(0.5, gt=0, le=5)  # smallest difference that matters, in SDs (Cohen's d_z)
     audits: list[dict[str, Any]] = field(default_factory=list)  # empty = the preset's audits
     preset: Literal["full", "quick"] = "full"  # with audits empty: every audit, or the cheap ones
     controls: bool = True  # negative controls (noise, edges, centre, constant) as scorecard rows

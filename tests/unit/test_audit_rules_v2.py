@@ -335,7 +335,8 @@ def test_the_plan_prices_each_methods_evaluations_at_its_own_rate():
     """Model randomization leaves the 100-evaluation method out (max_method_evals), so its time
     is the slow method's: one global rate, dominated by the cheap evaluations, would put it
     at ~1/50 of that."""
-    from xaudit.audit.runner import cost_plan, refused_methods, resolve_specs
+    from xaudit.audit.plan import cost_plan
+    from xaudit.audit.runner import refused_methods, resolve_specs
 
     torch.manual_seed(0)
     model = TinyNet()
@@ -355,7 +356,8 @@ def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch)
     """Faithfulness's ROAD fills cost time but no evaluation: the plan adds their timing, per
     image, scored map (the methods and its two own references), order and percentage set."""
     from xaudit.audit import faithfulness as faith
-    from xaudit.audit.runner import cost_plan, refused_methods, resolve_specs
+    from xaudit.audit.plan import cost_plan
+    from xaudit.audit.runner import refused_methods, resolve_specs
 
     torch.manual_seed(0)
     model = TinyNet()
@@ -365,10 +367,10 @@ def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch)
     specs = resolve_specs([{"name": "faithfulness", "road_percentages": [0.2, 0.5]}])
     timed = []
 
-    from xaudit.audit import runner
+    from xaudit.audit import plan
 
     # the forward timing is measured per plan; fixed here so the two plans differ by ROAD only
-    monkeypatch.setattr(runner, "_forward_seconds", lambda inp: 0.001)
+    monkeypatch.setattr(plan, "_forward_seconds", lambda inp: 0.001)
 
     def plan_with_solves_of(seconds):
         monkeypatch.setattr(faith, "solve_seconds", lambda px, ps: timed.append(ps) or seconds)
@@ -384,7 +386,8 @@ def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch)
 def test_the_plan_counts_the_training_maps_the_shortcut_screen_reads(tmp_path):
     """The shortcut screen explains training images too: the plan's shared maps count the
     training pool that it then computes."""
-    from xaudit.audit.runner import cost_plan, refused_methods, resolve_specs
+    from xaudit.audit.plan import cost_plan
+    from xaudit.audit.runner import refused_methods, resolve_specs
 
     torch.manual_seed(0)
     model = TinyNet()

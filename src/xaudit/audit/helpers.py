@@ -15,8 +15,13 @@ def stratified(images: AuditImages, n: int | None) -> AuditImages:
     """At most ``n`` images, taken round-robin over classes (deterministic, keeps order)."""
     if n is None or n >= len(images):
         return images
+    return images.subset(stratified_index(images.labels.tolist(), n))
+
+
+def stratified_index(labels: list[int], n: int) -> list[int]:
+    """The sorted positions of at most ``n`` of ``labels``, round-robin over classes."""
     by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(images.labels.tolist()):
+    for i, label in enumerate(labels):
         by_class.setdefault(label, []).append(i)
     chosen: list[int] = []
     depth = 0
@@ -29,7 +34,7 @@ def stratified(images: AuditImages, n: int | None) -> AuditImages:
         if not added:
             break
         depth += 1
-    return images.subset(sorted(chosen))
+    return sorted(chosen)
 
 
 def fork_seed(generator: torch.Generator) -> int:

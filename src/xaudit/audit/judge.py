@@ -7,8 +7,8 @@ at the look's level). A ``superior`` / ``noninferior`` cell is a one-sample test
 stated threshold. Tests and boundaries: ``stats.py``.
 
 A method is **trusted** when every counted cell passes and it passed a check of each required
-family the run decided: the trust statement errs at most at the look's level (α over the
-number of planned looks, Bonferroni across looks). It is **do not trust** when one of its
+family the run decided: the trust statement errs at most at the look's level (α / (k (k + 1))
+at look k, ``rounds.py``; these sum to α over all looks). It is **do not trust** when one of its
 tests is shown to fail under Holm's step-down over all of the method's fail tests, so the
 chance of a false "do not trust" is at most α as well. Anything else is **undecided**, with
 the images its open tests are estimated to need.
@@ -85,12 +85,8 @@ class Assessment:
     trusted: list[str]
     fooled: list[str]
     alpha: float
-    looks: int
+    levels: dict[str, float]  # the level each method was judged at (its look's)
     min_effect: float
-
-    @property
-    def level(self) -> float:
-        return self.alpha / self.looks
 
     def of(self, cell: Cell) -> CellVerdict:
         return self.cells.get(id(cell)) or CellVerdict("")
@@ -144,13 +140,15 @@ def _judged(cells: list[Cell], method: str) -> list[Cell]:
 
 
 def assess(cells: list[Cell], methods: list[str] | None = None, alpha: float = ALPHA,
-           looks: int = 1, min_effect: float = MIN_EFFECT) -> Assessment:
-    """Test every ruled cell and judge every method (``methods``: all labels of ``cells``)."""
+           min_effect: float = MIN_EFFECT, levels: dict[str, float] | None = None) -> Assessment:
+    """Test every ruled cell and judge every method (``methods``: all labels of ``cells``),
+    each at its level in ``levels`` (its look's: ``rounds.look_level``), else at ``alpha``."""
     if methods is None:
         methods = list(dict.fromkeys(c.method for c in cells))
-    level = alpha / looks
+    levels = {m: (levels or {}).get(m, alpha) for m in methods}
     verdicts: dict[int, CellVerdict] = {}
     for method in methods:
+        level = levels[method]
         judged = _judged(cells, method)
         pending: list[tuple[Cell, list[tuple[str, Test]]]] = []
         for cell in judged:
@@ -198,4 +196,4 @@ def assess(cells: list[Cell], methods: list[str] | None = None, alpha: float = A
         for m, j in judgements.items():
             if j.state == "trusted" and not is_control(m):
                 j.state = "fooled"
-    return Assessment(verdicts, judgements, trusted, fooled, alpha, looks, min_effect)
+    return Assessment(verdicts, judgements, trusted, fooled, alpha, levels, min_effect)

@@ -113,9 +113,10 @@ def images_to_decide(cells: list[Cell], assessment: Assessment) -> int | None:
     return max(needs) if needs else None
 
 
-def verdict(assessment: Assessment, shortcut: dict | None) -> str:
+def verdict(assessment: Assessment, shortcut: dict | None,
+            lines: dict[str, str] | None = None) -> str:
     """The run's verdict in one paragraph: the headline, then every method's line."""
-    lines = method_lines([], assessment, {})
+    lines = lines or method_lines([], assessment, {})
     methods = [m for m in assessment.methods if not is_control(m)]
     denied = [m for m in methods if assessment.methods[m].state == "fail"]
     open_ = [m for m in methods if m not in assessment.trusted and m not in denied]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,7 +141,19 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
     fast = FastPath.from_config(r.explain)
     explainers = validate_method_specs(r.explain.methods)
     stored = _stored_ids(where.run.maps, explainers, upstream, r.explain.target, fast)
-    pool = _pool(rows, n, r.seed + 2)
+    # One pool per round, each drawn from the predictions left by the ones before: round k's
+    # images never depend on how many rounds follow (a run continued later audits the same).
+    pools, left = [], list(rows)
+    for _ in range(r.audit.max_rounds):
+        block = _pool(left, n, r.seed + 2)
+        if not block:
+            break
+        pools.append([row["id"] for row in block])
+        taken = set(pools[-1])
+        left = [row for row in left if row["id"] not in taken]
+    pool = [row for row in rows if row["id"] in {i for p in pools for i in p}]
+    order = {i: k for k, i in enumerate(i for p in pools for i in p)}
+    pool.sort(key=lambda row: order[row["id"]])
     by_id = {rec.id: rec for rec in bundle.splits["test"]}
     test_records = [by_id[row["id"]] for row in pool]
     targets = resolve_targets(pool, r.explain.target, clf.classes)
@@ -174,7 +187,13 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(r.seed + 6)
             return run_audits(inp, specs, run, r.audit.n_images, state=state, log=where.log,
-                              claim=claim, preset=r.audit.preset, controls=r.audit.controls)
+                              claim=claim, preset=r.audit.preset, controls=r.audit.controls,
+                              alpha=r.audit.alpha, min_effect=r.audit.min_effect,
+                              rounds=r.audit.max_rounds, pools=pools,
+                              budget_seconds=(r.audit.budget_minutes * 60
+                                              if r.audit.budget_minutes else None),
+                              continue_hint=lambda k: (f"xaudit audit {shlex.quote(str(run.root))} "
+                                                       f"--set audit.max_rounds={k}"))
 
     if world.size > 1:
         # Every rank claims whole audits and saves them; rank 0 then reloads them all.
@@ -186,7 +205,9 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
     summary = audits()
     summary["reused_maps"] = reused
     run.update_summary(audits=summary)
-    clear_audit_state(run)
+    if not summary.get("undecided"):
+        # kept while a verdict is open: `xaudit audit` with more rounds continues from them
+        clear_audit_state(run)
     return summary
 
 
@@ -222,7 +243,8 @@ def _reuse_stored_maps(inp: AuditInput, root: Path, stored: dict[str, set[str]])
 
 
 def state_key(audit_fp: str, run) -> str:
-    """What saved audit results depend on: the recipe up to the audit stage, the trained
+    """What saved audit results depend on: the recipe up to the audit stage (``audit_fp``:
+    without the number of rounds and the budget, which only say when to stop), the trained
     model and the predictions it made (a retrained model invalidates them)."""
     files = [run.model_dir / "model.safetensors", run.table("predictions")]
     return fingerprint({"stage": audit_fp, "files": [_digest(f) for f in files]})
