@@ -215,3 +215,77 @@ def test_with_the_controls_on_they_are_the_references_and_no_map_is_scored_twice
     per_map = {e.label: 0.0 for e in [exact, *controls]}
     want = _cost_faithfulness({**audit_params("faithfulness"), **params, "n": 4}, per_map, None)
     assert result.model_evals == want
+
+
+# --------------------------------------------------------------------------- shared draws
+
+
+def _twins(weight):
+    """Two explainers with the same binary map (many ties, so tie breaks matter too)."""
+    fn = lambda xx, t: (weight[t] * xx > 0.3).float()  # noqa: E731
+    return FunctionExplainer(fn, label="twin_a"), FunctionExplainer(fn, label="twin_b")
+
+
+def _values(result, method):
+    return {c.metric: c.values for c in result.cells if c.method == method}
+
+
+def test_two_equal_maps_score_alike_on_every_faithfulness_metric(tmp_path, linear):
+    """Every map of an image sees the same tie breaks, imputation noise, infidelity noise and
+    noisy copies: two equal maps get equal scores (with draws per map they differed)."""
+    model, weight, _ = linear
+    inp = audit_input(model, [*_twins(weight), GradientExplainer()], images_for(model, n=3, size=SIZE))
+    result = faithfulness(inp, tmp_path, steps=8, road_percentages=[0.3, 0.6], infidelity_samples=3,
+                          sensitivity_samples=2, score="logit")
+    a, b = _values(result, "twin_a"), _values(result, "twin_b")
+    assert set(a) == {"deletion_auc", "insertion_auc", "road_gap", "infidelity", "max_sensitivity"}
+    for metric in a:
+        assert np.isfinite(a[metric]).any(), metric  # NaN only where an image informs no curve
+        np.testing.assert_array_equal(a[metric], b[metric], err_msg=metric)
+    assert np.all(a["max_sensitivity"] > 0) and np.all(a["infidelity"] > 0)  # the noise is there
+
+
+def test_two_equal_maps_score_alike_on_correlation_and_robustness(tmp_path, linear):
+    from xaudit.audit.correlation import faithfulness_correlation_audit
+    from xaudit.audit.robustness import robustness
+
+    model, weight, _ = linear
+    inp = audit_input(model, [*_twins(weight)], images_for(model, n=3, size=SIZE))
+    corr = faithfulness_correlation_audit(inp, tmp_path, subset_size=20, n_runs=5, n_groups=4,
+                                          monotonicity_samples=2)
+    robust = robustness(inp, tmp_path, n_samples=2)
+    for result in (corr, robust):
+        a, b = _values(result, "twin_a"), _values(result, "twin_b")
+        assert len(a) == 2
+        for metric in a:
+            np.testing.assert_array_equal(a[metric], b[metric], err_msg=metric)
+
+
+class _Recording(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+def test_infidelity_noise_is_each_images_own_seed_whatever_the_map_and_the_batch(linear):
+    """Known answer: image i's perturbations are ``std`` · N(0, 1) drawn from its own seed, for
+    any map and whichever images share its batch."""
+    model, weight, x = linear
+    targets = torch.zeros(len(x), dtype=torch.long)
+    seeds = [11, 12, 13]
+    seen = []
+    for attributions in (weight[0].expand_as(x), torch.rand_like(x)):
+        recording = _Recording(model)
+        infidelity_scores(recording, x, attributions, targets, seeds, 2, 0.1, 8)
+        seen.append(torch.cat(recording.seen))
+    torch.testing.assert_close(seen[0], seen[1], rtol=0, atol=0)  # reused, not redrawn
+    noise = torch.randn((2, *x.shape[1:]), generator=torch.Generator().manual_seed(12)) * 0.1
+    want = x[1] - noise  # image 1's two perturbed copies
+    assert all(any(torch.allclose(row, copy, atol=1e-6) for row in seen[0]) for copy in want)
+    alone = _Recording(model)
+    infidelity_scores(alone, x[1:2], weight[0].expand_as(x[1:2]), targets[1:2], seeds[1:2], 2, 0.1, 8)
+    assert all(any(torch.allclose(row, copy, atol=1e-6) for row in torch.cat(alone.seen)) for copy in want)

@@ -11,27 +11,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from captum.metrics import infidelity, sensitivity_max
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import ConfigError, echo
-from ..explain.base import ExplainContext, Explainer, make_baseline
+from ..explain.base import Explainer, make_baseline
 from ..explain.counting import count_model_evals
-from ..explain.fastpath import FastPath
 from . import plots
 from .base import (
     AuditInput,
     AuditResult,
     Cell,
     class_scores,
-    compute_maps,
     register_audit,
     skipped,
     stratified,
     sub_generator,
     trained_maps,
 )
+from .captum_metrics import _explain_fn, infidelity_scores, sensitivity_scores  # noqa: F401
 from .controls import control_label
 from .curves import (  # noqa: F401
     adaptive_reveal,
@@ -42,6 +39,7 @@ from .curves import (  # noqa: F401
     relevance_ranks,
     reveal_curve,
 )
+from .draws import image_seeds
 from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
 from .road import linear_impute, noisy_linear_impute, road_curves, solve_seconds  # noqa: F401
 from .scorecard import NOT_INFORMATIVE, mean_ci
@@ -49,96 +47,6 @@ from .scorecard import NOT_INFORMATIVE, mean_ci
 RANDOM = "random (reference)"
 EDGE = "edge (reference)"
 CONTROL_RANDOM, CONTROL_EDGE = control_label("random"), control_label("edge")
-
-# --------------------------------------------------------------------------- captum metrics
-
-
-def infidelity_scores(
-    model: nn.Module,
-    x: Tensor,
-    attributions: Tensor,
-    targets: Tensor,
-    generator: torch.Generator,
-    n_samples: int,
-    std: float,
-    batch_size: int,
-) -> np.ndarray:
-    """Captum infidelity (normalised attributions) under Gaussian input noise of ``std``."""
-    if attributions.shape[1] != x.shape[1]:
-        attributions = attributions.expand(-1, x.shape[1], -1, -1) / x.shape[1]
-
-    def perturb(inputs: Tensor) -> tuple[Tensor, Tensor]:
-        noise = torch.randn(inputs.shape, generator=generator).to(inputs) * std
-        return noise, inputs - noise
-
-    scores = infidelity(
-        model,
-        perturb,
-        x,
-        attributions.to(x),
-        target=targets,
-        n_perturb_samples=n_samples,
-        max_examples_per_batch=min(max(batch_size, len(x)), len(x) * n_samples),
-        normalize=True,
-    )
-    return scores.detach().cpu().numpy().astype(np.float64)
-
-
-def sensitivity_scores(
-    explain_fn, x: Tensor, targets: Tensor, generator: torch.Generator, n_samples: int, radius: float,
-    maps: Tensor | None = None,
-) -> np.ndarray:
-    """Captum max-sensitivity: largest relative change of the map under L∞ noise of ``radius``.
-    ``maps`` (of ``x``, as ``explain_fn`` returns them) spare re-explaining the unperturbed images."""
-
-    def perturb(inputs: Tensor, perturb_radius: float) -> Tensor:
-        u = torch.rand(inputs.shape, generator=generator).to(inputs)
-        return inputs + (2 * u - 1) * perturb_radius
-
-    out = []
-    for i in range(len(x)):  # one image at a time keeps memory flat
-        image = x[i : i + 1]
-
-        def fn(inputs, target, image=image, i=i):
-            if maps is not None and (inputs[0] if isinstance(inputs, tuple) else inputs) is image:
-                return (maps[i : i + 1].to(image.device),)
-            return explain_fn(inputs, target)
-
-        s = sensitivity_max(
-            fn,
-            image,
-            perturb_func=perturb,
-            perturb_radius=radius,
-            n_perturb_samples=n_samples,
-            target=targets[i : i + 1],
-        )
-        out.append(float(s.detach().reshape(-1)[0]))
-    return np.asarray(out, dtype=np.float64)
-
-
-def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainContext,
-                fast: FastPath | None = None):
-    """Tuple in, tuple out, as Captum's sensitivity expects; None = the edge reference.
-    The maps come from the explain engine (``fast``), summed over channels as stored.
-
-    (Captum iterates over the explanation of the unperturbed input: a bare tensor would be
-    split along its batch dimension and silently broadcast.)
-    """
-
-    def fn(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> tuple[Tensor]:
-        x = inputs[0] if isinstance(inputs, tuple) else inputs
-        if explainer is None:
-            return (sobel_map(ctx.input_to_pixel(x)).unsqueeze(1),)
-        # Captum passes one target for a whole perturbed batch: give every image its own.
-        t = torch.as_tensor(target).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(len(x))
-        with torch.enable_grad():  # Captum runs the metric under no_grad
-            m = compute_maps(explainer, model, x.detach(), t, ctx, len(x), fast=fast)
-        return (m.attributions.to(x.device).contiguous(),)
-
-    return fn
-
 
 # --------------------------------------------------------------------------- the audit
 
@@ -230,6 +138,10 @@ def faithfulness(
     if edge_ref == EDGE:
         methods[EDGE] = (sobel_map(images.pixels).unsqueeze(1), None, 0.0, 0)
 
+    # Common random numbers: each image's tie breaks, imputation noise, infidelity noise and
+    # noisy copies are drawn once (one seed per image and kind) and replayed for every map, so
+    # maps are compared on the same perturbations (and two equal maps score alike).
+    seeds = {kind: image_seeds(gen, n) for kind in ("ties", "morf", "lerf", "infidelity", "sensitivity")}
     summary: dict = {"references": [rand_ref, edge_ref], "flagged_no_better_than_edge": [],
                      "sensitivity_skipped": []}
     per_method: dict[str, dict[str, np.ndarray]] = {}
@@ -246,22 +158,19 @@ def faithfulness(
     for label, (attr, explainer, map_seconds, map_evals) in methods.items():
         t0 = time.perf_counter()
         maps2d = attr.sum(dim=1)
-        ranks = relevance_ranks(maps2d, gen)
+        ranks = relevance_ranks(maps2d, seeds["ties"])
         with count_model_evals(model) as count:
             dele = adaptive_reveal(model, black, images.x, ranks, images.targets, steps, tol,
                                    batch_size, score, ends=(score_x, score_black))
             ins = adaptive_reveal(model, images.x, blurred, ranks, images.targets, steps, tol,
                                   batch_size, score, ends=(score_blurred, score_x))
-            morf = road_curves(
-                model, images.pixels, ranks, images.targets, percentages, ctx, gen, True, batch_size, score
-            )
-            lerf = road_curves(
-                model, images.pixels, ranks, images.targets, percentages, ctx, gen, False, batch_size, score
-            )
+            morf = road_curves(model, images.pixels, ranks, images.targets, percentages, ctx,
+                               seeds["morf"], True, batch_size, score)
+            lerf = road_curves(model, images.pixels, ranks, images.targets, percentages, ctx,
+                               seeds["lerf"], False, batch_size, score)
             infid = (
-                infidelity_scores(
-                    model, images.x, attr, images.targets, gen, infidelity_samples, infidelity_std, batch_size
-                )
+                infidelity_scores(model, images.x, attr, images.targets, seeds["infidelity"],
+                                  infidelity_samples, infidelity_std, batch_size)
                 if infidelity_samples > 0
                 else np.full(n, np.nan)
             )
@@ -271,8 +180,9 @@ def faithfulness(
                 summary["sensitivity_skipped"].append(label)
             if sensitivity_samples > 0 and label != RANDOM and not too_costly:
                 fn = _explain_fn(explainer, model, ctx, inp.fast)
-                sens = sensitivity_scores(fn, images.x, images.targets, gen, sensitivity_samples,
-                                          sensitivity_radius, maps=attr if explainer is not None else None)
+                sens = sensitivity_scores(fn, images.x, images.targets, seeds["sensitivity"],
+                                          sensitivity_samples, sensitivity_radius,
+                                          maps=attr if explainer is not None else None)
         total_evals += count.n
         curve_evals += dele.evals + ins.evals
         used_tolerance[label] = {"deletion": dele.tolerance, "insertion": ins.tolerance}
