@@ -211,6 +211,10 @@ def test_with_the_controls_on_they_are_the_references_and_no_map_is_scored_twice
     # the controls are judged (and fail against themselves), never left as "reference: no rule"
     edge = next(c for c in result.cells if c.method == "control: edge" and c.metric == "deletion_auc")
     assert edge.passed is False
+    # every cell names its images; the ruled ones, controls' too, are paired against the controls
+    ruled = {"deletion_auc", "insertion_auc", "road_gap", "infidelity"}
+    assert all(c.ids == images.ids for c in result.cells)
+    assert all(c.check == ("controls" if c.metric in ruled else "") for c in result.cells)
     # the registered cost is what the audit spent
     per_map = {e.label: 0.0 for e in [exact, *controls]}
     want = _cost_faithfulness({**audit_params("faithfulness"), **params, "n": 4}, per_map, None)
@@ -259,6 +263,9 @@ def test_two_equal_maps_score_alike_on_correlation_and_robustness(tmp_path, line
         assert len(a) == 2
         for metric in a:
             np.testing.assert_array_equal(a[metric], b[metric], err_msg=metric)
+        assert all(c.ids == ["img0", "img1", "img2"] for c in result.cells)
+    assert {c.metric: c.check for c in corr.cells if c.method == "twin_a"} == {
+        "faithfulness_correlation": "superior", "monotonicity_correlation": ""}
 
 
 class _Recording(torch.nn.Module):

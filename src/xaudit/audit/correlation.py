@@ -221,9 +221,9 @@ def faithfulness_correlation_audit(
         evals = count.n + m.model_evals
         cells.append(Cell(explainer.label, "faithfulness_correlation", "faithfulness_correlation", fc,
                           True, passed, "mean faithfulness correlation above 0", seconds, evals,
-                          threshold=0.0))
+                          threshold=0.0, check="superior", ids=list(images.ids)))
         cells.append(Cell(explainer.label, "faithfulness_correlation", "monotonicity_correlation", mc,
-                          True, None, RANKED, seconds, evals))
+                          True, None, RANKED, seconds, evals, ids=list(images.ids)))
     text = (
         f"Faithfulness correlation: {n_runs} random subsets of {subset_size} input elements per image "
         f"are set to the {baseline} baseline; the Pearson correlation between the subset's summed "

@@ -264,7 +264,8 @@ def faithfulness(
             cells.append(Cell(label, "faithfulness", metric, values, higher, passed, rule, seconds,
                               evals, threshold=_finite_or_none(threshold),
                               forced=NOT_INFORMATIVE if note and passed is not None else None,
-                              note=note))
+                              note=note, check="controls" if ruled and not reference else "",
+                              ids=list(images.ids)))
         if not reference:
             beats_del = mean_of(label, "deletion_auc") < mean_of(edge_ref, "deletion_auc")
             beats_ins = mean_of(label, "insertion_auc") > mean_of(edge_ref, "insertion_auc")

@@ -164,7 +164,7 @@ def robustness(
         evals = explain.model_evals + trained.model_evals
         for metric, values in (("avg_sensitivity", sens), ("local_lipschitz", lips)):
             cells.append(Cell(explainer.label, "robustness", metric, values, False, None, RANKED,
-                              seconds + trained.seconds, evals))
+                              seconds + trained.seconds, evals, ids=list(images.ids)))
     text = (
         left_out_text(summary["skipped_methods"])
         + f"Each image is re-explained under {n_samples} noisy copies. Average sensitivity: the mean "
