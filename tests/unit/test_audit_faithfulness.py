@@ -296,3 +296,59 @@ def test_infidelity_noise_is_each_images_own_seed_whatever_the_map_and_the_batch
     alone = _Recording(model)
     infidelity_scores(alone, x[1:2], weight[0].expand_as(x[1:2]), targets[1:2], seeds[1:2], 2, 0.1, 8)
     assert all(any(torch.allclose(row, copy, atol=1e-6) for row in torch.cat(alone.seen)) for copy in want)
+
+
+# --------------------------------------------------------------------------- informative images
+
+
+class BrightestPixelNet(torch.nn.Module):
+    """Class 0 when some pixel is bright: logits (20 · (max pixel − 0.5), 0). A dim uniform
+    image is class 1 and stays so when blacked out or blurred; a bright dot is lost to both."""
+
+    def forward(self, x):
+        top = x.amax(dim=(1, 2, 3))
+        return torch.stack([20 * (top - 0.5), torch.zeros_like(top)], dim=1)
+
+
+def test_an_image_whose_baseline_keeps_its_class_is_left_out_and_counted(tmp_path):
+    from xaudit.audit.types import AuditImages
+
+    pixels = torch.full((3, 3, SIZE, SIZE), 0.2)
+    pixels[0, :, 3, 4] = 1.0  # two class-0 images: a bright dot each
+    pixels[1, :, 8, 7] = 1.0  # image 2: dim, uniform, class 1
+    targets = torch.tensor([0, 0, 1])
+    images = AuditImages(x=pixels.clone(), pixels=pixels, labels=targets, preds=targets,
+                         targets=targets, ids=["dot0", "dot1", "dim"])
+    bright = FunctionExplainer(lambda xx, t: xx.mean(1, keepdim=True), label="bright")
+    inp = audit_input(BrightestPixelNet(), [bright], images)
+    result = faithfulness(inp, tmp_path, steps=8, road_percentages=[0.5], infidelity_samples=0,
+                          sensitivity_samples=0)
+    left = result.summary["uninformative_images"]
+    assert (left["deletion"]["ids"], left["insertion"]["ids"]) == (["dim"], ["dim"])
+    assert left["deletion"]["n"] == 1 and left["min_change"] == 0.05
+    for cell in (c for c in result.cells if c.metric in ("deletion_auc", "insertion_auc")):
+        assert np.isnan(cell.values[2]) and np.isfinite(cell.values[:2]).all(), cell.method
+        assert cell.ids == ["dot0", "dot1", "dim"]
+    assert result.summary["baseline_keeps_class"] == {"a": False, "b": True}
+    assert "1 of 3 images not informative for deletion: the black baseline keeps the class" in result.text
+    assert "keeps most of the class score of b " in result.text
+    rows = {(r["method"], r["id"]): r for r in result.rows}
+    assert rows[("bright", "dim")]["deletion_informative"] is False
+    assert rows[("bright", "dot0")]["insertion_informative"] is True
+    # the ruled metrics are paired against the controls; the references carry no rule
+    checks = {(c.method, c.metric): c.check for c in result.cells}
+    assert checks[("bright", "deletion_auc")] == checks[("bright", "infidelity")] == "controls"
+    assert checks[("bright", "max_sensitivity")] == checks[(RANDOM, "deletion_auc")] == ""
+
+
+def test_informative_images_and_baseline_per_class_known_answers():
+    from xaudit.audit.informative import baseline_keeps_class, informative_images, min_change
+
+    start, end = np.array([0.9, 0.9, 0.6, 0.5]), np.array([0.1, 0.88, 0.5, 0.5])
+    assert informative_images(start, end, 0.05).tolist() == [True, False, True, False]
+    assert min_change("prob", [start]) == 0.05
+    assert min_change("logit", [np.array([-2.0, 1.0]), np.array([3.0])]) == pytest.approx(0.25)
+    # Over all four images the baseline keeps 0.45 of 0.725 (over half); per class it keeps
+    # y's score and loses x's.
+    end = np.array([0.1, 0.7, 0.5, 0.5])
+    assert baseline_keeps_class(start, end, np.array([0, 0, 1, 1]), ["x", "y"]) == {"x": False, "y": True}

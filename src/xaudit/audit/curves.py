@@ -202,7 +202,9 @@ def discretisation(per_method: dict, steps: int, tolerance, used: dict) -> dict:
     for label, m in per_method.items():
         entry, above = {}, False
         for curve in ("deletion", "insertion"):
-            err = float(np.mean(m[f"{curve}_auc_error"]))
+            # Images that cannot inform a curve carry NaN: the mean is over the others.
+            errors = np.asarray(m[f"{curve}_auc_error"], dtype=np.float64)
+            err = float(errors[np.isfinite(errors)].mean()) if np.isfinite(errors).any() else float("nan")
             _, lo, hi, _ = mean_ci(m[f"{curve}_auc"])
             half = (hi - lo) / 2
             entry[curve] = {"error": _finite(err), "half_width": _finite(half),

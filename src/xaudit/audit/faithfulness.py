@@ -40,6 +40,13 @@ from .curves import (  # noqa: F401
     reveal_curve,
 )
 from .draws import image_seeds
+from .informative import (  # noqa: F401  (shared names)
+    EARLY,
+    baseline_keeps_class,
+    informative_images,
+    min_change,
+    uninformative,
+)
 from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
 from .road import linear_impute, noisy_linear_impute, road_curves, solve_seconds  # noqa: F401
 from .scorecard import NOT_INFORMATIVE, mean_ci
@@ -155,6 +162,11 @@ def faithfulness(
             class_scores(model, v, images.targets, batch_size, score).numpy()
             for v in (images.x, black, blurred))
     total_evals = curve_evals = count.n
+    # An image whose curve ends score the class alike cannot inform that curve: its area is
+    # NaN for every map (the ends are the same images for every map).
+    least = min_change(score, [score_x, score_black, score_blurred])
+    informs = {"deletion": informative_images(score_x, score_black, least),
+               "insertion": informative_images(score_blurred, score_x, least)}
     for label, (attr, explainer, map_seconds, map_evals) in methods.items():
         t0 = time.perf_counter()
         maps2d = attr.sum(dim=1)
@@ -190,10 +202,10 @@ def faithfulness(
         per_method[label] = {
             "deletion_start": np.array([v[0] for v in dele.values]),
             "deletion_end": np.array([v[-1] for v in dele.values]),
-            "deletion_auc": dele.auc,
-            "insertion_auc": ins.auc,
-            "deletion_auc_error": dele.error,
-            "insertion_auc_error": ins.error,
+            "deletion_auc": np.where(informs["deletion"], dele.auc, np.nan),
+            "insertion_auc": np.where(informs["insertion"], ins.auc, np.nan),
+            "deletion_auc_error": np.where(informs["deletion"], dele.error, np.nan),
+            "insertion_auc_error": np.where(informs["insertion"], ins.error, np.nan),
             "road_morf": morf.mean(axis=1),
             "road_lerf": lerf.mean(axis=1),
             "road_gap": lerf.mean(axis=1) - morf.mean(axis=1),
@@ -218,6 +230,8 @@ def faithfulness(
                     "target": inp.classes[int(images.targets[i])],
                     "correct": correct[i],
                     **{k: float(v[i]) for k, v in metrics.items()},
+                    "deletion_informative": bool(informs["deletion"][i]),
+                    "insertion_informative": bool(informs["insertion"][i]),
                 }
             )
 
@@ -226,11 +240,16 @@ def faithfulness(
 
     informative = {"deletion_auc": uninformative(curves[rand_ref]["deletion"], fractions, max_early_share),
                    "insertion_auc": uninformative(curves[rand_ref]["insertion"], fractions, max_early_share)}
+    left_out = _left_out_images(informs, images.ids, least, deletion_baseline)
+    for curve, entry in left_out.items():
+        if entry["n"] == n and not informative[f"{curve}_auc"]:
+            informative[f"{curve}_auc"] = f"no image's class score moves by {least:.3g} or more"
     summary["not_informative"] = {k: v for k, v in informative.items() if v}
+    summary["uninformative_images"] = {**left_out, "min_change": least}
     summary["deletion_baseline"] = deletion_baseline
     summary["discretisation"] = {**discretisation(per_method, steps, tolerance, used_tolerance), "model_evals": curve_evals}
-    summary["baseline_keeps_class"] = baseline_keeps_class(per_method[rand_ref]["deletion_start"],
-                                                           per_method[rand_ref]["deletion_end"])
+    summary["baseline_keeps_class"] = baseline_keeps_class(score_x, score_black, images.targets.numpy(),
+                                                           inp.classes)
     cells: list[Cell] = []
     specs = [
         ("deletion_auc", False, True),
@@ -269,7 +288,7 @@ def faithfulness(
         if not reference:
             beats_del = mean_of(label, "deletion_auc") < mean_of(edge_ref, "deletion_auc")
             beats_ins = mean_of(label, "insertion_auc") > mean_of(edge_ref, "insertion_auc")
-            if not (beats_del and beats_ins):
+            if not (beats_del and beats_ins):  # no informative image: not shown better either
                 summary["flagged_no_better_than_edge"].append(label)
 
     figures = [
@@ -296,10 +315,13 @@ def faithfulness(
     ]
     summary["n_images"] = n
     flagged = summary["flagged_no_better_than_edge"]
-    warn = ""
-    if summary["baseline_keeps_class"]:
-        warn = (f" The {deletion_baseline} baseline keeps most of the class score here (it resembles "
-                "the class evidence): deletion to it says little; try deletion_baseline: blur or mean.")
+    warn = "".join(f" {e['n']} of {n} images not informative for {curve}: {e['why']}."
+                   for curve, e in left_out.items() if e["n"])
+    kept = [c for c, keeps in summary["baseline_keeps_class"].items() if keeps]
+    if kept:
+        warn += (f" The {deletion_baseline} baseline keeps most of the class score of {', '.join(kept)} "
+                 "(it resembles that class's evidence): deletion to it says little there; try "
+                 "deletion_baseline: blur or mean.")
     coarse = [k for k, v in summary["discretisation"]["maps"].items() if v["above_interval"]]
     if coarse:
         warn += (f" The areas of {', '.join(coarse)} carry a discretisation error not below their "
@@ -329,28 +351,15 @@ def faithfulness(
 
 
 DELETION_BASELINES = ("black", "blur", "mean")
-EARLY = 0.05  # "early": the first 5% of the pixels removed (or inserted)
 
 
-def uninformative(curve: np.ndarray, fractions: np.ndarray, max_early_share: float) -> str:
-    """Why a random map's mean deletion (or insertion) curve makes the test uninformative,
-    or "": when removing (revealing) any ``EARLY`` share of the pixels already does
-    ``max_early_share`` of the whole change, every ordering scores alike; when the whole
-    change is below 0.01, the baseline does not move the score at all."""
-    total = float(curve[-1] - curve[0])
-    if not np.isfinite(total) or abs(total) < 0.01:
-        return f"the score moves by {abs(total):.3f} from no pixels to all pixels"
-    early = float(np.interp(EARLY, fractions, curve) - curve[0]) / total
-    if early >= max_early_share:
-        return (f"a random {EARLY:.0%} of the pixels already does {early:.0%} of the change "
-                f"(>= {max_early_share:.0%}): any ordering scores alike")
-    return ""
-
-
-def baseline_keeps_class(start: np.ndarray, end: np.ndarray) -> bool:
-    """Whether the baseline image keeps at least half of the images' class score (mean)."""
-    s, e = float(np.nanmean(start)), float(np.nanmean(end))
-    return bool(np.isfinite(s) and np.isfinite(e) and s > 0 and e >= 0.5 * s)
+def _left_out_images(informs: dict[str, np.ndarray], ids: list[str], least: float,
+                     baseline: str) -> dict[str, dict]:
+    """Per curve: how many images (and which) its areas leave out, and why."""
+    keeps = {"deletion": f"the {baseline} baseline", "insertion": "the blurred image"}
+    return {curve: {"n": int((~ok).sum()), "ids": [i for i, good in zip(ids, ok, strict=True) if not good],
+                    "why": f"{keeps[curve]} keeps the class score (it moves by less than {least:.3g})"}
+            for curve, ok in informs.items()}
 
 
 def _finite_or_none(value: float | None) -> float | None:
