@@ -352,3 +352,15 @@ def test_informative_images_and_baseline_per_class_known_answers():
     # y's score and loses x's.
     end = np.array([0.1, 0.7, 0.5, 0.5])
     assert baseline_keeps_class(start, end, np.array([0, 0, 1, 1]), ["x", "y"]) == {"x": False, "y": True}
+
+
+def test_image_seeds_come_from_a_generator_or_are_given_one_per_image():
+    from xaudit.audit.draws import image_generators, image_seeds
+
+    drawn = image_seeds(torch.Generator().manual_seed(0), 3)
+    assert drawn == image_seeds(torch.Generator().manual_seed(0), 3) and len(set(drawn)) == 3
+    assert image_seeds([5, 6], 2) == [5, 6]
+    assert torch.equal(torch.rand(2, generator=image_generators([5], 1)[0]),
+                       torch.rand(2, generator=torch.Generator().manual_seed(5)))
+    with pytest.raises(ValueError, match="one seed per image"):
+        image_seeds([5, 6], 3)
