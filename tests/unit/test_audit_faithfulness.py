@@ -211,7 +211,156 @@ def test_with_the_controls_on_they_are_the_references_and_no_map_is_scored_twice
     # the controls are judged (and fail against themselves), never left as "reference: no rule"
     edge = next(c for c in result.cells if c.method == "control: edge" and c.metric == "deletion_auc")
     assert edge.passed is False
+    # every cell names its images; the ruled ones, controls' too, are paired against the controls
+    ruled = {"deletion_auc", "insertion_auc", "road_gap", "infidelity"}
+    assert all(c.ids == images.ids for c in result.cells)
+    assert all(c.check == ("controls" if c.metric in ruled else "") for c in result.cells)
     # the registered cost is what the audit spent
     per_map = {e.label: 0.0 for e in [exact, *controls]}
     want = _cost_faithfulness({**audit_params("faithfulness"), **params, "n": 4}, per_map, None)
     assert result.model_evals == want
+
+
+# --------------------------------------------------------------------------- shared draws
+
+
+def _twins(weight):
+    """Two explainers with the same binary map (many ties, so tie breaks matter too)."""
+    fn = lambda xx, t: (weight[t] * xx > 0.3).float()  # noqa: E731
+    return FunctionExplainer(fn, label="twin_a"), FunctionExplainer(fn, label="twin_b")
+
+
+def _values(result, method):
+    return {c.metric: c.values for c in result.cells if c.method == method}
+
+
+def test_two_equal_maps_score_alike_on_every_faithfulness_metric(tmp_path, linear):
+    """Every map of an image sees the same tie breaks, imputation noise, infidelity noise and
+    noisy copies: two equal maps get equal scores (with draws per map they differed)."""
+    model, weight, _ = linear
+    inp = audit_input(model, [*_twins(weight), GradientExplainer()], images_for(model, n=3, size=SIZE))
+    result = faithfulness(inp, tmp_path, steps=8, road_percentages=[0.3, 0.6], infidelity_samples=3,
+                          sensitivity_samples=2, score="logit")
+    a, b = _values(result, "twin_a"), _values(result, "twin_b")
+    assert set(a) == {"deletion_auc", "insertion_auc", "road_gap", "infidelity", "max_sensitivity"}
+    for metric in a:
+        assert np.isfinite(a[metric]).any(), metric  # NaN only where an image informs no curve
+        np.testing.assert_array_equal(a[metric], b[metric], err_msg=metric)
+    assert np.all(a["max_sensitivity"] > 0) and np.all(a["infidelity"] > 0)  # the noise is there
+
+
+def test_two_equal_maps_score_alike_on_correlation_and_robustness(tmp_path, linear):
+    from xaudit.audit.correlation import faithfulness_correlation_audit
+    from xaudit.audit.robustness import robustness
+
+    model, weight, _ = linear
+    inp = audit_input(model, [*_twins(weight)], images_for(model, n=3, size=SIZE))
+    corr = faithfulness_correlation_audit(inp, tmp_path, subset_size=20, n_runs=5, n_groups=4,
+                                          monotonicity_samples=2)
+    robust = robustness(inp, tmp_path, n_samples=2)
+    for result in (corr, robust):
+        a, b = _values(result, "twin_a"), _values(result, "twin_b")
+        assert len(a) == 2
+        for metric in a:
+            np.testing.assert_array_equal(a[metric], b[metric], err_msg=metric)
+        assert all(c.ids == ["img0", "img1", "img2"] for c in result.cells)
+    assert {c.metric: c.check for c in corr.cells if c.method == "twin_a"} == {
+        "faithfulness_correlation": "superior", "monotonicity_correlation": ""}
+
+
+class _Recording(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, []
+
+    def forward(self, x):
+        self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+def test_infidelity_noise_is_each_images_own_seed_whatever_the_map_and_the_batch(linear):
+    """Known answer: image i's perturbations are ``std`` · N(0, 1) drawn from its own seed, for
+    any map and whichever images share its batch."""
+    model, weight, x = linear
+    targets = torch.zeros(len(x), dtype=torch.long)
+    seeds = [11, 12, 13]
+    seen = []
+    for attributions in (weight[0].expand_as(x), torch.rand_like(x)):
+        recording = _Recording(model)
+        infidelity_scores(recording, x, attributions, targets, seeds, 2, 0.1, 8)
+        seen.append(torch.cat(recording.seen))
+    torch.testing.assert_close(seen[0], seen[1], rtol=0, atol=0)  # reused, not redrawn
+    noise = torch.randn((2, *x.shape[1:]), generator=torch.Generator().manual_seed(12)) * 0.1
+    want = x[1] - noise  # image 1's two perturbed copies
+    assert all(any(torch.allclose(row, copy, atol=1e-6) for row in seen[0]) for copy in want)
+    alone = _Recording(model)
+    infidelity_scores(alone, x[1:2], weight[0].expand_as(x[1:2]), targets[1:2], seeds[1:2], 2, 0.1, 8)
+    assert all(any(torch.allclose(row, copy, atol=1e-6) for row in torch.cat(alone.seen)) for copy in want)
+
+
+# --------------------------------------------------------------------------- informative images
+
+
+class BrightestPixelNet(torch.nn.Module):
+    """Class 0 when some pixel is bright: logits (20 · (max pixel − 0.5), 0). A dim uniform
+    image is class 1 and stays so when blacked out or blurred; a bright dot is lost to both."""
+
+    def forward(self, x):
+        top = x.amax(dim=(1, 2, 3))
+        return torch.stack([20 * (top - 0.5), torch.zeros_like(top)], dim=1)
+
+
+def test_an_image_whose_baseline_keeps_its_class_is_left_out_and_counted(tmp_path):
+    from xaudit.audit.types import AuditImages
+
+    pixels = torch.full((3, 3, SIZE, SIZE), 0.2)
+    pixels[0, :, 3, 4] = 1.0  # two class-0 images: a bright dot each
+    pixels[1, :, 8, 7] = 1.0  # image 2: dim, uniform, class 1
+    targets = torch.tensor([0, 0, 1])
+    images = AuditImages(x=pixels.clone(), pixels=pixels, labels=targets, preds=targets,
+                         targets=targets, ids=["dot0", "dot1", "dim"])
+    bright = FunctionExplainer(lambda xx, t: xx.mean(1, keepdim=True), label="bright")
+    inp = audit_input(BrightestPixelNet(), [bright], images)
+    result = faithfulness(inp, tmp_path, steps=8, road_percentages=[0.5], infidelity_samples=0,
+                          sensitivity_samples=0)
+    left = result.summary["uninformative_images"]
+    assert (left["deletion"]["ids"], left["insertion"]["ids"]) == (["dim"], ["dim"])
+    assert left["deletion"]["n"] == 1 and left["min_change"] == 0.05
+    for cell in (c for c in result.cells if c.metric in ("deletion_auc", "insertion_auc")):
+        assert np.isnan(cell.values[2]) and np.isfinite(cell.values[:2]).all(), cell.method
+        assert cell.ids == ["dot0", "dot1", "dim"]
+    assert result.summary["baseline_keeps_class"] == {"a": False, "b": True}
+    assert "1 of 3 images not informative for deletion: the black baseline keeps the class" in result.text
+    assert "keeps most of the class score of b " in result.text
+    rows = {(r["method"], r["id"]): r for r in result.rows}
+    assert rows[("bright", "dim")]["deletion_informative"] is False
+    assert rows[("bright", "dot0")]["insertion_informative"] is True
+    # the ruled metrics are paired against the controls; the references carry no rule
+    checks = {(c.method, c.metric): c.check for c in result.cells}
+    assert checks[("bright", "deletion_auc")] == checks[("bright", "infidelity")] == "controls"
+    assert checks[("bright", "max_sensitivity")] == checks[(RANDOM, "deletion_auc")] == ""
+
+
+def test_informative_images_and_baseline_per_class_known_answers():
+    from xaudit.audit.informative import baseline_keeps_class, informative_images, min_change
+
+    start, end = np.array([0.9, 0.9, 0.6, 0.5]), np.array([0.1, 0.88, 0.5, 0.5])
+    assert informative_images(start, end, 0.05).tolist() == [True, False, True, False]
+    assert min_change("prob", [start]) == 0.05
+    assert min_change("logit", [np.array([-2.0, 1.0]), np.array([3.0])]) == pytest.approx(0.25)
+    # Over all four images the baseline keeps 0.45 of 0.725 (over half); per class it keeps
+    # y's score and loses x's.
+    end = np.array([0.1, 0.7, 0.5, 0.5])
+    assert baseline_keeps_class(start, end, np.array([0, 0, 1, 1]), ["x", "y"]) == {"x": False, "y": True}
+
+
+def test_image_seeds_come_from_a_generator_or_are_given_one_per_image():
+    from xaudit.audit.draws import image_generators, image_seeds
+
+    drawn = image_seeds(torch.Generator().manual_seed(0), 3)
+    assert drawn == image_seeds(torch.Generator().manual_seed(0), 3) and len(set(drawn)) == 3
+    assert image_seeds([5, 6], 2) == [5, 6]
+    assert torch.equal(torch.rand(2, generator=image_generators([5], 1)[0]),
+                       torch.rand(2, generator=torch.Generator().manual_seed(5)))
+    with pytest.raises(ValueError, match="one seed per image"):
+        image_seeds([5, 6], 3)

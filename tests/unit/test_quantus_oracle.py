@@ -21,6 +21,7 @@ import xaudit.audit.faithfulness as faith
 from tests.unit.test_audit_toys import FunctionExplainer, LinearNet, plain_ctx
 from xaudit.audit.convergence import output_gap, relative_delta
 from xaudit.audit.correctness import gini
+from xaudit.audit.draws import image_generators
 from xaudit.audit.faithfulness import (
     _explain_fn,
     auc,
@@ -249,9 +250,9 @@ def test_max_sensitivity_matches_with_the_same_noise(tiny):
     explainer = FunctionExplainer(lambda xx, t: (xx**2).sum(1, keepdim=True) * (1 + t.view(-1, 1, 1, 1)))
     fn = _explain_fn(explainer, model, plain_ctx())
     ours = sensitivity_scores(fn, x, targets, torch.Generator().manual_seed(seed), 1, radius)
-    # Our perturbation draws one uniform tensor per image, in order: replay those draws.
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.cat([(2 * torch.rand(x[:1].shape, generator=g) - 1) * radius for _ in range(len(x))])
+    # Our perturbation draws each image's uniform tensor from its own seed: replay those draws.
+    gens = image_generators(torch.Generator().manual_seed(seed), len(x))
+    noise = torch.cat([(2 * torch.rand(x[:1].shape, generator=g) - 1) * radius for g in gens])
 
     def perturb(arr, indices, **kwargs):
         return arr + noise.reshape(len(x), -1).numpy()

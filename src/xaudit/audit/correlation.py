@@ -198,11 +198,12 @@ def faithfulness_correlation_audit(
     _, groups = feature_groups(n_features, n_groups)
     rows, cells = [], []
     total_evals = 0
+    # Common random numbers: every map of an image is scored on the same subsets and fills.
+    subsets = random_subsets(len(images), n_features, subset_size, n_runs, gen)
+    fills = torch.rand(len(images), groups, monotonicity_samples, generator=gen)
     for explainer in inp.explainers:
         m = trained_maps(inp, explainer, "test", images)
         t0 = time.perf_counter()
-        subsets = random_subsets(len(images), n_features, subset_size, n_runs, gen)
-        fills = torch.rand(len(images), groups, monotonicity_samples, generator=gen)
         with count_model_evals(model) as count:
             fc = faithfulness_correlation(forward, images.x, m.attributions, images.targets, base,
                                           subsets, batch_size)
@@ -220,9 +221,9 @@ def faithfulness_correlation_audit(
         evals = count.n + m.model_evals
         cells.append(Cell(explainer.label, "faithfulness_correlation", "faithfulness_correlation", fc,
                           True, passed, "mean faithfulness correlation above 0", seconds, evals,
-                          threshold=0.0))
+                          threshold=0.0, check="superior", ids=list(images.ids)))
         cells.append(Cell(explainer.label, "faithfulness_correlation", "monotonicity_correlation", mc,
-                          True, None, RANKED, seconds, evals))
+                          True, None, RANKED, seconds, evals, ids=list(images.ids)))
     text = (
         f"Faithfulness correlation: {n_runs} random subsets of {subset_size} input elements per image "
         f"are set to the {baseline} baseline; the Pearson correlation between the subset's summed "

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .draws import Draws, image_generators
 from .maps import class_scores
 from .scorecard import mean_ci
 
@@ -27,13 +28,14 @@ AUTO_SHARE = 0.1
 FALLBACK_TOLERANCE = 0.002
 
 
-def relevance_ranks(maps: Tensor, generator: torch.Generator) -> Tensor:
-    """N×(H·W) rank of each pixel, 0 = most relevant (largest value); ties broken at random."""
+def relevance_ranks(maps: Tensor, draws: Draws) -> Tensor:
+    """N×(H·W) rank of each pixel, 0 = most relevant (largest value); ties broken at random,
+    by one permutation per image (the same for every map given the same seeds)."""
     n = maps.shape[0]
     flat = maps.reshape(n, -1).float()
     ranks = torch.empty_like(flat, dtype=torch.long)
     positions = torch.arange(flat.shape[1])
-    for i in range(n):
+    for i, generator in enumerate(image_generators(draws, n)):
         perm = torch.randperm(flat.shape[1], generator=generator)
         order = perm[torch.argsort(-flat[i, perm], stable=True)]
         ranks[i, order] = positions
@@ -200,7 +202,9 @@ def discretisation(per_method: dict, steps: int, tolerance, used: dict) -> dict:
     for label, m in per_method.items():
         entry, above = {}, False
         for curve in ("deletion", "insertion"):
-            err = float(np.mean(m[f"{curve}_auc_error"]))
+            # Images that cannot inform a curve carry NaN: the mean is over the others.
+            errors = np.asarray(m[f"{curve}_auc_error"], dtype=np.float64)
+            err = float(errors[np.isfinite(errors)].mean()) if np.isfinite(errors).any() else float("nan")
             _, lo, hi, _ = mean_ci(m[f"{curve}_auc"])
             half = (hi - lo) / 2
             entry[curve] = {"error": _finite(err), "half_width": _finite(half),

@@ -11,27 +11,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from captum.metrics import infidelity, sensitivity_max
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..errors import ConfigError, echo
-from ..explain.base import ExplainContext, Explainer, make_baseline
+from ..explain.base import Explainer, make_baseline
 from ..explain.counting import count_model_evals
-from ..explain.fastpath import FastPath
 from . import plots
 from .base import (
     AuditInput,
     AuditResult,
     Cell,
     class_scores,
-    compute_maps,
     register_audit,
     skipped,
     stratified,
     sub_generator,
     trained_maps,
 )
+from .captum_metrics import _explain_fn, infidelity_scores, sensitivity_scores  # noqa: F401
 from .controls import control_label
 from .curves import (  # noqa: F401
     adaptive_reveal,
@@ -42,6 +39,14 @@ from .curves import (  # noqa: F401
     relevance_ranks,
     reveal_curve,
 )
+from .draws import image_seeds
+from .informative import (  # noqa: F401  (shared names)
+    EARLY,
+    baseline_keeps_class,
+    informative_images,
+    min_change,
+    uninformative,
+)
 from .references import centre_map, random_map, sobel_map  # noqa: F401  (shared names)
 from .road import linear_impute, noisy_linear_impute, road_curves, solve_seconds  # noqa: F401
 from .scorecard import NOT_INFORMATIVE, mean_ci
@@ -49,96 +54,6 @@ from .scorecard import NOT_INFORMATIVE, mean_ci
 RANDOM = "random (reference)"
 EDGE = "edge (reference)"
 CONTROL_RANDOM, CONTROL_EDGE = control_label("random"), control_label("edge")
-
-# --------------------------------------------------------------------------- captum metrics
-
-
-def infidelity_scores(
-    model: nn.Module,
-    x: Tensor,
-    attributions: Tensor,
-    targets: Tensor,
-    generator: torch.Generator,
-    n_samples: int,
-    std: float,
-    batch_size: int,
-) -> np.ndarray:
-    """Captum infidelity (normalised attributions) under Gaussian input noise of ``std``."""
-    if attributions.shape[1] != x.shape[1]:
-        attributions = attributions.expand(-1, x.shape[1], -1, -1) / x.shape[1]
-
-    def perturb(inputs: Tensor) -> tuple[Tensor, Tensor]:
-        noise = torch.randn(inputs.shape, generator=generator).to(inputs) * std
-        return noise, inputs - noise
-
-    scores = infidelity(
-        model,
-        perturb,
-        x,
-        attributions.to(x),
-        target=targets,
-        n_perturb_samples=n_samples,
-        max_examples_per_batch=min(max(batch_size, len(x)), len(x) * n_samples),
-        normalize=True,
-    )
-    return scores.detach().cpu().numpy().astype(np.float64)
-
-
-def sensitivity_scores(
-    explain_fn, x: Tensor, targets: Tensor, generator: torch.Generator, n_samples: int, radius: float,
-    maps: Tensor | None = None,
-) -> np.ndarray:
-    """Captum max-sensitivity: largest relative change of the map under L∞ noise of ``radius``.
-    ``maps`` (of ``x``, as ``explain_fn`` returns them) spare re-explaining the unperturbed images."""
-
-    def perturb(inputs: Tensor, perturb_radius: float) -> Tensor:
-        u = torch.rand(inputs.shape, generator=generator).to(inputs)
-        return inputs + (2 * u - 1) * perturb_radius
-
-    out = []
-    for i in range(len(x)):  # one image at a time keeps memory flat
-        image = x[i : i + 1]
-
-        def fn(inputs, target, image=image, i=i):
-            if maps is not None and (inputs[0] if isinstance(inputs, tuple) else inputs) is image:
-                return (maps[i : i + 1].to(image.device),)
-            return explain_fn(inputs, target)
-
-        s = sensitivity_max(
-            fn,
-            image,
-            perturb_func=perturb,
-            perturb_radius=radius,
-            n_perturb_samples=n_samples,
-            target=targets[i : i + 1],
-        )
-        out.append(float(s.detach().reshape(-1)[0]))
-    return np.asarray(out, dtype=np.float64)
-
-
-def _explain_fn(explainer: Explainer | None, model: nn.Module, ctx: ExplainContext,
-                fast: FastPath | None = None):
-    """Tuple in, tuple out, as Captum's sensitivity expects; None = the edge reference.
-    The maps come from the explain engine (``fast``), summed over channels as stored.
-
-    (Captum iterates over the explanation of the unperturbed input: a bare tensor would be
-    split along its batch dimension and silently broadcast.)
-    """
-
-    def fn(inputs: Tensor | tuple[Tensor, ...], target: Tensor) -> tuple[Tensor]:
-        x = inputs[0] if isinstance(inputs, tuple) else inputs
-        if explainer is None:
-            return (sobel_map(ctx.input_to_pixel(x)).unsqueeze(1),)
-        # Captum passes one target for a whole perturbed batch: give every image its own.
-        t = torch.as_tensor(target).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(len(x))
-        with torch.enable_grad():  # Captum runs the metric under no_grad
-            m = compute_maps(explainer, model, x.detach(), t, ctx, len(x), fast=fast)
-        return (m.attributions.to(x.device).contiguous(),)
-
-    return fn
-
 
 # --------------------------------------------------------------------------- the audit
 
@@ -230,6 +145,10 @@ def faithfulness(
     if edge_ref == EDGE:
         methods[EDGE] = (sobel_map(images.pixels).unsqueeze(1), None, 0.0, 0)
 
+    # Common random numbers: each image's tie breaks, imputation noise, infidelity noise and
+    # noisy copies are drawn once (one seed per image and kind) and replayed for every map, so
+    # maps are compared on the same perturbations (and two equal maps score alike).
+    seeds = {kind: image_seeds(gen, n) for kind in ("ties", "morf", "lerf", "infidelity", "sensitivity")}
     summary: dict = {"references": [rand_ref, edge_ref], "flagged_no_better_than_edge": [],
                      "sensitivity_skipped": []}
     per_method: dict[str, dict[str, np.ndarray]] = {}
@@ -243,25 +162,27 @@ def faithfulness(
             class_scores(model, v, images.targets, batch_size, score).numpy()
             for v in (images.x, black, blurred))
     total_evals = curve_evals = count.n
+    # An image whose curve ends score the class alike cannot inform that curve: its area is
+    # NaN for every map (the ends are the same images for every map).
+    least = min_change(score, [score_x, score_black, score_blurred])
+    informs = {"deletion": informative_images(score_x, score_black, least),
+               "insertion": informative_images(score_blurred, score_x, least)}
     for label, (attr, explainer, map_seconds, map_evals) in methods.items():
         t0 = time.perf_counter()
         maps2d = attr.sum(dim=1)
-        ranks = relevance_ranks(maps2d, gen)
+        ranks = relevance_ranks(maps2d, seeds["ties"])
         with count_model_evals(model) as count:
             dele = adaptive_reveal(model, black, images.x, ranks, images.targets, steps, tol,
                                    batch_size, score, ends=(score_x, score_black))
             ins = adaptive_reveal(model, images.x, blurred, ranks, images.targets, steps, tol,
                                   batch_size, score, ends=(score_blurred, score_x))
-            morf = road_curves(
-                model, images.pixels, ranks, images.targets, percentages, ctx, gen, True, batch_size, score
-            )
-            lerf = road_curves(
-                model, images.pixels, ranks, images.targets, percentages, ctx, gen, False, batch_size, score
-            )
+            morf = road_curves(model, images.pixels, ranks, images.targets, percentages, ctx,
+                               seeds["morf"], True, batch_size, score)
+            lerf = road_curves(model, images.pixels, ranks, images.targets, percentages, ctx,
+                               seeds["lerf"], False, batch_size, score)
             infid = (
-                infidelity_scores(
-                    model, images.x, attr, images.targets, gen, infidelity_samples, infidelity_std, batch_size
-                )
+                infidelity_scores(model, images.x, attr, images.targets, seeds["infidelity"],
+                                  infidelity_samples, infidelity_std, batch_size)
                 if infidelity_samples > 0
                 else np.full(n, np.nan)
             )
@@ -271,8 +192,9 @@ def faithfulness(
                 summary["sensitivity_skipped"].append(label)
             if sensitivity_samples > 0 and label != RANDOM and not too_costly:
                 fn = _explain_fn(explainer, model, ctx, inp.fast)
-                sens = sensitivity_scores(fn, images.x, images.targets, gen, sensitivity_samples,
-                                          sensitivity_radius, maps=attr if explainer is not None else None)
+                sens = sensitivity_scores(fn, images.x, images.targets, seeds["sensitivity"],
+                                          sensitivity_samples, sensitivity_radius,
+                                          maps=attr if explainer is not None else None)
         total_evals += count.n
         curve_evals += dele.evals + ins.evals
         used_tolerance[label] = {"deletion": dele.tolerance, "insertion": ins.tolerance}
@@ -280,10 +202,10 @@ def faithfulness(
         per_method[label] = {
             "deletion_start": np.array([v[0] for v in dele.values]),
             "deletion_end": np.array([v[-1] for v in dele.values]),
-            "deletion_auc": dele.auc,
-            "insertion_auc": ins.auc,
-            "deletion_auc_error": dele.error,
-            "insertion_auc_error": ins.error,
+            "deletion_auc": np.where(informs["deletion"], dele.auc, np.nan),
+            "insertion_auc": np.where(informs["insertion"], ins.auc, np.nan),
+            "deletion_auc_error": np.where(informs["deletion"], dele.error, np.nan),
+            "insertion_auc_error": np.where(informs["insertion"], ins.error, np.nan),
             "road_morf": morf.mean(axis=1),
             "road_lerf": lerf.mean(axis=1),
             "road_gap": lerf.mean(axis=1) - morf.mean(axis=1),
@@ -308,6 +230,8 @@ def faithfulness(
                     "target": inp.classes[int(images.targets[i])],
                     "correct": correct[i],
                     **{k: float(v[i]) for k, v in metrics.items()},
+                    "deletion_informative": bool(informs["deletion"][i]),
+                    "insertion_informative": bool(informs["insertion"][i]),
                 }
             )
 
@@ -316,11 +240,16 @@ def faithfulness(
 
     informative = {"deletion_auc": uninformative(curves[rand_ref]["deletion"], fractions, max_early_share),
                    "insertion_auc": uninformative(curves[rand_ref]["insertion"], fractions, max_early_share)}
+    left_out = _left_out_images(informs, images.ids, least, deletion_baseline)
+    for curve, entry in left_out.items():
+        if entry["n"] == n and not informative[f"{curve}_auc"]:
+            informative[f"{curve}_auc"] = f"no image's class score moves by {least:.3g} or more"
     summary["not_informative"] = {k: v for k, v in informative.items() if v}
+    summary["uninformative_images"] = {**left_out, "min_change": least}
     summary["deletion_baseline"] = deletion_baseline
     summary["discretisation"] = {**discretisation(per_method, steps, tolerance, used_tolerance), "model_evals": curve_evals}
-    summary["baseline_keeps_class"] = baseline_keeps_class(per_method[rand_ref]["deletion_start"],
-                                                           per_method[rand_ref]["deletion_end"])
+    summary["baseline_keeps_class"] = baseline_keeps_class(score_x, score_black, images.targets.numpy(),
+                                                           inp.classes)
     cells: list[Cell] = []
     specs = [
         ("deletion_auc", False, True),
@@ -354,11 +283,12 @@ def faithfulness(
             cells.append(Cell(label, "faithfulness", metric, values, higher, passed, rule, seconds,
                               evals, threshold=_finite_or_none(threshold),
                               forced=NOT_INFORMATIVE if note and passed is not None else None,
-                              note=note))
+                              note=note, check="controls" if ruled and not reference else "",
+                              ids=list(images.ids)))
         if not reference:
             beats_del = mean_of(label, "deletion_auc") < mean_of(edge_ref, "deletion_auc")
             beats_ins = mean_of(label, "insertion_auc") > mean_of(edge_ref, "insertion_auc")
-            if not (beats_del and beats_ins):
+            if not (beats_del and beats_ins):  # no informative image: not shown better either
                 summary["flagged_no_better_than_edge"].append(label)
 
     figures = [
@@ -385,10 +315,13 @@ def faithfulness(
     ]
     summary["n_images"] = n
     flagged = summary["flagged_no_better_than_edge"]
-    warn = ""
-    if summary["baseline_keeps_class"]:
-        warn = (f" The {deletion_baseline} baseline keeps most of the class score here (it resembles "
-                "the class evidence): deletion to it says little; try deletion_baseline: blur or mean.")
+    warn = "".join(f" {e['n']} of {n} images not informative for {curve}: {e['why']}."
+                   for curve, e in left_out.items() if e["n"])
+    kept = [c for c, keeps in summary["baseline_keeps_class"].items() if keeps]
+    if kept:
+        warn += (f" The {deletion_baseline} baseline keeps most of the class score of {', '.join(kept)} "
+                 "(it resembles that class's evidence): deletion to it says little there; try "
+                 "deletion_baseline: blur or mean.")
     coarse = [k for k, v in summary["discretisation"]["maps"].items() if v["above_interval"]]
     if coarse:
         warn += (f" The areas of {', '.join(coarse)} carry a discretisation error not below their "
@@ -418,28 +351,15 @@ def faithfulness(
 
 
 DELETION_BASELINES = ("black", "blur", "mean")
-EARLY = 0.05  # "early": the first 5% of the pixels removed (or inserted)
 
 
-def uninformative(curve: np.ndarray, fractions: np.ndarray, max_early_share: float) -> str:
-    """Why a random map's mean deletion (or insertion) curve makes the test uninformative,
-    or "": when removing (revealing) any ``EARLY`` share of the pixels already does
-    ``max_early_share`` of the whole change, every ordering scores alike; when the whole
-    change is below 0.01, the baseline does not move the score at all."""
-    total = float(curve[-1] - curve[0])
-    if not np.isfinite(total) or abs(total) < 0.01:
-        return f"the score moves by {abs(total):.3f} from no pixels to all pixels"
-    early = float(np.interp(EARLY, fractions, curve) - curve[0]) / total
-    if early >= max_early_share:
-        return (f"a random {EARLY:.0%} of the pixels already does {early:.0%} of the change "
-                f"(>= {max_early_share:.0%}): any ordering scores alike")
-    return ""
-
-
-def baseline_keeps_class(start: np.ndarray, end: np.ndarray) -> bool:
-    """Whether the baseline image keeps at least half of the images' class score (mean)."""
-    s, e = float(np.nanmean(start)), float(np.nanmean(end))
-    return bool(np.isfinite(s) and np.isfinite(e) and s > 0 and e >= 0.5 * s)
+def _left_out_images(informs: dict[str, np.ndarray], ids: list[str], least: float,
+                     baseline: str) -> dict[str, dict]:
+    """Per curve: how many images (and which) its areas leave out, and why."""
+    keeps = {"deletion": f"the {baseline} baseline", "insertion": "the blurred image"}
+    return {curve: {"n": int((~ok).sum()), "ids": [i for i, good in zip(ids, ok, strict=True) if not good],
+                    "why": f"{keeps[curve]} keeps the class score (it moves by less than {least:.3g})"}
+            for curve, ok in informs.items()}
 
 
 def _finite_or_none(value: float | None) -> float | None:

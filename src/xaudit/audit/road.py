@@ -12,6 +12,7 @@ from scipy.sparse.linalg import splu
 from torch import Tensor, nn
 
 from ..explain.base import ExplainContext
+from .draws import Draws, image_generators
 from .maps import class_scores
 
 # ROAD's neighbour offsets and weights: direct neighbours 1/6, diagonal neighbours 1/12.
@@ -104,16 +105,18 @@ def road_curves(
     targets: Tensor,
     percentages: list[float],
     ctx: ExplainContext,
-    generator: torch.Generator,
+    draws: Draws,
     most_relevant_first: bool,
     batch_size: int = 32,
     score: str = "prob",
 ) -> np.ndarray:
-    """N×P class scores after imputing the most (or least) relevant p of the pixels."""
+    """N×P class scores after imputing the most (or least) relevant p of the pixels; image i's
+    imputation noise is drawn from its own seed in ``draws`` (the same for every map given the
+    same seeds)."""
     n, _, h, w = images_pixels.shape
     hw = h * w
     curves = np.zeros((n, len(percentages)))
-    for i in range(n):
+    for i, generator in enumerate(image_generators(draws, n)):
         removed = []
         for p in percentages:
             k = int(round(p * hw))

@@ -28,6 +28,7 @@ from .base import (
     stratified,
     trained_maps,
 )
+from .draws import Draws, image_generators, image_seeds, per_image
 
 RANKED = "no rule (ranked)"
 ExplainFn = Callable[[Tensor, Tensor], Tensor]  # (x, targets) -> N×C×H×W attributions
@@ -50,17 +51,20 @@ def avg_sensitivity(
     attributions: Tensor,
     n_samples: int,
     radius: float,
-    generator: torch.Generator,
+    draws: Draws,
 ) -> np.ndarray:
-    """Yeh et al. 2019: mean over samples of ‖e(x) − e(x')‖ / ‖e(x)‖, x' = x + U(−r, r) noise.
+    """Yeh et al. 2019: mean over samples of ‖e(x) − e(x')‖ / ‖e(x)‖, x' = x + U(−r, r) noise,
+    image i's noise drawn from its own seed in ``draws`` (the same for every map given the
+    same seeds).
 
     Norms are Frobenius over the flattened map; an all-zero map gives NaN (no scale to compare).
     """
     ref = _flat(attributions)
     ref_norm = ref.norm(dim=1)
     total = torch.zeros(len(x), dtype=torch.float64)
+    generators = image_generators(draws, len(x))
     for _ in range(n_samples):
-        noise = (2 * torch.rand(x.shape, generator=generator) - 1) * radius
+        noise = (2 * per_image(x.shape, generators, "rand") - 1) * radius
         moved = _flat(explain(x + noise.to(x), targets))
         total += (ref - moved).norm(dim=1)
     out = (total / n_samples) / ref_norm.where(ref_norm > 0, torch.tensor(float("nan"), dtype=torch.float64))
@@ -74,11 +78,11 @@ def local_lipschitz(
     attributions: Tensor,
     n_samples: int,
     std: float,
-    generator: torch.Generator,
+    draws: Draws,
     normalise: bool = True,
 ) -> np.ndarray:
     """Alvarez-Melis & Jaakkola 2018: max over samples of ‖e(x) − e(x')‖₂ / ‖x − x'‖₂,
-    x' = x + N(0, std²) noise.
+    x' = x + N(0, std²) noise, image i's drawn from its own seed in ``draws``.
 
     ``normalise``: each map is divided by its own max|map| first, so that methods with maps
     on different scales can be ranked together.
@@ -87,8 +91,9 @@ def local_lipschitz(
     if normalise:
         ref = _per_image_max_normalised(ref)
     best = torch.full((len(x),), -torch.inf, dtype=torch.float64)
+    generators = image_generators(draws, len(x))
     for _ in range(n_samples):
-        noisy = x + (torch.randn(x.shape, generator=generator) * std).to(x)
+        noisy = x + (per_image(x.shape, generators) * std).to(x)
         moved = _flat(explain(noisy, targets))
         if normalise:
             moved = _per_image_max_normalised(moved)
@@ -136,6 +141,8 @@ def robustness(
     summary: dict = {"n_images": len(images), "n_samples": n_samples, "radius": radius,
                      "lipschitz_std": lipschitz_std, "skipped_methods": {}}
     total_evals = 0
+    # Common random numbers: every map of an image is re-explained on the same noisy copies.
+    sens_seeds, lips_seeds = image_seeds(inp.generator, len(images)), image_seeds(inp.generator, len(images))
     for explainer in inp.explainers:
         trained = trained_maps(inp, explainer, "test", images)
         why = over_budget(trained, len(images), max_method_evals)
@@ -145,9 +152,9 @@ def robustness(
         explain = CountedExplain(explainer, inp, batch_size)
         t0 = time.perf_counter()
         sens = avg_sensitivity(explain, images.x, images.targets, trained.attributions,
-                               n_samples, radius, inp.generator)
+                               n_samples, radius, sens_seeds)
         lips = local_lipschitz(explain, images.x, images.targets, trained.attributions,
-                               n_samples, lipschitz_std, inp.generator, normalise)
+                               n_samples, lipschitz_std, lips_seeds, normalise)
         seconds = time.perf_counter() - t0
         total_evals += explain.model_evals
         for i, image_id in enumerate(images.ids):
@@ -157,7 +164,7 @@ def robustness(
         evals = explain.model_evals + trained.model_evals
         for metric, values in (("avg_sensitivity", sens), ("local_lipschitz", lips)):
             cells.append(Cell(explainer.label, "robustness", metric, values, False, None, RANKED,
-                              seconds + trained.seconds, evals))
+                              seconds + trained.seconds, evals, ids=list(images.ids)))
     text = (
         left_out_text(summary["skipped_methods"])
         + f"Each image is re-explained under {n_samples} noisy copies. Average sensitivity: the mean "
