@@ -220,8 +220,8 @@ def faithfulness_correlation_audit(
         passed = bool(mean > 0) if np.isfinite(mean) else None
         evals = count.n + m.model_evals
         cells.append(Cell(explainer.label, "faithfulness_correlation", "faithfulness_correlation", fc,
-                          True, passed, "mean faithfulness correlation above 0", seconds, evals,
-                          threshold=0.0, check="superior", ids=list(images.ids)))
+                          True, passed, "faithfulness correlation above every control's, per image",
+                          seconds, evals, threshold=0.0, check="controls", ids=list(images.ids)))
         cells.append(Cell(explainer.label, "faithfulness_correlation", "monotonicity_correlation", mc,
                           True, None, RANKED, seconds, evals, ids=list(images.ids)))
     text = (
