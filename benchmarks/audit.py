@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 from .common import Results, images, limit_forward, limit_forward_backward
+from .verdict import report as report_decisions
 
 DEMO_METHODS = [
     {"name": "integrated_gradients", "n_steps": 32, "baseline": "black"},
@@ -167,7 +168,9 @@ def bench_demo(res: Results, quick: bool, per_eval: tuple[float, float]) -> None
     with tempfile.TemporaryDirectory() as tmp, whole_model_split(torchvision.models.MobileNetV2) as counts:
         run_recipe(Path(__file__).parents[1] / "configs" / "demo.yaml",
                    [*overrides, f"output_dir={tmp}"])
-        timing = json.loads(next(Path(tmp).glob("*/summary.json")).read_text())["timing"]
+        summary = json.loads(next(Path(tmp).glob("*/summary.json")).read_text())
+        timing = summary["timing"]
+    report_decisions(res, summary.get("audits") or {}, "demo")
     total = sum(v for v in timing.values() if isinstance(v, (int, float)))
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if isinstance(v, (int, float)))
     if quick:  # a tiny demo says nothing about the real one's two minutes
