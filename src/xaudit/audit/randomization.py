@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError, echo
 from . import plots
 from .base import (
     AuditImages,
@@ -33,7 +34,6 @@ from .base import (
     stratified,
     trained_maps,
 )
-from ..errors import ConfigError, echo
 from .complexity import complexity_rise
 from .controls import is_control
 from .excess import (
