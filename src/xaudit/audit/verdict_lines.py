@@ -60,6 +60,8 @@ def _remedy(cell: Cell, summary: dict) -> str:
         return f"localization indistinguishable from the centre prior ({cell.metric})"
     if cell.audit == "faithfulness":
         return f"no more faithful than an edge detector ({cell.metric})"
+    if cell.metric == "emprt_complexity_rise":
+        return "maps grow no more complex when the model is randomized (eMPRT)"
     if cell.audit in ("model_randomization", "label_randomization"):
         return f"maps barely change when the model is randomized ({cell.audit})"
     return ""
