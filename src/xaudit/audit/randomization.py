@@ -263,8 +263,10 @@ def model_randomization(
                 f"{label}: cascading randomization {order.replace('_', '-')}", bars,
             ))
     for label, why in summary["skipped_methods"].items():
+        # Ruled like the cells it stands for, so that the verdict counts it as not tested.
         cells.append(Cell(label, "model_randomization", "cascade_final_spearman_abs", np.array([]),
-                          False, None, "left out for cost", forced=NOT_TESTED, note=why))
+                          False, None, "left out for cost", threshold=0.0, forced=NOT_TESTED,
+                          note=why, check="noninferior"))
     text = (
         left_out_text(summary["skipped_methods"])
         + f"Blocks of a copy of the model are re-initialised {ORDER_TEXT[order]}; a method that "
@@ -337,7 +339,8 @@ def _emprt_cell(label: str, rise: np.ndarray, trained: Tensor, ids: list[str]) -
     flat = trained.reshape(len(trained), -1).abs()
     forced, note = None, ""
     if not np.isfinite(rise).any():
-        forced, note = NOT_INFORMATIVE, "the map is zero: its complexity is undefined"
+        forced, note = NOT_INFORMATIVE, ("the map is zero (trained or fully randomized): its "
+                                         "complexity is undefined")
     elif bool((flat.amax(dim=1) == flat.amin(dim=1)).all()):
         forced, note = NOT_INFORMATIVE, ("the map is uniform: its complexity is already the "
                                          "largest there is and cannot rise")

@@ -121,7 +121,8 @@ def smooth_model_randomization(
         if why:
             summary["skipped_methods"][label] = why
             cells.append(Cell(label, "smooth_model_randomization", METRIC, np.array([]), False, None,
-                              "left out for cost", forced=NOT_TESTED, note=why))
+                              "left out for cost", threshold=0.0, forced=NOT_TESTED, note=why,
+                              check="noninferior"))
             continue
         if random_model is None:  # one copy serves every method
             random_model = randomized_copy(inp.model, blocks, seeds)
