@@ -1,9 +1,10 @@
 """Sanity checks (Adebayo et al. 2018): maps must change when the weights or the labels do.
 
-Model randomization re-initialises blocks of a copy of the model, from the logits down
-(cascading) or one at a time (independent); label randomization compares with a model
-trained on shuffled labels. The yardstick is the random-pair line: the similarity between
-maps of *different* images under the trained model.
+Model randomization re-initialises blocks of a copy of the model in a cascade (from the
+logits down, or from the input up) or one at a time (independent); label randomization
+compares with a model trained on shuffled labels. The yardstick, per image, is its
+random-pair level: the mean similarity of its trained map to every other image's
+(``excess.py``); eMPRT's is the map's own complexity.
 """
 
 from __future__ import annotations
