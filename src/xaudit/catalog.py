@@ -47,13 +47,13 @@ AUDITS: dict[str, dict] = {
     'correctness': {'n_images': None},
     'faithfulness': {'n_images': None, 'steps': 64, 'tolerance': 'auto', 'score': 'prob', 'road_percentages': (0.2, 0.4, 0.6, 0.8), 'infidelity_samples': 4, 'infidelity_std': 0.1, 'sensitivity_samples': 2, 'sensitivity_radius': 0.02, 'sensitivity_max_evals': 64, 'deletion_baseline': 'black', 'max_early_share': 0.8, 'batch_size': 32},
     'faithfulness_correlation': {'n_images': None, 'subset_size': 224, 'n_runs': 20, 'baseline': 'black', 'n_groups': 16, 'monotonicity_samples': 4, 'score': 'logit', 'batch_size': 32},
-    'label_randomization': {'n_images': None, 'margin': 0.1, 'batch_size': 2},
+    'label_randomization': {'n_images': None, 'batch_size': 2},
     'localization': {'n_images': None, 'absolute': True, 'tolerance': None, 'smooth': 0.02},
-    'model_randomization': {'n_images': None, 'max_steps': 4, 'independent': False, 'margin': 0.1, 'survival': 0.5, 'max_random_pair': 0.5, 'max_method_evals': 64, 'batch_size': 2},
-    'random_logit': {'n_images': None, 'margin': 0.1, 'batch_size': 2},
+    'model_randomization': {'n_images': None, 'max_steps': 4, 'independent': False, 'order': 'top_down', 'max_method_evals': 64, 'batch_size': 2},
+    'random_logit': {'n_images': None, 'batch_size': 2},
     'robustness': {'n_images': None, 'n_samples': 4, 'radius': 0.02, 'lipschitz_std': 0.1, 'normalise': True, 'max_method_evals': 64, 'batch_size': 2},
     'shortcut': {'n_images': None, 'border': 0.1, 'corner': 0.25, 'margin': 0.25, 'gap': 0.1},
-    'smooth_model_randomization': {'n_images': None, 'n_samples': 8, 'noise': 0.1, 'margin': 0.1, 'max_random_pair': 0.5, 'max_method_evals': 64, 'batch_size': 2},
+    'smooth_model_randomization': {'n_images': None, 'n_samples': 8, 'noise': 0.1, 'max_method_evals': 64, 'batch_size': 2},
 }
 SOURCES: tuple[str, ...] = ('filename', 'folder', 'hub', 'synthetic')
 MODELS: tuple[str, ...] = (

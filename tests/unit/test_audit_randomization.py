@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.stats import spearmanr
 from torch import nn
 from torchvision import models
 
 from tests.unit.test_audit_toys import GradientExplainer, TinyNet, audit_input, images_for
+from xaudit.audit.excess import DELTA, pair_levels
 from xaudit.audit.randomization import (
     find_blocks,
     label_randomization,
@@ -17,6 +19,12 @@ from xaudit.audit.randomization import (
     randomized_copy,
 )
 from xaudit.explain import build_explainer
+
+
+def trained(inp, label):
+    """The trained maps an audit read, from the shared cache (N×H×W)."""
+    return torch.stack([v.maps[0] for k, v in inp.cache.items()
+                        if k[0] == "maps" and k[1] == label])
 
 
 def test_blocks_of_resnet_from_the_logits_down():
@@ -75,8 +83,11 @@ def test_full_cascade_falls_to_the_random_pair_line(tmp_path):
     cell = next(c for c in result.cells if c.metric == "cascade_final_spearman_abs")
     line = result.summary["integrated_gradients"]["random_pair"]["spearman_abs"]
     cascade = result.summary["integrated_gradients"]["cascade"]["spearman_abs"]
-    assert np.nanmean(cell.values) < line + 0.1
-    assert cell.passed is True
+    # The cell holds the excess per image: the final similarity minus the image's level.
+    assert (cell.check, cell.threshold, cell.higher_is_better) == ("noninferior", 0.0, False)
+    assert cell.ids == images.ids
+    assert np.nanmean(cell.values) == pytest.approx(cascade[-1] - line, abs=1e-9)
+    assert np.nanmean(cell.values) < DELTA and cell.passed is True
     assert line < 0.8 and len(cascade) == 3  # a real yardstick, one point per block
     assert {r["mode"] for r in result.rows} == {"cascading", "independent", "random_pair"}
     assert (tmp_path / result.figures[0]).is_file()
@@ -91,8 +102,12 @@ def test_identity_explainer_fails_the_randomization_test(tmp_path):
     inp = audit_input(model, [FunctionExplainer(lambda x, t: x, label="image")], images)
     result = model_randomization(inp, tmp_path, independent=False)
     cell = next(c for c in result.cells if c.metric == "cascade_final_spearman_abs")
-    assert cell.values == pytest.approx(np.ones(4))
-    assert cell.passed is False
+    # Unchanged (similarity 1): the excess is 1 minus the image's random-pair level.
+    maps = trained(inp, "image").numpy()
+    level = [np.mean([spearmanr(np.abs(maps[i]).ravel(), np.abs(maps[j]).ravel())[0]
+                      for j in range(4) if j != i]) for i in range(4)]
+    assert cell.values == pytest.approx(1.0 - np.array(level), abs=1e-9)
+    assert cell.passed is False and cell.forced is None
 
 
 def test_cam_layers_are_remapped_into_the_randomized_copy(tmp_path):
@@ -121,8 +136,12 @@ def test_label_randomization_uses_the_shuffled_model(tmp_path):
     assert len(seeds) == 1
     cell = result.cells[0]
     assert cell.metric == "spearman_abs_vs_shuffled" and cell.values.shape == (4,)
+    assert (cell.check, cell.threshold, cell.ids) == ("noninferior", 0.0, images.ids)
     same = audit_input(model, [GradientExplainer()], images, retrain_shuffled=lambda s: model)
-    assert label_randomization(same, tmp_path).cells[0].passed is False
+    unchanged = label_randomization(same, tmp_path).cells[0]
+    # The same model: similarity 1, so the excess is 1 minus the random-pair level.
+    levels = pair_levels(trained(same, "toy_gradient"))
+    assert unchanged.values == pytest.approx(1.0 - levels) and unchanged.passed is False
     skipped = label_randomization(audit_input(model, [GradientExplainer()], images), tmp_path)
     assert skipped.summary["skipped"] is True
 

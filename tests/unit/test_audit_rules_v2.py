@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.unit.test_audit_excess import superior
 from tests.unit.test_audit_toys import (
     FunctionExplainer,
     GradientExplainer,
@@ -21,7 +22,7 @@ from xaudit.audit import AUDITS, AuditImages, AuditInput, Cell, resolve_specs, r
 from xaudit.audit.controls import control_explainers, is_control
 from xaudit.audit.faithfulness import faithfulness, uninformative
 from xaudit.audit.judge import assess
-from xaudit.audit.randomization import model_randomization, pick_steps, step_threshold
+from xaudit.audit.randomization import model_randomization, pick_steps, ruled_steps
 from xaudit.audit.references import sobel_map
 from xaudit.audit.registry import audit_params
 from xaudit.audit.scorecard import cell_status
@@ -80,25 +81,36 @@ def test_adebayo_guided_backprop_fails_model_randomization_saliency_and_grad_cam
                      generator=torch.Generator().manual_seed(5),
                      blocks=clf.anatomy.randomization_blocks)
     result = model_randomization(inp, tmp_path, max_steps=3, independent=False)
-    status = {(c.method, c.metric): cell_status(c) for c in result.cells}
+    # The verdict's own tests (noninferiority on the per-image excess, Holm within a method).
+    judged = assess(result.cells)
+    status = {(c.method, c.metric): judged.status(c) for c in result.cells
+              if c.check == "noninferior"}
     for step in ("cascade_head_spearman_abs", "cascade_top_block_spearman_abs"):
         assert status[("guided_backprop", step)] == "fail", step
         assert status[("saliency", step)] == "pass", step
         assert status[("grad_cam", step)] == "pass", step
     for method in ("saliency", "grad_cam"):
         assert status[(method, "cascade_final_spearman_abs")] == "pass"
-    # What the old end-point-only rule missed: guided backprop does decorrelate at the end.
+    # What an end-point-only rule misses: guided backprop does decorrelate at the end.
     assert status[("guided_backprop", "cascade_final_spearman_abs")] != "fail"
-    head = next(c for c in result.cells if c.method == "guided_backprop"
-                and c.metric == "cascade_head_spearman_abs")
-    assert np.mean(head.values) > 0.99
+    assert result.summary["guided_backprop"]["cascade"]["spearman_abs"][0] > 0.99
+    # Saliency's map of a random network is noisier than the trained one's (eMPRT).
+    emprt = next(c for c in result.cells if c.method == "saliency"
+                 and c.metric == "emprt_complexity_rise")
+    assert superior(emprt.values) == "pass"
 
 
-def test_decisive_steps_and_their_threshold():
+def test_decisive_steps_and_their_yardsticks():
     assert pick_steps(20, 4) == [0, 1, 10, 19]  # the head, the top block, then evenly down
     assert pick_steps(3, 4) == [0, 1, 2]
-    assert step_threshold(0.2, 0.5) == pytest.approx(0.6)  # half-way from the line to 1
-    assert step_threshold(0.0, 0.25) == pytest.approx(0.25)
+    blocks = [(f"b{i}", [f"b{i}"]) for i in range(20)]
+    # Top-down: the head and the top block against the half-way point, the end against the level.
+    assert ruled_steps(blocks, [0, 1, 10, 19]) == [
+        ("cascade_head_spearman_abs", 0, "b0", "midpoint"),
+        ("cascade_top_block_spearman_abs", 1, "b1", "midpoint"),
+        ("cascade_final_spearman_abs", 3, "all blocks", "level")]
+    assert ruled_steps(blocks, [0, 1, 10, 19], "bottom_up") == [
+        ("cascade_final_spearman_abs", 3, "all blocks", "level")]
 
 
 def test_a_map_that_ignores_the_model_fails_at_the_head_step(tmp_path):
@@ -128,9 +140,12 @@ def test_randomization_is_not_informative_when_unrelated_maps_already_agree(tmp_
 
     result = model_randomization(audit_input(model, [FunctionExplainer(centred, "blob")], images),
                                  tmp_path, independent=False)
-    ruled = [c for c in result.cells if c.passed is not None]
+    ruled = [c for c in result.cells if c.check == "noninferior"]
     assert ruled and all(cell_status(c) == "not informative" for c in ruled)
     assert "already agree" in ruled[0].note
+    # eMPRT's yardstick is the map's own complexity, not other images: the blob's does not rise.
+    emprt = next(c for c in result.cells if c.metric == "emprt_complexity_rise")
+    assert emprt.forced is None and abs(np.mean(emprt.values)) < 1e-3
 
 
 def test_controls_are_scored_and_never_trusted(tmp_path):

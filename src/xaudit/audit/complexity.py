@@ -61,6 +61,16 @@ def complexity(maps: Tensor | np.ndarray) -> np.ndarray:
     return np.where(total[:, 0] > 0, -terms.sum(axis=1), np.nan)
 
 
+def complexity_rise(trained: Tensor | np.ndarray, randomized: Tensor | np.ndarray) -> np.ndarray:
+    """Per image: log(complexity of the randomized model's map / the trained model's), eMPRT's
+    score (Hedström et al. 2023): above 0 when randomizing the weights spreads the map out.
+    NaN where either map is all zero, or the trained map's complexity is 0 (one pixel)."""
+    before, after = complexity(trained), complexity(randomized)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rise = np.log(after / before)
+    return np.where(np.isfinite(rise), rise, np.nan)
+
+
 @register_audit("complexity", order=58, family="complexity", quick=True, cost=no_extra_cost)
 def complexity_audit(inp: AuditInput, figures_dir: Path, n_images: int | None = None) -> AuditResult:
     """Sparseness and entropy of every method's |map| (summed over channels): ranked only."""

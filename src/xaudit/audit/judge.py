@@ -126,11 +126,12 @@ def _tests(cell: Cell, cells: list[Cell], level: float, min_effect: float) -> li
     kind = check_kind(cell)
     if kind == "controls":
         return [(y.method, paired(cell.values, y.values, cell.higher_is_better, level, min_effect,
-                                  cell.ids, y.ids))
+                                  cell.ids, y.ids, cell.min_difference))
                 for y in _yardsticks(cell, cells)]
     threshold = cell.threshold if cell.threshold is not None else 0.0
     diff = np.asarray(cell.values, np.float64) - threshold
-    return [(THRESHOLD, one_sided(diff if cell.higher_is_better else -diff, kind, level, min_effect))]
+    return [(THRESHOLD, one_sided(diff if cell.higher_is_better else -diff, kind, level, min_effect,
+                                  cell.min_difference))]
 
 
 def _judged(cells: list[Cell], method: str) -> list[Cell]:

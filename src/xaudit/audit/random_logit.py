@@ -1,8 +1,8 @@
 """Random logit test (Sixt et al. 2020): does the map change when another class is explained?
 
 A map that explains the class must differ between the explained class and a random other
-class. The yardstick is the random-pair line of the randomization audits: the similarity of
-maps of two different images under the trained model.
+class. The yardstick is the randomization audits' random-pair level, paired per image: the
+mean similarity of the image's map to the maps of every other image (``excess.py``).
 
 Similarity is taken on signed maps: in a two-class model the evidence for one class is the
 evidence against the other, so a class-sensitive map for the other class is the negated map,
@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError, echo
 from .base import (
     AuditInput,
     AuditResult,
@@ -30,6 +29,7 @@ from .base import (
     stratified,
     trained_maps,
 )
+from .excess import DELTA, REPLACED, excess, point_passed, uninformative
 from .randomization import random_pair
 from .scorecard import mean_ci
 from .similarity import spearman, ssim
@@ -69,18 +69,17 @@ def _cost_random_logit(p: dict, per_map: dict[str, float], explainers) -> float:
 
 
 @register_audit("random_logit", order=35, family="randomization",
-                needs="two classes or more", cost=_cost_random_logit)
+                needs="two classes or more", cost=_cost_random_logit,
+                replaced={"margin": REPLACED["margin"]})
 def random_logit_audit(
     inp: AuditInput,
     figures_dir: Path,
     n_images: int | None = None,
-    margin: float = 0.1,
     batch_size: int = 2,
 ) -> AuditResult:
-    """Target-class map against a random other class's map; pass below random-pair + margin."""
+    """Target-class map against a random other class's map, paired per image against the
+    random-pair level of signed maps."""
     title = "Random logit: does the map change with the class explained?"
-    if not 0 <= margin <= 2:
-        raise ConfigError(f"audit.audits: random_logit.margin must be in [0, 2], got {echo(margin)}")
     if len(inp.classes) < 2:
         return skipped("random_logit", title, "the model has one class: there is no other class")
     images = stratified(inp.splits["test"], n_images)
@@ -88,7 +87,7 @@ def random_logit_audit(
         return skipped("random_logit", title, "needs at least 2 test images (random pairs)")
     start = time.perf_counter()
     rows, cells = [], []
-    summary: dict = {"n_images": len(images), "margin": margin}
+    summary: dict = {"n_images": len(images), "delta": DELTA}
     total_evals = 0
     for explainer in inp.explainers:
         trained = trained_maps(inp, explainer, "test", images)
@@ -96,31 +95,34 @@ def random_logit_audit(
         explain = CountedExplain(explainer, inp, batch_size)
         sims = random_logit(explain, images.x, images.targets, others, trained.attributions)
         pair = random_pair(inp, explainer, images)
+        values = excess(sims["spearman_signed"], pair["spearman_signed"])
         total_evals += explain.model_evals
         for i, image_id in enumerate(images.ids):
             rows.append({"method": explainer.label, "id": image_id,
                          "target": inp.classes[int(images.targets[i])],
                          "other": inp.classes[int(others[i])],
                          **{k: float(v[i]) for k, v in sims.items()},
-                         "random_pair_spearman_signed": float(pair["spearman_signed"][i])})
+                         "random_pair_spearman_signed": float(pair["spearman_signed"][i]),
+                         "excess": float(values[i])})
         line = mean_ci(pair["spearman_signed"])[0]
-        value = mean_ci(sims["spearman_signed"])[0]
-        passed = bool(value < line + margin) if np.isfinite(value) and np.isfinite(line) else None
-        limit = float(line + margin) if np.isfinite(line) else None
+        forced, note = uninformative(pair["spearman_signed"], sims["spearman_signed"])
         seconds, evals = explain.seconds + trained.seconds, explain.model_evals + trained.model_evals
-        cells.append(Cell(explainer.label, "random_logit", "random_logit_spearman", sims["spearman_signed"],
-                          False, passed,
-                          f"Spearman(signed map) with a random other class's map < random-pair "
-                          f"({line:.2f}) + {margin:g}", seconds, evals, threshold=limit))
+        cells.append(Cell(explainer.label, "random_logit", "random_logit_spearman", values,
+                          False, point_passed(values),
+                          "Spearman(signed map) with a random other class's map minus the image's "
+                          f"random-pair level (mean {line:.2f}): no more than 0, paired per image",
+                          seconds, evals, threshold=0.0, forced=forced, note=note,
+                          check="noninferior", min_difference=DELTA, ids=list(images.ids)))
         cells.append(Cell(explainer.label, "random_logit", "random_logit_ssim", sims["ssim_signed"],
-                          False, None, "no rule (ranked)", seconds, evals))
-        summary[explainer.label] = {"random_pair_spearman_signed": line,
+                          False, None, "no rule (ranked)", seconds, evals, ids=list(images.ids)))
+        summary[explainer.label] = {"random_pair_spearman_signed": line, "excess": mean_ci(values)[0],
                                     **{k: mean_ci(v)[0] for k, v in sims.items()}}
     text = (
         "Each image is explained for its explained class and for a random other class. A map that "
-        "explains the class must change: the Spearman correlation of the two signed maps must fall "
-        f"below the random-pair line (maps of two different images) + {margin:g}. A map that stays "
-        "the same whatever class is asked for shows the image, not the class."
+        "explains the class must change: paired per image, the Spearman correlation of the two signed "
+        "maps must be no higher than the image's random-pair level (the mean similarity of its map "
+        "to every other image's). A map that stays the same whatever class is asked for shows the "
+        "image, not the class; one that hardly depends on the image makes the test not informative."
     )
     return AuditResult("random_logit", title, text, rows, cells, [], summary,
                        time.perf_counter() - start, total_evals)

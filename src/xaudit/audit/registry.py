@@ -44,6 +44,8 @@ class AuditInfo:
     other_seconds: Callable[[dict, Any, list], float] | None = None
     # the splits whose pool's trained maps it reads (the plan counts them as shared maps)
     map_splits: tuple[str, ...] = ("test",)
+    # parameters an older version took -> what replaced them, so that an old recipe is told
+    replaced: tuple[tuple[str, str], ...] = ()
 
 
 INFO: dict[str, AuditInfo] = {}
@@ -55,10 +57,11 @@ def register_audit(
     cost: Callable[[dict, dict, list], float] | None = None,
     other_seconds: Callable[[dict, Any, list], float] | None = None,
     map_splits: tuple[str, ...] = ("test",),
+    replaced: dict[str, str] | None = None,
 ) -> Callable[[AuditFn], AuditFn]:
     """Register ``name``: one decorator is all an audit needs to be run, ordered and judged."""
     INFO[name] = AuditInfo(name, order, family, model_level, needs, needs_others, quick, cost,
-                           other_seconds, map_splits)
+                           other_seconds, map_splits, tuple((replaced or {}).items()))
     return AUDITS.register(name)
 
 
@@ -147,6 +150,12 @@ def validate_audit_specs(specs: list[dict]) -> None:
         for key, value in spec.items():
             if key == "name":
                 continue
+            gone = dict(INFO[name].replaced).get(key) if name in INFO else None
+            if key not in params and gone:
+                raise ConfigError(
+                    f"audit.audits: {name}.{key} was removed: replaced by {gone}, which needs "
+                    "no setting; delete the key"
+                )
             if key not in params:
                 allowed = sorted(params)
                 raise ConfigError(

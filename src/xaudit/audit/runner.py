@@ -99,6 +99,7 @@ def run_audits(
         log(f"audit rounds: up to {rounds} of {n_images} images ({len(inp.splits['test'])} in "
             f"the pool){budget}; each round looks at level α/(k(k+1)), α = {alpha:g}")
     run = Rounds(inp, run_dir, state, log, claim, refused, control_list, n_images)
+    run.plan = plan
     undecided = list(inp.explainers)
     decided: dict[str, int] = {}  # label -> the look that decided it
     started = time.perf_counter()

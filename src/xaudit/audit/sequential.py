@@ -49,6 +49,7 @@ class Rounds:
         self.results: dict[str, AuditResult] = {}  # merged over rounds, in run order
         self.maps_cost: dict[Any, tuple[float, float]] = {}  # trained-map key -> (seconds, evals)
         self.looks: list[dict] = []
+        self.plan: dict = {}
         inp.cache["results"] = {}  # this call's results, in run order (correctness reads them)
 
     def round(self, inp: AuditInput, specs: list[dict], look: int, plan: dict | None,
@@ -161,6 +162,7 @@ class Rounds:
         summary["controls"] = [c.label for c in self.controls]
         summary["not_tested"] = self.refused
         summary["preset"] = preset
+        summary["plan"] = self.plan
         summary["scorecard"] = scorecard_summary(cells, assessment)
         summary["sections"] = [
             {"title": r.title, "text": r.text, "figures": r.figures,

@@ -34,9 +34,10 @@ from .base import (
     stratified,
     trained_maps,
 )
-from .randomization import blocks_from_names, find_blocks, limit, randomized_copy, uninformative
+from .excess import DELTA, REPLACED, excess, pair_levels, point_passed, uninformative
+from .randomization import blocks_from_names, find_blocks, randomized_copy
 from .scorecard import NOT_TESTED, mean_ci
-from .similarity import derangement, spearman
+from .similarity import spearman
 
 ExplainFn = Callable[[Tensor, Tensor], Tensor]  # (x, targets) -> N×C×H×W attributions
 METRIC = "smooth_final_spearman_abs"
@@ -68,17 +69,12 @@ def smooth_similarity(ref: Tensor, other: Tensor) -> np.ndarray:
     return np.array([spearman(a, b, absolute=True) for a, b in zip(ref, other, strict=True)])
 
 
-def _check(n_samples: int, noise: float, margin: float, max_random_pair: float,
-           max_method_evals: int) -> None:
+def _check(n_samples: int, noise: float, max_method_evals: int) -> None:
     name = "audit.audits: smooth_model_randomization"
     if n_samples < 2:
         raise ConfigError(f"{name}.n_samples must be at least 2 (1 is the plain map), got {echo(n_samples)}")
     if not 0 < noise <= 1:
         raise ConfigError(f"{name}.noise must be in (0, 1] (a share of the input's range), got {echo(noise)}")
-    if not 0 <= margin <= 2:
-        raise ConfigError(f"{name}.margin must be in [0, 2], got {echo(margin)}")
-    if not 0 < max_random_pair <= 1:
-        raise ConfigError(f"{name}.max_random_pair must be in (0, 1], got {echo(max_random_pair)}")
     if max_method_evals < 1:
         raise ConfigError(f"{name}.max_method_evals must be at least 1, got {echo(max_method_evals)}")
 
@@ -88,22 +84,21 @@ def _cost(p: dict, per_map: dict[str, float], explainers) -> float:
     return p["n"] * (2 * p["n_samples"] - 1) * affordable_evals(per_map, p["max_method_evals"])
 
 
-@register_audit("smooth_model_randomization", order=32, family="randomization", cost=_cost)
+@register_audit("smooth_model_randomization", order=32, family="randomization", cost=_cost,
+                replaced={k: REPLACED[k] for k in ("margin", "max_random_pair")})
 def smooth_model_randomization(
     inp: AuditInput,
     figures_dir: Path,
     n_images: int | None = None,
     n_samples: int = 8,
     noise: float = 0.1,
-    margin: float = 0.1,
-    max_random_pair: float = 0.5,
     max_method_evals: int = 64,
     batch_size: int = 2,
 ) -> AuditResult:
-    """Denoised maps of the trained and the fully re-initialised model; pass below the
-    denoised random-pair line + margin."""
+    """Denoised maps of the trained and the fully re-initialised model, paired per image
+    against the denoised maps' random-pair level."""
     title = "Smooth model randomization (sMPRT: maps denoised before they are compared)"
-    _check(n_samples, noise, margin, max_random_pair, max_method_evals)
+    _check(n_samples, noise, max_method_evals)
     images = stratified(inp.splits["test"], n_images)
     if len(images) < 2:
         return skipped("smooth_model_randomization", title, "needs at least 2 test images (random pairs)")
@@ -113,9 +108,8 @@ def smooth_model_randomization(
     start = time.perf_counter()
     seeds = [fork_seed(inp.generator) for _ in blocks]
     noisy = draw_noise(images.x, n_samples, noise, inp.generator)
-    partner = derangement(len(images), inp.generator)
     summary: dict = {"n_images": len(images), "n_samples": n_samples, "noise": noise,
-                     "margin": margin, "max_random_pair": max_random_pair,
+                     "delta": DELTA,
                      "blocks": [b[0] for b in blocks], "skipped_methods": {}}
     random_model = None
     rows, cells = [], []
@@ -127,7 +121,8 @@ def smooth_model_randomization(
         if why:
             summary["skipped_methods"][label] = why
             cells.append(Cell(label, "smooth_model_randomization", METRIC, np.array([]), False, None,
-                              "left out for cost", forced=NOT_TESTED, note=why))
+                              "left out for cost", threshold=0.0, forced=NOT_TESTED, note=why,
+                              check="noninferior", min_difference=DELTA))
             continue
         if random_model is None:  # one copy serves every method
             random_model = randomized_copy(inp.model, blocks, seeds)
@@ -136,31 +131,35 @@ def smooth_model_randomization(
         ref = smoothed_maps(on_trained, images.x, images.targets, noisy, trained.attributions)
         rnd = smoothed_maps(on_random, images.x, images.targets, noisy)
         sims = smooth_similarity(ref, rnd)
-        pair = smooth_similarity(ref, ref[partner])
+        pair = pair_levels(ref)  # every other image's denoised trained map
+        values = excess(sims, pair)
         evals = on_trained.model_evals + on_random.model_evals
         total_evals += evals
         for i, image_id in enumerate(images.ids):
             rows.append({"method": label, "id": image_id, "spearman_abs": float(sims[i]),
-                         "random_pair_spearman_abs": float(pair[i])})
+                         "random_pair_spearman_abs": float(pair[i]), "excess": float(values[i])})
         line, value = mean_ci(pair)[0], mean_ci(sims)[0]
-        threshold = limit(line, margin)
-        forced, note = uninformative(value, line, max_random_pair)
-        passed = bool(value < threshold) if np.isfinite(value) and threshold is not None else None
-        cells.append(Cell(label, "smooth_model_randomization", METRIC, sims, False, passed,
+        forced, note = uninformative(pair, sims)
+        cells.append(Cell(label, "smooth_model_randomization", METRIC, values, False,
+                          point_passed(values),
                           f"Spearman(|map|) of maps averaged over {n_samples} noisy inputs, trained "
-                          f"vs fully re-initialised model < random-pair ({line:.2f}) + {margin:g}",
+                          f"vs fully re-initialised model, minus the image's random-pair level "
+                          f"(mean {line:.2f}): no more than 0, paired per image",
                           on_trained.seconds + on_random.seconds + trained.seconds,
-                          evals + trained.model_evals, threshold=threshold, forced=forced, note=note))
-        summary[label] = {"random_pair_spearman_abs": line, "spearman_abs": value}
+                          evals + trained.model_evals, threshold=0.0, forced=forced, note=note,
+                          check="noninferior", min_difference=DELTA, ids=list(images.ids)))
+        summary[label] = {"random_pair_spearman_abs": line, "spearman_abs": value,
+                          "excess": mean_ci(values)[0]}
     del random_model
     text = (
         left_out_text(summary["skipped_methods"])
         + f"Each map is averaged over {n_samples} copies of the image ({n_samples - 1} with Gaussian "
         f"noise of {noise:g} × the input's range, and the image itself) before it is compared, so "
         "that a noisy map is not mistaken for one that changed. The same copies are explained by the "
-        "trained model and by a copy with every block re-initialised. Rule: Spearman(|map|) between "
-        f"the two averaged maps below the averaged random-pair line + {margin:g}; not informative "
-        f"where that line is at or above {max_random_pair:g}."
+        "trained model and by a copy with every block re-initialised. Rule, paired per image: "
+        "Spearman(|map|) between the two averaged maps no higher than the image's random-pair level "
+        "(the mean similarity of its averaged map to every other image's); not informative for a "
+        "map that hardly depends on the image."
     )
     return AuditResult("smooth_model_randomization", title, text, rows, cells, [], summary,
                        time.perf_counter() - start, total_evals)

@@ -88,8 +88,10 @@ def advantage(values: np.ndarray, higher_is_better: bool) -> np.ndarray:
     return values if higher_is_better else -values
 
 
-def one_sided(a: np.ndarray, kind: str, level: float, min_effect: float = MIN_EFFECT) -> Test:
-    """The test pair of ``kind`` on advantage ``a`` (non-finite values dropped)."""
+def one_sided(a: np.ndarray, kind: str, level: float, min_effect: float = MIN_EFFECT,
+              delta: float | None = None) -> Test:
+    """The test pair of ``kind`` on advantage ``a`` (non-finite values dropped); ``delta``:
+    the smallest difference that matters in ``a``'s units, else ``min_effect`` × its SD."""
     if kind not in KINDS:
         raise ValueError(f"check: expected one of {', '.join(KINDS)}, got {kind!r}")
     a = np.asarray(a, dtype=np.float64).ravel()
@@ -100,10 +102,23 @@ def one_sided(a: np.ndarray, kind: str, level: float, min_effect: float = MIN_EF
         return Test(kind, n, mean, float("nan"), float("nan"), 1.0, 1.0, level)
     mean, sd = float(a.mean()), float(a.std(ddof=1))
     df, root = n - 1, math.sqrt(n)
-    if sd > 0:
-        t_obs = mean / (sd / root)
-    else:  # every image agrees: the sign of the mean is certain
-        t_obs = math.copysign(math.inf, mean) if mean != 0 else 0.0
+    if sd == 0:
+        # Every image agrees exactly: nothing is uncertain. A tie with the yardstick is no
+        # advantage (superiority fails), but is no harm either (non-inferiority passes).
+        d = delta or 0.0
+        if kind == "noninferior":
+            passes, fails = mean >= -d, mean < 0
+        else:
+            passes, fails = mean > 0, mean <= d
+        return Test(kind, n, mean, 0.0, d, 0.0 if passes else 1.0, 0.0 if fails else 1.0, level)
+    se = sd / root
+    t_obs = mean / se
+    if delta is not None:  # a stated difference: both halves are Student's t-tests
+        if kind == "noninferior":
+            p_pass, p_fail = float(stats.t.sf((mean + delta) / se, df)), float(stats.t.cdf(t_obs, df))
+        else:
+            p_pass, p_fail = float(stats.t.sf(t_obs, df)), float(stats.t.cdf((mean - delta) / se, df))
+        return Test(kind, n, mean, sd, delta, p_pass, p_fail, level)
     shift = min_effect * root  # δ = min_effect·σ as a non-centrality
     if kind == "noninferior":
         p_pass = _tail(stats.nct.sf(t_obs, df, -shift), t_obs > -shift)
@@ -122,7 +137,7 @@ def _tail(p: float, far_side: bool) -> float:
 
 def paired(mine: np.ndarray, theirs: np.ndarray, higher_is_better: bool, level: float,
            min_effect: float = MIN_EFFECT, mine_ids: list[str] | None = None,
-           their_ids: list[str] | None = None) -> Test:
+           their_ids: list[str] | None = None, delta: float | None = None) -> Test:
     """Superiority of ``mine`` over ``theirs``, image by image (by id where both have ids,
     else by position); images where either value is missing are dropped."""
     mine, theirs = np.asarray(mine, np.float64), np.asarray(theirs, np.float64)
@@ -134,7 +149,7 @@ def paired(mine: np.ndarray, theirs: np.ndarray, higher_is_better: bool, level: 
         a = mine - theirs
     else:
         raise ValueError(f"paired values need the same images: {len(mine)} against {len(theirs)}")
-    return one_sided(advantage(a, higher_is_better), "controls", level, min_effect)
+    return one_sided(advantage(a, higher_is_better), "controls", level, min_effect, delta)
 
 
 def holm(p_values: list[float], alpha: float) -> list[bool]:

@@ -93,6 +93,9 @@ class Cell:
     # images (superiority); "superior" / "noninferior" = one-sample against ``threshold``.
     check: str = ""
     ids: list[str] | None = None  # the image of each value, to pair cells image by image
+    # The smallest difference that matters, in the values' units, where the metric has a
+    # documented one; None = ``audit.min_effect`` standard deviations of the difference.
+    min_difference: float | None = None
 
 
 @dataclass

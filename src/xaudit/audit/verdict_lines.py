@@ -67,6 +67,8 @@ def _remedy(cell: Cell, summary: dict) -> str:
         if needed:
             return f"completeness fails at {configured}: set n_steps: {needed}"
         return f"completeness fails at {configured}, not met at any step count tried"
+    if cell.metric == "emprt_complexity_rise":
+        return "its maps grow no more complex when the model is randomized (eMPRT)"
     if cell.audit in ("model_randomization", "label_randomization", "smooth_model_randomization"):
         return "its maps barely change when the model is randomized"
     return ""

@@ -23,7 +23,8 @@ CAPTIONS = {
                                   "map depends on the chosen baseline.",
     "audit_model_randomization": "Similarity to the trained model's map as layers are "
                                  "randomized: it should fall to the random-pair line (dotted); "
-                                 "the black bars are the rules' thresholds for Spearman(|map|).",
+                                 "the black bars are the rules' yardsticks for Spearman(|map|), "
+                                 "compared image by image (their mean is drawn).",
     "audit_label_randomization": "Maps of the model trained on shuffled labels: they should not "
                                  "resemble the real model's.",
     "audit_faithfulness_deletion": "Score as the most relevant pixels are removed (deletion, "
