@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class SuiteResult:
     def as_dict(self) -> dict[str, Any]:
         agree, total = self.agreement
         return {"size": self.size, "seed": self.seed, "torch": torch.__version__,
-                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "seconds": round(self.seconds, 1), "musts_hold": self.musts_hold,
                 "agree": agree, "cells": total, "cases": [c.as_dict() for c in self.cases]}
 
