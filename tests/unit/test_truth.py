@@ -166,6 +166,16 @@ def test_randomization_agreement_known_answers():
         "guided_backprop": True, "saliency": True, "grad_cam": False}
 
 
+def test_open_cells_name_what_kept_a_method_from_trust():
+    from xaudit.truth.cells import open_cells
+
+    rows = [{"method": "a", "audit": "faithfulness", "metric": "infidelity", "status": "inconclusive"},
+            {"method": "a", "audit": "faithfulness", "metric": "deletion_auc", "status": "pass"},
+            {"method": "a", "audit": "faithfulness", "metric": "max_sensitivity", "status": ""},
+            {"method": "b", "audit": "model_randomization", "metric": "x", "status": "fail"}]
+    assert open_cells(rows, ["a"]) == {"a": {"faithfulness/infidelity": "inconclusive"}}
+
+
 def test_one_thread_restores_the_callers_setting():
     before = torch.get_num_threads()
     with one_thread():

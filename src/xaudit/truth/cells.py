@@ -112,3 +112,14 @@ def randomization_cells(scorecard: list[Mapping[str, Any]]) -> dict[str, dict[st
         if row.get("audit") == "model_randomization" and row.get("status"):
             out.setdefault(str(row["method"]), {})[str(row["metric"])] = str(row["status"])
     return out
+
+
+def open_cells(scorecard: list[Mapping[str, Any]], methods: list[str]) -> dict[str, dict[str, str]]:
+    """``{method: {"audit/metric": status}}`` of the ruled cells that did not pass: what kept
+    a method from being trusted."""
+    out: dict[str, dict[str, str]] = {m: {} for m in methods}
+    for row in scorecard:
+        status = str(row.get("status") or "")
+        if row.get("method") in out and status and status != "pass":
+            out[str(row["method"])][f"{row['audit']}/{row['metric']}"] = status
+    return out

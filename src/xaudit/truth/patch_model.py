@@ -16,7 +16,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from .cells import AUDITS, CaseResult, case_cells
+from .cells import AUDITS, CaseResult, case_cells, open_cells
 from .fit import as_classifier, to_input
 
 NAME = "patch-sum model"
@@ -112,5 +112,6 @@ def run(n_images: int, seed: int = 0, size: int = 64, patch: int = 8, extra_meth
     why = {m: f"exact per-patch contributions; Spearman with the truth {rho[m]}"
            if truths[m] == "faithful" else f"Spearman with the truth {rho[m]}" for m in maps}
     return CaseResult(NAME, case_cells(NAME, report.states, truths, why),
-                      {"accuracy": accuracy, "spearman_with_truth": rho},
+                      {"accuracy": accuracy, "spearman_with_truth": rho,
+                       "not_passed": open_cells(report.summary.get("scorecard") or [], list(maps))},
                       time.perf_counter() - t0)
