@@ -234,7 +234,7 @@ def test_validate_command_prints_the_table_writes_json_and_exits_on_the_musts(sm
     assert result.exit_code == 0, result.output
     agree, total = small.agreement
     assert f"agreement {agree}/{total}" in result.output
-    saved = json.loads((tmp_path / "validate.json").read_text())
+    saved = json.loads((tmp_path / "validate.json").read_text(), parse_constant=pytest.fail)
     assert (saved["agree"], saved["cells"], saved["musts_hold"]) == (agree, total, True)
     assert [c["case"] for c in saved["cases"]] == [c.name for c in small.cases]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from scipy.stats import spearmanr
 from torch import nn
@@ -78,10 +79,14 @@ def patch_sums(maps: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 def rank_agreement(maps: torch.Tensor, truth: torch.Tensor, patch: int) -> float:
-    """Mean over images of Spearman(map's patch sums, true contributions)."""
-    sums = patch_sums(maps, patch)
-    rhos = [spearmanr(s.flatten().numpy(), t.flatten().numpy())[0] for s, t in zip(sums, truth, strict=True)]
-    return float(torch.tensor(rhos, dtype=torch.float64).nanmean())
+    """Mean over images of Spearman(map's patch sums, true contributions); NaN when no
+    image has one."""
+    rhos = []
+    for s, t in zip(patch_sums(maps, patch), truth, strict=True):
+        s, t = s.flatten().numpy(), t.flatten().numpy()
+        # A map whose patch sums are all equal (saliency of this model) ranks nothing.
+        rhos.append(float("nan") if np.ptp(s) == 0 or np.ptp(t) == 0 else spearmanr(s, t)[0])
+    return float(np.nanmean(rhos)) if not np.isnan(rhos).all() else float("nan")
 
 
 def run(n_images: int, seed: int = 0, size: int = 64, patch: int = 8, extra_methods: bool = False,

@@ -124,5 +124,16 @@ def save(result: SuiteResult, folder: str | Path) -> Path:
     from ..run import write_json
 
     path = Path(folder) / "validate.json"
-    write_json(path, result.as_dict())
+    write_json(path, _no_nan(result.as_dict()))
     return path
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN (a score with nothing to rank) as null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
