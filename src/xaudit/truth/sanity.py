@@ -89,10 +89,17 @@ def run(n_images: int, seed: int = 0, size: int = 32, train_images: int = 128, s
     why = {m: f"expected to {RANDOMIZATION[m]} randomization; cells: {statuses.get(m, {})}"
            for m in TRUTHS}
     steps = {m: {_step(k): v for k, v in statuses.get(m, {}).items()} for m in statuses}
+    scores = {m: {} for m in TRUTHS}  # Spearman(|map|) against the threshold, per step
+    for row in report.summary.get("scorecard") or []:
+        if row.get("method") in scores and row.get("status") and row.get("score") is not None:
+            if row.get("audit") == "model_randomization" and row.get("threshold") is not None:
+                scores[row["method"]][_step(row["metric"])] = [round(float(row["score"]), 3),
+                                                                round(float(row["threshold"]), 3)]
     return CaseResult(NAME, case_cells(NAME, report.states, TRUTHS, why),
                       {"accuracy": accuracy,
                        "randomization": {m: steps.get(m, {}) for m in TRUTHS},
                        "randomization_as_expected": randomization_agrees(statuses),
+                       "randomization_score_threshold": scores,
                        "randomization_controls": {m: v for m, v in steps.items() if m not in TRUTHS}},
                       time.perf_counter() - t0)
 
