@@ -213,6 +213,16 @@ def test_small_suite_guided_backprop_is_never_trusted_and_fails_randomization(sm
     assert case.numbers["accuracy"] == 1.0
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "measured 2026-12-07 (small, 6 images): Spearman(|map|) after the head's re-initialisation "
+    "saliency 0.997 and Grad-CAM 0.978 against thresholds 0.537 and 0.575: both fail the head "
+    "step, where Adebayo et al. have them pass randomization (2-class head, global pooling)"))
+def test_small_suite_saliency_and_grad_cam_pass_randomization_as_in_the_paper(small):
+    case = next(c for c in small.cases if c.name == sanity.NAME)
+    expected = case.numbers["randomization_as_expected"]
+    assert expected["saliency"] and expected["grad_cam"], case.numbers["randomization"]
+
+
 def test_small_suite_trusts_no_method_no_better_than_the_controls(small):
     case = next(c for c in small.cases if c.name == lesions.NAME)
     scores = case.numbers["truth_score"]
