@@ -60,10 +60,11 @@ def lesion_drops(score: Callable[[torch.Tensor], torch.Tensor], seed: int, label
     ``score``'s column ``target`` when each alone is removed (L).
 
     ``score`` maps uint8 N×3×H×W images to N×K class scores."""
-    regions, n = lesion_components(render_leaf(seed, label, size).lesion_mask)
+    leaf = render_leaf(seed, label, size)
+    regions, n = lesion_components(leaf.lesion_mask)
     areas = np.bincount(regions.ravel(), minlength=n + 1)[1:]
     keep = [int(i) + 1 for i in np.argsort(-areas, kind="stable")[:max_lesions]]
-    images = [render_leaf(seed, label, size).image]
+    images = [leaf.image]
     images += [render_leaf_without(seed, label, k, size).image for k in keep]
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
     with torch.no_grad():
