@@ -23,6 +23,7 @@ app = typer.Typer(
         "  xaudit run configs/beans.yaml --set train.epochs=1\n\n"
         "  xaudit explain runs/demo --set explain.select.per_class=4\n\n"
         "  xaudit report runs/demo                      # re-render without recomputing\n\n"
+        "  xaudit validate                              # the verdict on cases with known answers\n\n"
         "  xaudit list methods"
     ),
     no_args_is_help=True,
@@ -137,6 +138,28 @@ def report(run_dir: Annotated[Path, typer.Argument(help="An existing run folder.
 
     path = render_report(RunDir(run_dir).require().root)
     console.print(f"[green]report[/green]: {path}")
+
+
+@app.command()
+def validate(
+    size: Annotated[str, typer.Option("--size", help="small (about a minute) | full (minutes: more images and methods).")] = "small",
+    out: Annotated[Path, typer.Option("--out", help="Folder for validate.json.")] = Path("runs/validate"),
+    seed: Annotated[int, typer.Option(help="Random seed of every case.")] = 0,
+) -> None:
+    """Run the known-truth cases through the audits; print the verdict beside the truth.
+
+    Exit 0 when every must holds, 1 otherwise: no control trusted, nothing faithful by construction called "do not trust", guided backprop never trusted."""  # noqa: E501 (one line, as --help wraps it)
+    if size not in ("small", "full"):
+        raise XauditError(f"--size: expected small or full, got {size[:40]!r}")
+    from .truth import run_suite, save, table_lines
+
+    result = run_suite(size, seed, log=lambda m: console.print(one_line(m), highlight=False,
+                                                               markup=False, soft_wrap=True))
+    typer.echo("\n".join(table_lines(result)))
+    path = save(result, out)
+    console.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+    if not result.musts_hold:
+        raise typer.Exit(1)
 
 
 @app.command(name="list")
