@@ -234,13 +234,14 @@ def test_correctness_statistics_get_their_range_and_rate():
 
 def test_inconclusive_methods_are_not_trusted_and_get_a_short_line():
     cells = [ruled([0.9, 0.91, 0.92], 0.5, method="sure"),
+             ruled([0.1, 0.11, 0.12], 0.5, higher=False, method="sure", audit="model_randomization"),
              ruled([0.2, 0.9, 0.4, 0.8], 0.5, method="unsure"),
              ruled([0.1, 0.12, 0.11], 0.5, method="bad", audit="localization", metric="auroc")]
     a = assess(cells, ["sure", "unsure", "bad"])
     assert a.trusted == ["sure"] and "unsure: undecided" in verdict(a, None)
     lines = method_lines(cells, a, {})
-    assert lines["sure"] == ("sure: trusted — passed all 1 checks (faithfulness), each against "
-                             "every negative control")
+    assert lines["sure"] == ("sure: trusted — passed all 2 checks (faithfulness, "
+                             "model_randomization), each against every negative control")
     assert lines["unsure"].startswith("unsure: undecided — faithfulness: m 0.575 (margin to ≥ 0.5: ")
     assert lines["unsure"].endswith("images would decide it")
     assert lines["bad"].startswith("bad: do not trust — localization: auroc 0.11")

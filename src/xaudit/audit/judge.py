@@ -7,7 +7,7 @@ at the look's level). A ``superior`` / ``noninferior`` cell is a one-sample test
 stated threshold. Tests and boundaries: ``stats.py``.
 
 A method is **trusted** when every counted cell passes and it passed a check of each required
-family the run decided: the trust statement errs at most at the look's level (α / (k (k + 1))
+family (randomization and faithfulness, whether or not the run audited them): the trust statement errs at most at the look's level (α / (k (k + 1))
 at look k, ``rounds.py``; these sum to α over all looks). It is **do not trust** when one of its
 tests is shown to fail under Holm's step-down over all of the method's fail tests, so the
 chance of a false "do not trust" is at most α as well. Anything else is **undecided**, with
@@ -26,7 +26,7 @@ from .stats import ALPHA, MIN_EFFECT, Test, holm, one_sided, paired
 from .types import Cell
 
 NOT_TESTED, NOT_INFORMATIVE = "not tested", "not informative"
-# Families a trusted method must pass a check of, where the run decided one: maps of noise
+# Families a trusted method must pass a check of: maps of noise
 # pass randomization, maps of the image (edges, the centre) can pass faithfulness or
 # localization; only a map that explains the model passes both kinds.
 REQUIRED_FAMILIES = ("randomization", "faithfulness")
@@ -171,9 +171,9 @@ def assess(cells: list[Cell], methods: list[str] | None = None, alpha: float = A
             verdicts[id(cell)] = CellVerdict(status, tests, decisions)
     for cell in cells:  # unruled cells, and the model-level audits' cells
         verdicts.setdefault(id(cell), CellVerdict(cell.forced or ""))
-    decided = {INFO[c.audit].family for c in cells if c.audit in INFO
-               and verdicts[id(c)].status in ("pass", "fail")}
-    required = [f for f in REQUIRED_FAMILIES if f in decided]
+    # Both families are required whether or not the run had them: noise passes every
+    # randomization check by construction, so a run without faithfulness trusts nobody.
+    required = list(REQUIRED_FAMILIES)
     judgements: dict[str, Judgement] = {}
     for method in methods:
         judged = _judged(cells, method)
