@@ -236,6 +236,7 @@ def test_inconclusive_methods_are_not_trusted_and_get_a_short_line():
     cells = [ruled([0.9, 0.91, 0.92], 0.5, method="sure"),
              ruled([0.1, 0.11, 0.12], 0.5, higher=False, method="sure", audit="model_randomization"),
              ruled([0.2, 0.9, 0.4, 0.8], 0.5, method="unsure"),
+             ruled([0.1, 0.11, 0.12], 0.5, higher=False, method="unsure", audit="model_randomization"),
              ruled([0.1, 0.12, 0.11], 0.5, method="bad", audit="localization", metric="auroc")]
     a = assess(cells, ["sure", "unsure", "bad"])
     assert a.trusted == ["sure"] and "unsure: undecided" in verdict(a, None)

@@ -157,15 +157,15 @@ def test_a_run_without_controls_is_judged_against_the_audits_references():
 def test_undecided_methods_get_an_estimate_and_never_the_closest_label_when_denied():
     world = _world(method_shift=0.004, n=4, seed=3)
     world["bad"] = world["control: random"] + 0.2
-    cells = _cells(world)
+    cells = _cells(world, {"m": np.full(4, -0.3) + np.arange(4) * 0.01})
     a = assess(cells, list(world))
     assert a.state_word("m") == "undecided" and a.state_word("bad") == "do not trust"
     line = method_lines(cells, a, {})["m"]
     assert "images would decide it" in line
     text = verdict(a, None)
     assert "do not trust bad" in text and "Closest to trustworthy: bad" not in text
-    summary = {e["method"]: e for e in scorecard_summary(cells, a)}
-    assert summary["m"]["images_to_decide"] > 4
+    summary = {(e["method"], e["audit"]): e for e in scorecard_summary(cells, a)}
+    assert summary[("m", "faithfulness")]["images_to_decide"] > 4
 
 
 def test_holm_keeps_a_method_at_the_boundary_from_false_do_not_trust():

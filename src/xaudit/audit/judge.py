@@ -186,8 +186,12 @@ def assess(cells: list[Cell], methods: list[str] | None = None, alpha: float = A
             passed=passed,
             missing=[f for f in required if not any(INFO[c.audit].family == f for c in passed)],
         )
-        j.state = ("none" if not j.counted else "fail" if j.failed else "unsure" if j.unsure
-                   else "missing" if j.missing else "trusted")
+        # a required family none of whose checks can count (all not informative, or not run)
+        # is not a matter of more images: say that first
+        hopeless = any(not any(INFO[c.audit].family == f for c in j.counted if c.audit in INFO)
+                       for f in j.missing)
+        j.state = ("none" if not j.counted else "fail" if j.failed else "missing" if hopeless
+                   else "unsure" if j.unsure else "missing" if j.missing else "trusted")
         judgements[method] = j
     # A control the checks would trust means they cannot tell a map that ignores the model
     # from one that does not: then no method is trusted either.
