@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -155,8 +156,68 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+# Files read back from a run or model folder: JSON and CSV are small; a map chunk holds a
+# few dozen images' maps, a model's weights at most a large ViT's.
+MAX_READ_BYTES = 256 * 2**20
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def read_inside(path: str | Path, root: str | Path | None = None, max_bytes: int = MAX_READ_BYTES,
+                kind: type[XauditError] = XauditError) -> bytes:
+    """The bytes of a file that a run or model folder (``root``, default the file's own
+    folder) holds: xaudit's one way to read such a file back.
+
+    The folder may come from elsewhere, so the file must resolve inside ``root`` (no link
+    out, no ``..``), be a regular file (a FIFO would block the reader, a device never end)
+    and hold at most ``max_bytes``. Every refusal names the file.
+    """
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    try:
+        real = path.resolve(strict=True)
+        inside = real.is_relative_to(root.resolve(strict=True))
+    except FileNotFoundError:
+        raise kind(f"{path}: file not found") from None
+    except (OSError, RuntimeError) as err:  # a link loop, a path too long, no permission
+        raise kind(f"{path}: cannot read ({getattr(err, 'strerror', None) or type(err).__name__})") from None
+    if not inside:
+        raise kind(f"{path}: leads outside {root} (a symbolic link or '..'); xaudit reads only "
+                   "the folder's own files")
+    try:
+        # O_NONBLOCK: opening a FIFO that slipped in after the check above does not block
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NOCTTY", 0))
+    except OSError as err:
+        raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            what = next((w for test, w in _KINDS if test(info.st_mode)), "a special file")
+            raise kind(f"{path}: not a regular file ({what}); xaudit reads only regular files here")
+        if info.st_size > max_bytes:
+            raise kind(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} allowed for this file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:  # grew while read
+            raise kind(f"{path}: more than the {max_bytes:,} bytes allowed for this file")
+        return data
+    except OSError as err:
+        raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    finally:
+        os.close(fd)
+
+
+def read_json(path: str | Path, root: str | Path | None = None,
+              kind: type[XauditError] = XauditError) -> Any:
+    """A JSON file of a run folder (through ``read_inside``); a bad one names the file."""
+    data = read_inside(path, root, kind=kind)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise kind(f"{path}: not UTF-8 text") from None
+    except ValueError as err:
+        raise kind(f"{path}: not valid JSON ({err})") from None
 
 
 def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
@@ -192,9 +253,13 @@ def _csv_unescape(cell: str | None) -> str | None:
     return cell[1:] if cell and cell.startswith("'") else cell
 
 
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{_csv_unescape(k): _csv_unescape(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+def read_csv(path: str | Path, root: str | Path | None = None) -> list[dict[str, str]]:
+    try:
+        text = read_inside(path, root).decode("utf-8")
+    except UnicodeDecodeError:
+        raise XauditError(f"{path}: not UTF-8 text") from None
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    return [{_csv_unescape(k): _csv_unescape(v) for k, v in row.items()} for row in rows]
 
 
 def fingerprint(obj: Any) -> str:

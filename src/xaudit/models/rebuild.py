@@ -54,7 +54,8 @@ def architecture(meta: dict, trust_code: bool | str = False, path: Path | str = 
     ``stored.read_model_meta``) describes it.
 
     A ``python`` model is rebuilt by calling the factory the file names: code a shared folder
-    could choose. It runs only when ``trust_code`` is True or that factory's own name.
+    could choose. It runs only when ``trust_code`` is True or that factory's own name (from a
+    recipe the caller gave); a transformers config's custom code (``auto_map``) only when True.
     """
     source = meta.get("source", "torchvision")
     n = meta.get("num_classes")
@@ -69,14 +70,14 @@ def architecture(meta: dict, trust_code: bool | str = False, path: Path | str = 
     if source == "transformers":
         from .hubs import LogitsOf, transformers_config_model
 
-        return LogitsOf(transformers_config_model(meta["config"]))
+        return LogitsOf(transformers_config_model(meta["config"], trust_code is True, path))
     if source == "python":
         if trust_code is not True and trust_code != meta["module"]:
             raise ModelError(
                 f"{path}: rebuilding this model calls the Python factory the file names "
                 f"(module: {echo(meta['module'])}); if you trust this folder, pass "
-                "trust_code=True to Classifier.from_run, or name the same factory in the "
-                "recipe's model.module")
+                "trust_code=True (xaudit: --trust-code), or name the same factory in the "
+                "model.module of a recipe of your own")
         made = build_python(meta["module"], n, meta.get("model_args"))
         return made.module if not isinstance(made, nn.Module) else made
     raise ModelError(f"{path}: unknown source {echo(source)} (torchvision, timm, transformers, python)")
