@@ -156,27 +156,27 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-# Files read back from a run or model folder: JSON and CSV are small; a map chunk holds a
-# few dozen images' maps, a model's weights at most a large ViT's.
+# Files read back from a run or model folder: JSON and CSV are small, a map chunk holds a
+# few dozen images' maps; a model's weights are bounded apart (MAX_WEIGHTS_BYTES).
 MAX_READ_BYTES = 256 * 2**20
+MAX_WEIGHTS_BYTES = 64 * 2**30
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
           (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
 
 
-def read_inside(path: str | Path, root: str | Path | None = None, max_bytes: int = MAX_READ_BYTES,
-                kind: type[XauditError] = XauditError) -> bytes:
-    """The bytes of a file that a run or model folder (``root``, default the file's own
-    folder) holds: xaudit's one way to read such a file back.
-
-    The folder may come from elsewhere, so the file must resolve inside ``root`` (no link
-    out, no ``..``), be a regular file (a FIFO would block the reader, a device never end)
-    and hold at most ``max_bytes``. Every refusal names the file.
-    """
+def checked_file(path: str | Path, root: str | Path | None = None, max_bytes: int = MAX_READ_BYTES,
+                 kind: type[XauditError] = XauditError) -> Path:
+    """``path`` resolved, once it is known to be a file a run or model folder (``root``,
+    default the file's own folder) holds: inside ``root`` (no link out, no ``..``), a regular
+    file (a FIFO would block its reader, a device never end) of at most ``max_bytes``.
+    Every refusal names the file. ``read_inside`` reads it; a library that opens files by
+    name itself (safetensors' ``load_file``) gets the checked path."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     try:
         real = path.resolve(strict=True)
         inside = real.is_relative_to(root.resolve(strict=True))
+        info = real.stat()
     except FileNotFoundError:
         raise kind(f"{path}: file not found") from None
     except (OSError, RuntimeError) as err:  # a link loop, a path too long, no permission
@@ -184,28 +184,40 @@ def read_inside(path: str | Path, root: str | Path | None = None, max_bytes: int
     if not inside:
         raise kind(f"{path}: leads outside {root} (a symbolic link or '..'); xaudit reads only "
                    "the folder's own files")
+    _check_regular(path, info, max_bytes, kind)
+    return real
+
+
+def _check_regular(path: Path, info: os.stat_result, max_bytes: int, kind: type[XauditError]) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        what = next((w for test, w in _KINDS if test(info.st_mode)), "a special file")
+        raise kind(f"{path}: not a regular file ({what}); xaudit reads only regular files here")
+    if info.st_size > max_bytes:
+        raise kind(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} allowed for this file")
+
+
+def read_inside(path: str | Path, root: str | Path | None = None, max_bytes: int = MAX_READ_BYTES,
+                kind: type[XauditError] = XauditError) -> bytes:
+    """The bytes of a file of a run or model folder, checked as ``checked_file`` says: xaudit's
+    one way to read such a file back."""
+    real = checked_file(path, root, max_bytes, kind)
     try:
-        # O_NONBLOCK: opening a FIFO that slipped in after the check above does not block
+        # O_NONBLOCK and the second check: a FIFO swapped in after the first does not block
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
                      | getattr(os, "O_NOCTTY", 0))
     except OSError as err:
         raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            what = next((w for test, w in _KINDS if test(info.st_mode)), "a special file")
-            raise kind(f"{path}: not a regular file ({what}); xaudit reads only regular files here")
-        if info.st_size > max_bytes:
-            raise kind(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} allowed for this file")
+        _check_regular(Path(path), os.fstat(fd), max_bytes, kind)
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(max_bytes + 1)
-        if len(data) > max_bytes:  # grew while read
-            raise kind(f"{path}: more than the {max_bytes:,} bytes allowed for this file")
-        return data
     except OSError as err:
         raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
     finally:
         os.close(fd)
+    if len(data) > max_bytes:  # grew while read
+        raise kind(f"{path}: more than the {max_bytes:,} bytes allowed for this file")
+    return data
 
 
 def read_json(path: str | Path, root: str | Path | None = None,

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ModelError, echo
+from ..run import MAX_WEIGHTS_BYTES, checked_file
 from .checkpoints import load_weights, read_model_meta
 
 
@@ -92,8 +93,9 @@ def rebuild(folder: Path, trust_code: bool | str = False) -> tuple[nn.Module, di
             raise
         raise ModelError(f"{folder / 'model.json'}: {err}") from None
     weights = folder / "model.safetensors"
+    real = checked_file(weights, folder, MAX_WEIGHTS_BYTES, ModelError)
     try:
-        state = load_file(str(weights))
+        state = load_file(str(real))
     except Exception as err:
         raise ModelError(f"{weights}: cannot load ({type(err).__name__}: {str(err)[:100]})") from None
     load_weights(module, state, weights)
