@@ -48,3 +48,16 @@ def test_empty_inputs_are_refused_with_a_clear_message(clf, images, message):
 def test_finite_pixels_still_explain(clf):
     maps = xaudit.explain(clf, torch.rand(2, 3, 8, 8), ["saliency"])
     assert len(maps.ids) == 2
+
+
+def test_an_audit_folder_holding_a_fifo_is_one_error_naming_it_not_a_hang(clf, tmp_path):
+    import os
+
+    from xaudit.errors import XauditError
+
+    (tmp_path / "tables").mkdir()
+    fifo = tmp_path / "tables" / "left_there.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(XauditError, match=rf"^{fifo}: not a regular file \(a FIFO\)"):
+        xaudit.audit(clf, torch.rand(2, 3, 8, 8), [0, 1], ["saliency"], audits=["correctness"],
+                     out=tmp_path, controls=False)
