@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from .errors import XauditError
+from .yaml_safe import MAX_BYTES as RECIPE_MAX_BYTES
 
 STAGES = ("train", "evaluate", "explain", "audit", "report")
 # What each stage reads: the stages whose results it uses, and its recipe keys (a section or
@@ -345,11 +346,13 @@ class RunDir:
         return self
 
     def require(self) -> RunDir:
-        if not self.recipe_path.is_file():
+        if not self.recipe_path.exists() and not self.recipe_path.is_symlink():
             raise XauditError(
                 f"{self.root} is not a run folder (no recipe.yaml). "
                 "Create one with `xaudit run RECIPE`."
             )
+        # the recipe is read by name later (and re-read by the report): checked here once
+        checked_file(self.recipe_path, self.root, RECIPE_MAX_BYTES)
         return self
 
     # manifest --------------------------------------------------------------

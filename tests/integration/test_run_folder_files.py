@@ -93,3 +93,17 @@ def test_a_fifo_summary_or_recipe_never_blocks_the_report(finished_run, tmp_path
     (copy2 / "recipe.yaml").symlink_to("/etc/passwd")
     line = one_error(report(copy2))
     assert line.startswith(f"error: {copy2 / 'recipe.yaml'}: leads outside {copy2}"), line
+
+
+def test_a_recipe_yaml_that_is_a_fifo_or_a_link_out_stops_a_stage_command_at_once(finished_run, tmp_path):
+    copy, _ = copy_of(finished_run, tmp_path)
+    recipe = copy / "recipe.yaml"
+    recipe.unlink()
+    os.mkfifo(recipe)
+    res = subprocess.run([sys.executable, "-m", "xaudit.cli", "evaluate", str(copy)], env=env(),
+                         capture_output=True, text=True, timeout=60)
+    assert one_error(res) == (f"error: {recipe}: not a regular file (a FIFO); xaudit reads only "
+                              "regular files here")
+    recipe.unlink()
+    recipe.symlink_to("/dev/zero")
+    assert one_error(report(copy)).startswith(f"error: {recipe}: leads outside {copy}")
