@@ -95,7 +95,7 @@ class Pipeline:
         model.module=...`` of the caller names that factory."""
         rd = RunDir(run_dir).require()
         recipe = load_recipe(rd.recipe_path, overrides)
-        trust: bool | str = trust_code is True or _set_by_caller(overrides, "model.module", recipe)
+        trust: bool | str = trust_code is True or _module_set_by_caller(overrides, recipe)
         check_code_trusted(recipe.model, trust, f"{rd.recipe_path}: model.module")
         return cls(recipe, rd.root, trust_code=trust, **kw)
 
@@ -312,9 +312,9 @@ class Pipeline:
         return self.run.report_path
 
 
-def _set_by_caller(overrides: list[str] | None, key: str, recipe: Recipe) -> str | bool:
+def _module_set_by_caller(overrides: list[str] | None, recipe: Recipe) -> str | bool:
     """The recipe's ``model.module`` when the caller's own ``--set`` gave it, else False."""
-    given = any(o.split("=", 1)[0].strip() == key for o in overrides or [])
+    given = any(o.split("=", 1)[0].strip() == "model.module" for o in overrides or [])
     return (recipe.model.module or False) if given else False
 
 
