@@ -71,7 +71,9 @@ def shared_run(tmp_path: Path, case: str) -> tuple[Path, Path, Path]:
     return run, code, marker
 
 
-@pytest.mark.parametrize("case", ["recipe", "model.json", "both"])
+# "both" is the copied run folder of the bug report; the other two are heavier repeats
+@pytest.mark.parametrize("case", [pytest.param("recipe", marks=pytest.mark.heavy),
+                                  pytest.param("model.json", marks=pytest.mark.heavy), "both"])
 def test_a_run_folder_naming_a_factory_runs_it_only_with_trust_code(tmp_path, case):
     run, code, marker = shared_run(tmp_path, case)
     refused = xaudit(code, "evaluate", str(run))
@@ -136,6 +138,7 @@ def custom_code_folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.heavy
 def test_transformers_custom_code_is_one_clear_line_without_trust(tmp_path):
     folder = custom_code_folder(tmp_path)
     marker = tmp_path / "imported.txt"
