@@ -278,7 +278,7 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
     )
     n = n_images or len(batch)
     with tempfile.TemporaryDirectory(prefix="xaudit-audit-") as tmp:
-        from .run import RunDir
+        from .run import RunDir, read_inside
 
         run = RunDir(out if out is not None else tmp)
         run.figures.mkdir(parents=True, exist_ok=True)
@@ -290,8 +290,10 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
                                  min_effect=min_effect,
                                  budget_seconds=budget_minutes * 60 if budget_minutes else None,
                                  continue_hint=lambda k: f"xaudit.audit(..., rounds={k})")
-        tables = {p.stem: p.read_text(encoding="utf-8") for p in sorted(run.tables.glob("*.csv"))}
-        figures = {p.name: p.read_bytes() for p in sorted(run.figures.glob("*.png"))}
+        # ``out`` may hold other files: each read as a folder's own file (no FIFO, no link out)
+        tables = {p.stem: read_inside(p, run.root).decode("utf-8")
+                  for p in sorted(run.tables.glob("*.csv"))}
+        figures = {p.name: read_inside(p, run.root) for p in sorted(run.figures.glob("*.png"))}
     report = AuditReport(summary, tables, figures)
     if out is not None:
         report.save(out)

@@ -40,6 +40,12 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a recipe key, e.g. --set train.epochs=3 (repeatable)."),
 ]
+TrustOption = Annotated[
+    bool,
+    typer.Option("--trust-code", help="Call the Python code the model's files name (a model.module "
+                 "factory in a run folder's recipe.yaml or model.json, a transformers auto_map). "
+                 "Only for folders you trust."),
+]
 
 
 @app.callback()
@@ -83,6 +89,7 @@ def run(
     recipe: Annotated[Path, typer.Argument(help="YAML recipe (e.g. configs/demo.yaml), or a shipped recipe's name (beans).")],
     set_: SetOption = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every stage, even finished ones.")] = False,
+    trust_code: TrustOption = False,
 ) -> None:
     """Run every stage of RECIPE into runs/<name>/ (finished stages are kept on resume)."""
     from .config import load_recipe
@@ -91,7 +98,9 @@ def run(
     if not recipe.exists() and recipe.parent == Path(".") and not recipe.suffix:
         recipe = _recipe_path(f"{recipe.name}.yaml")
     r = load_recipe(recipe, set_ or [])
-    _run_pipeline(lambda **kw: Pipeline(r, **kw), lambda p: p.run_stages(force=force))
+    # The recipe given here vouches for the factory it names; --trust-code for any other code.
+    trust = True if trust_code else None
+    _run_pipeline(lambda **kw: Pipeline(r, trust_code=trust, **kw), lambda p: p.run_stages(force=force))
 
 
 @app.command()
@@ -101,18 +110,19 @@ def demo(
     force: Annotated[bool, typer.Option("--force", help="Redo every stage.")] = False,
 ) -> None:
     """Offline demo: synthetic bean leaves, MobileNetV2 with packaged ImageNet weights."""
-    run(_recipe_path("demo-shortcut.yaml" if shortcut else "demo.yaml"), set_, force)
+    run(_recipe_path("demo-shortcut.yaml" if shortcut else "demo.yaml"), set_, force, False)
 
 
 def _stage_command(stage: str, doc: str):
     def command(
         run_dir: Annotated[Path, typer.Argument(help="An existing run folder, e.g. runs/demo.")],
         set_: SetOption = None,
+        trust_code: TrustOption = False,
     ) -> None:
         from .pipeline import Pipeline
 
         _run_pipeline(
-            lambda **kw: Pipeline.from_run_dir(run_dir, set_ or [], **kw),
+            lambda **kw: Pipeline.from_run_dir(run_dir, set_ or [], trust_code, **kw),
             lambda p: p.run_one(stage),
         )
 

@@ -19,6 +19,7 @@ import yaml
 
 from .errors import ConfigError, echo, shown
 from .registry import did_you_mean
+from .safety import is_control
 from .yaml_safe import load_yaml
 
 # --------------------------------------------------------------------------- ranges
@@ -351,10 +352,11 @@ def _check_special(recipe: Recipe) -> None:
     for name, (x0, y0, x1, y1) in (recipe.audit.regions or {}).items():
         if not (x0 < x1 and y0 < y1):
             raise ConfigError(f"audit.regions.{shown(name)}: needs x0 < x1 and y0 < y1, got {echo([x0, y0, x1, y1])}")
+    # a control character in a folder name garbles every console line and path shown
     if (not recipe.name or any(c in recipe.name for c in "/\\\0") or recipe.name in {".", ".."}
-            or len(recipe.name) > 200):
-        raise ConfigError(f"name: {echo(recipe.name)} cannot name a run folder (no '/', '\\', '.' or '..'; "
-                          "at most 200 characters)")
+            or len(recipe.name) > 200 or any(is_control(c) for c in recipe.name)):
+        raise ConfigError(f"name: {echo(recipe.name)} cannot name a run folder (no '/', '\\', '.' or '..', "
+                          "no control or bidirectional-control characters; at most 200 characters)")
     if recipe.device not in {"cpu", "cuda", "auto"}:
         raise ConfigError(f"device: {echo(recipe.device)} is not allowed. Allowed: cpu, cuda, auto.")
 

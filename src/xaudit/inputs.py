@@ -43,19 +43,32 @@ def as_batch(images: Any, pre: Preprocessing, masks: Any = None) -> Batch:
     else:
         if isinstance(images, (str, Path, Image.Image, Record)):
             images = [images]
-        if not isinstance(images, Sequence) or not images:
+        if not isinstance(images, Sequence):
             raise DataError(f"images: expected tensors, PIL images, file paths, a folder or records, "
                             f"got {type(images).__name__}")
-        pixels = torch.stack([_one(img, pre) for img in images])
+        if not images:
+            raise DataError(f"images: an empty {type(images).__name__}; pass at least one image")
+        pixels = torch.stack([_one(img, pre, i) for i, img in enumerate(images)])
         ids = [_id(img, i) for i, img in enumerate(images)]
     return Batch(pixels, ids, labels, _masks(masks, pre, len(ids)) if masks is not None else None)
 
 
-def _tensor(t: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+def _tensor(t: torch.Tensor, pre: Preprocessing, first: int = 0) -> torch.Tensor:
+    """``first``: the index of the tensor's first image among all the images given."""
     if t.dim() == 3:
         t = t.unsqueeze(0)
     if t.dim() != 4 or t.shape[1] != 3:
         raise DataError(f"images: a tensor must be N×3×H×W (or 3×H×W), got {tuple(t.shape)}")
+    if t.numel() == 0:
+        raise DataError(f"images: an empty tensor (shape {tuple(t.shape)}); pass at least one "
+                        "image of at least 1×1 pixels")
+    if t.is_floating_point():
+        # NaN passes every range check and turns into arbitrary pixels: refuse it by name
+        bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten().tolist()
+        if bad:
+            which = ", ".join(str(first + i) for i in bad[:5]) + (", …" if len(bad) > 5 else "")
+            raise DataError(f"images: image {which} has NaN or infinite pixel values "
+                            "(allowed: finite values in [0, 1])")
     if t.dtype != torch.uint8:
         lo, hi = float(t.min()), float(t.max())
         if lo < 0 or hi > 1:
@@ -69,7 +82,7 @@ def _tensor(t: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     return torch.stack([pre.image_tensor(TF.to_pil_image(img)) for img in t.cpu()])
 
 
-def _one(img: Any, pre: Preprocessing) -> torch.Tensor:
+def _one(img: Any, pre: Preprocessing, i: int) -> torch.Tensor:
     if isinstance(img, Record):
         img = img.image
     if isinstance(img, Image.Image):
@@ -77,7 +90,9 @@ def _one(img: Any, pre: Preprocessing) -> torch.Tensor:
     if isinstance(img, (str, Path)):
         return pre.image_tensor(load_rgb(Path(img), name=str(img)))
     if isinstance(img, torch.Tensor):
-        return _tensor(img, pre)[0]
+        if not (img.dim() == 3 or (img.dim() == 4 and len(img) == 1)):  # one image of a list
+            raise DataError(f"images: image {i} must be a 3×H×W tensor, got {tuple(img.shape)}")
+        return _tensor(img, pre, i)[0]
     raise DataError(f"images: cannot read an image from {type(img).__name__}; allowed: tensors, "
                     "PIL images, file paths, a folder, records")
 

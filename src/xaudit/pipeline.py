@@ -27,7 +27,7 @@ from .explain.engine import select_ids
 from .interrupts import entering, finished
 from .lock import run_lock
 from .models import Classifier
-from .models.sources import build_classifier, recipe_preprocessing
+from .models.sources import build_classifier, check_code_trusted, recipe_preprocessing
 from .run import STAGES, RunDir, dependents, read_csv, stage_fingerprints
 from .stages.explain import Where
 from .stored import read_model_meta
@@ -68,8 +68,12 @@ class Pipeline:
     """
 
     def __init__(self, recipe: Recipe, run_dir: str | Path | None = None, progress: Progress | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, trust_code: bool | str | None = None):
+        """``trust_code``: the code the model's files may name and xaudit may call (True: any;
+        a factory's name: that one). By default the factory the recipe names, since the
+        caller gave the recipe; ``from_run_dir`` trusts nothing by default."""
         self.recipe = recipe
+        self.trust_code = (recipe.model.module or False) if trust_code is None else trust_code
         self.run = RunDir(run_dir or recipe.run_dir)
         self.progress = progress or _quiet
         self.log = log or (lambda _m: None)
@@ -84,10 +88,16 @@ class Pipeline:
         self.fingerprints = recipe_fingerprints(recipe)
 
     @classmethod
-    def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None, **kw) -> Pipeline:
+    def from_run_dir(cls, run_dir: str | Path, overrides: list[str] | None = None,
+                     trust_code: bool = False, **kw) -> Pipeline:
+        """The run folder's own recipe.yaml. It came with the folder, so the code it or the
+        model's files name runs only with ``trust_code=True``, or when a ``--set
+        model.module=...`` of the caller names that factory."""
         rd = RunDir(run_dir).require()
         recipe = load_recipe(rd.recipe_path, overrides)
-        return cls(recipe, rd.root, **kw)
+        trust: bool | str = trust_code is True or _module_set_by_caller(overrides, recipe)
+        check_code_trusted(recipe.model, trust, f"{rd.recipe_path}: model.module")
+        return cls(recipe, rd.root, trust_code=trust, **kw)
 
     @property
     def where(self) -> Where:
@@ -160,13 +170,14 @@ class Pipeline:
         if self._clf is None:
             m = self.recipe.model
             if self._trained():
-                # the recipe's own factory, which the train stage saved, may be called again
-                clf = Classifier.from_run(self.run.model_dir, trust_code=m.module or False)
+                # model.json names its factory: called only if the caller trusts it
+                clf = Classifier.from_run(self.run.model_dir, trust_code=self.trust_code)
                 if m.target_layer:
                     clf = clf.with_overrides(cam_layer=m.target_layer)
             else:
                 classes = [] if self.recipe.train.skip else self.dataset().classes
-                clf = build_classifier(m, classes, self.recipe.train.skip, self.recipe.seed)
+                clf = build_classifier(m, classes, self.recipe.train.skip, self.recipe.seed,
+                                       self.trust_code)
             self._clf = clf.to(self.device)
         return self._clf
 
@@ -194,7 +205,7 @@ class Pipeline:
 
         bundle, store = self.dataset(), self.store()
         clf = self.classifier() if self.recipe.train.skip else build_classifier(
-            self.recipe.model, bundle.classes, False, self.recipe.seed)
+            self.recipe.model, bundle.classes, False, self.recipe.seed, self.trust_code)
         t0 = time.perf_counter()
         clf, cache = train_stage(clf, bundle, store, self.recipe, self.run, self.device,
                                  self.progress, self.log)
@@ -230,7 +241,7 @@ class Pipeline:
         t0 = time.perf_counter()
         bundle, store, clf = self.dataset(), self.store(), self.classifier()
         retrain = make_retrain_shuffled(self.recipe, bundle, store, clf.preprocessing,
-                                        self.device, self._cache)
+                                        self.device, self._cache, self.trust_code)
         audit_stage(clf, bundle, store, self.explained_rows_all(), self.recipe,
                     state_key(self.fingerprints["audit"], self.run), self.where, retrain,
                     upstream=self.fingerprints["evaluate"])
@@ -299,6 +310,12 @@ class Pipeline:
         step(self.world, lambda: self.run.save_recipe(to_dict(self.recipe)), main_only=True)
         self._stage(stage)
         return self.run.report_path
+
+
+def _module_set_by_caller(overrides: list[str] | None, recipe: Recipe) -> str | bool:
+    """The recipe's ``model.module`` when the caller's own ``--set`` gave it, else False."""
+    given = any(o.split("=", 1)[0].strip() == "model.module" for o in overrides or [])
+    return (recipe.model.module or False) if given else False
 
 
 def recipe_fingerprints(recipe: Recipe) -> dict[str, str]:

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,7 @@ from typing import Any
 import yaml
 
 from .errors import XauditError
+from .yaml_safe import MAX_BYTES as RECIPE_MAX_BYTES
 
 STAGES = ("train", "evaluate", "explain", "audit", "report")
 # What each stage reads: the stages whose results it uses, and its recipe keys (a section or
@@ -155,8 +157,80 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+# Files read back from a run or model folder: JSON and CSV are small, a map chunk holds a
+# few dozen images' maps; a model's weights are bounded apart (MAX_WEIGHTS_BYTES).
+MAX_READ_BYTES = 256 * 2**20
+MAX_WEIGHTS_BYTES = 64 * 2**30
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+          (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def checked_file(path: str | Path, root: str | Path | None = None, max_bytes: int = MAX_READ_BYTES,
+                 kind: type[XauditError] = XauditError) -> Path:
+    """``path`` resolved, once it is known to be a file a run or model folder (``root``,
+    default the file's own folder) holds: inside ``root`` (no link out, no ``..``), a regular
+    file (a FIFO would block its reader, a device never end) of at most ``max_bytes``.
+    Every refusal names the file. ``read_inside`` reads it; a library that opens files by
+    name itself (safetensors' ``load_file``) gets the checked path."""
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    try:
+        real = path.resolve(strict=True)
+        inside = real.is_relative_to(root.resolve(strict=True))
+        info = real.stat()
+    except FileNotFoundError:
+        raise kind(f"{path}: file not found") from None
+    except (OSError, RuntimeError) as err:  # a link loop, a path too long, no permission
+        raise kind(f"{path}: cannot read ({getattr(err, 'strerror', None) or type(err).__name__})") from None
+    if not inside:
+        raise kind(f"{path}: leads outside {root} (a symbolic link or '..'); xaudit reads only "
+                   "the folder's own files")
+    _check_regular(path, info, max_bytes, kind)
+    return real
+
+
+def _check_regular(path: Path, info: os.stat_result, max_bytes: int, kind: type[XauditError]) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        what = next((w for test, w in _KINDS if test(info.st_mode)), "a special file")
+        raise kind(f"{path}: not a regular file ({what}); xaudit reads only regular files here")
+    if info.st_size > max_bytes:
+        raise kind(f"{path}: {info.st_size:,} bytes, more than the {max_bytes:,} allowed for this file")
+
+
+def read_inside(path: str | Path, root: str | Path | None = None, max_bytes: int = MAX_READ_BYTES,
+                kind: type[XauditError] = XauditError) -> bytes:
+    """The bytes of a file of a run or model folder, checked as ``checked_file`` says: xaudit's
+    one way to read such a file back."""
+    real = checked_file(path, root, max_bytes, kind)
+    try:
+        # O_NONBLOCK and the second check: a FIFO swapped in after the first does not block
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NOCTTY", 0))
+    except OSError as err:
+        raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    try:
+        _check_regular(Path(path), os.fstat(fd), max_bytes, kind)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as err:
+        raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:  # grew while read
+        raise kind(f"{path}: more than the {max_bytes:,} bytes allowed for this file")
+    return data
+
+
+def read_json(path: str | Path, root: str | Path | None = None,
+              kind: type[XauditError] = XauditError) -> Any:
+    """A JSON file of a run folder (through ``read_inside``); a bad one names the file."""
+    data = read_inside(path, root, kind=kind)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise kind(f"{path}: not UTF-8 text") from None
+    except ValueError as err:
+        raise kind(f"{path}: not valid JSON ({err})") from None
 
 
 def csv_text(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
@@ -192,9 +266,13 @@ def _csv_unescape(cell: str | None) -> str | None:
     return cell[1:] if cell and cell.startswith("'") else cell
 
 
-def read_csv(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [{_csv_unescape(k): _csv_unescape(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+def read_csv(path: str | Path, root: str | Path | None = None) -> list[dict[str, str]]:
+    try:
+        text = read_inside(path, root).decode("utf-8")
+    except UnicodeDecodeError:
+        raise XauditError(f"{path}: not UTF-8 text") from None
+    rows = csv.DictReader(io.StringIO(text, newline=""))
+    return [{_csv_unescape(k): _csv_unescape(v) for k, v in row.items()} for row in rows]
 
 
 def fingerprint(obj: Any) -> str:
@@ -268,11 +346,13 @@ class RunDir:
         return self
 
     def require(self) -> RunDir:
-        if not self.recipe_path.is_file():
+        if not self.recipe_path.exists() and not self.recipe_path.is_symlink():
             raise XauditError(
                 f"{self.root} is not a run folder (no recipe.yaml). "
                 "Create one with `xaudit run RECIPE`."
             )
+        # the recipe is read by name later (and re-read by the report): checked here once
+        checked_file(self.recipe_path, self.root, RECIPE_MAX_BYTES)
         return self
 
     # manifest --------------------------------------------------------------

@@ -102,12 +102,17 @@ def safe_join(root: str | Path, *parts: str) -> Path:
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def is_control(ch: str) -> bool:
+    """A control (newline, tab, escape…) or bidirectional-control character."""
+    return ch in _BIDI or unicodedata.category(ch) == "Cc"
+
+
 def one_line(text: object) -> str:
     """``text`` for a console line: newlines, other control and bidirectional-control
     characters (from file or class names) shown escaped, so one message stays one line."""
     out = []
     for ch in str(text):
-        if ch in _BIDI or unicodedata.category(ch) == "Cc":
+        if is_control(ch):
             out.append(ch.encode("unicode_escape").decode("ascii"))
         else:
             out.append(ch)

@@ -6,12 +6,12 @@ what is read back is validated like a recipe, and a bad file is one error naming
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .config import MAX_SIDE, check_value
 from .errors import ConfigError, ModelError, XauditError, echo
+from .run import read_inside, read_json
 
 MAX_CLASSES = 100_000
 _PREPROCESSING = {
@@ -23,14 +23,25 @@ _PREPROCESSING = {
 
 
 def _load(path: Path, kind: type[XauditError]) -> Any:
+    return read_json(path, kind=kind)  # inside its folder, a regular file, bounded
+
+
+def read_map_chunk(path: str | Path, root: str | Path, as_numpy: bool = False) -> dict:
+    """One chunk of stored maps (``maps``, ``targets``, maybe ``delta``) as torch tensors or,
+    without torch, numpy arrays; ``root``: the folder of method folders it must lie in."""
+    data = read_inside(path, root)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise kind(f"{path}: not UTF-8 text") from None
-    except ValueError as err:
-        raise kind(f"{path}: not valid JSON ({err})") from None
-    except OSError as err:
-        raise kind(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+        if as_numpy:
+            from safetensors.numpy import load
+        else:
+            from safetensors.torch import load
+        tensors = load(data)
+    except Exception as err:  # safetensors raises its own error types for a foreign file
+        raise XauditError(f"{path}: not a chunk of stored maps ({type(err).__name__}: "
+                          f"{echo(str(err))})") from None
+    _need("maps" in tensors and "targets" in tensors, Path(path),
+          f"not a chunk of stored maps (holds {echo(sorted(tensors))})", XauditError)
+    return tensors
 
 
 def _need(cond: bool, path: Path, message: str, kind: type[XauditError]) -> None:
@@ -95,10 +106,11 @@ def read_model_meta(path: str | Path, need_preprocessing: bool = False,
     return meta
 
 
-def read_map_index(path: str | Path, label: str) -> dict:
-    """A method's ``index.json``: chunk files (plain names in the method's folder) and their ids."""
+def read_map_index(path: str | Path, label: str, root: str | Path | None = None) -> dict:
+    """A method's ``index.json``: chunk files (plain names in the method's folder) and their
+    ids; ``root``: the folder it must lie in (default its own)."""
     path = Path(path)
-    index = _load(path, XauditError)
+    index = read_json(path, root)
     _need(isinstance(index, dict) and isinstance(index.get("chunks"), list), path,
           f"expected an object with a list of chunks, got {echo(index)}", XauditError)
     seen: set[str] = set()

@@ -160,3 +160,36 @@ def test_hub_errors(tmp_path):
         load_dataset(cfg(source="hub", path=str(tmp_path / "missing")), 0)
     with pytest.raises(ConfigError, match="hub_name"):
         load_dataset(cfg(source="hub"), 0)
+
+
+def _denied(monkeypatch, *folders):
+    """Listing ``folders`` fails as for a folder without read permission (root ignores the
+    permission bits, so the refusal is simulated where Python lists folders)."""
+    import os
+
+    real_scandir, real_listdir = os.scandir, os.listdir
+    denied = {str(f) for f in folders}
+
+    def check(path):
+        if str(path) in denied:
+            raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "scandir", lambda p=".": (check(p), real_scandir(p))[1])
+    monkeypatch.setattr(os, "listdir", lambda p=".": (check(p), real_listdir(p))[1])
+
+
+def test_a_folder_that_cannot_be_listed_is_a_skipped_row_not_a_silent_gap(folder_dataset, monkeypatch):
+    sub = folder_dataset / "red" / "more"
+    write_png(sub / "extra.png", class_image(0, np.random.default_rng(0), 32))
+    _denied(monkeypatch, sub)
+    bundle = load_dataset(cfg(source="folder", path=str(folder_dataset)), seed=0)
+    assert {"file": str(sub), "reason": "cannot list folder (PermissionError)"} in bundle.skipped
+    assert sum(bundle.counts()[s]["red"] for s in ("train", "val", "test")) == 10  # the rest kept
+
+
+def test_a_dataset_root_that_cannot_be_listed_is_one_clear_error(folder_dataset, monkeypatch):
+    _denied(monkeypatch, folder_dataset)
+    for source in ("folder", "filename"):
+        with pytest.raises(DataError, match=rf"^data\.path: cannot list {folder_dataset} \(Permission "
+                                            r"denied\); xaudit needs a folder it can read$"):
+            load_dataset(cfg(source=source, path=str(folder_dataset), label_regex=r"^(\w+)_"), seed=0)

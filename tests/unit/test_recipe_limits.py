@@ -184,3 +184,12 @@ def test_docs_list_every_declared_range():
     walk(Recipe())
     assert len(rows) >= 30
     assert [r for r in rows if r not in text] == []
+
+
+@pytest.mark.parametrize("name", ["a\nb", "run\x1b[31m", "tab\there", "evil\u202etxt.exe", "del\x7f"])
+def test_control_characters_in_a_run_name_are_refused(name):
+    with pytest.raises(ConfigError, match=r"^name: .* cannot name a run folder \(.*no control or "
+                                          r"bidirectional-control characters") as err:
+        load_recipe(name=name)
+    assert "\n" not in str(err.value) and "\x1b" not in str(err.value) and "\u202e" not in str(err.value)
+    assert load_recipe(name="run-ü_猫 2").name == "run-ü_猫 2"  # letters of any script, spaces: kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -60,10 +61,15 @@ def _scan_files(folder: Path, root: Path | None = None,
     """
     root = root or folder
     images, skipped = [], []
-    for f in sorted(folder.rglob("*")):
+    entries, unlisted = _walk(folder)
+    skipped += [{"file": str(d), "reason": f"cannot list folder ({reason})"} for d, reason in unlisted]
+    for f in entries:
         if any(part.startswith(".") for part in f.relative_to(folder).parts):
             continue
-        reason = _special_reason(f, root, follow_symlinks)
+        try:
+            reason = _special_reason(f, root, follow_symlinks)
+        except OSError as err:  # a file whose folder lets it be listed but not looked at
+            reason = f"cannot read file ({type(err).__name__})"
         if reason:
             skipped.append({"file": str(f), "reason": reason})
             continue
@@ -76,6 +82,30 @@ def _scan_files(folder: Path, root: Path | None = None,
                 {"file": str(f), "reason": f"extension {f.suffix or '(none)'!r} is not an image type"}
             )
     return images, skipped
+
+
+def _walk(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every entry below ``folder`` (sorted; links to folders listed, not entered), and the
+    folders that could not be listed with why: Path.rglob skips those without a word."""
+    entries: list[Path] = []
+    unlisted: list[tuple[Path, str]] = []
+
+    def refused(err: OSError) -> None:
+        unlisted.append((Path(err.filename or folder), type(err).__name__))
+
+    for top, dirs, files in os.walk(folder, onerror=refused):
+        base = Path(top)
+        entries += [base / name for name in (*dirs, *files)]
+    return sorted(entries), sorted(unlisted)
+
+
+def _listed(root: Path) -> list[Path]:
+    """The entries of the dataset folder itself: one clear error when it cannot be listed."""
+    try:
+        return list(root.iterdir())
+    except OSError as err:
+        raise DataError(f"data.path: cannot list {root} ({err.strerror or type(err).__name__}); "
+                        "xaudit needs a folder it can read") from None
 
 
 def _mask_for(masks_root: Path | None, rel: Path) -> Path | None:
@@ -184,14 +214,14 @@ def folder_source(cfg, seed: int) -> DatasetBundle:
     objects_root = None
     if masks_root is not None and (masks_root.parent / "object_masks").is_dir():
         objects_root = masks_root.parent / "object_masks"
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and _visible(d))
+    subdirs = sorted(d for d in _listed(root) if d.is_dir() and _visible(d))
     split_dirs = {SPLIT_ALIASES[d.name.lower()]: d for d in subdirs if d.name.lower() in SPLIT_ALIASES}
     skipped: list[dict] = []
     items: list[tuple[str, int, Path, str]] = []
     if split_dirs:
         if "train" not in split_dirs:
             raise DataError(f"data.path: {root} has split folders {sorted(split_dirs)} but no 'train'")
-        found = sorted({d.name for sd in split_dirs.values() for d in sd.iterdir() if d.is_dir() and _visible(d)})
+        found = sorted({d.name for sd in split_dirs.values() for d in _listed(sd) if d.is_dir() and _visible(d)})
         classes = _select_classes(found, cfg.classes)
         for split, sd in split_dirs.items():
             for c_idx, cls in enumerate(classes):
@@ -253,6 +283,7 @@ def filename_source(cfg, seed: int) -> DatasetBundle:
         raise ConfigError(f"data.label_regex / data.label_map: invalid regex ({err})") from None
     if pattern is not None and pattern.groups < 1:
         raise ConfigError(f"data.label_regex: {echo(cfg.label_regex)} needs one capturing group")
+    _listed(root)  # an unreadable root is one error, not one skipped row
     files, skipped = _scan_files(root, root, cfg.follow_symlinks)
     labelled: list[tuple[Path, str]] = []
     for f in files:

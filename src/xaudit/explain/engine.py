@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from ..data.base import Record
 from ..errors import XauditError, echo
 from ..run import atomic_path, write_json
 from ..safety import safe_name
-from ..stored import read_map_index
+from ..stored import read_map_chunk, read_map_index
 from .base import ExplainContext, Explainer
 from .counting import count_model_evals
 from .fastpath import (
@@ -105,7 +105,7 @@ class MapStore:
 
     def index(self) -> dict:
         if self.index_path.is_file():
-            return read_map_index(self.index_path, self.label)
+            return read_map_index(self.index_path, self.label, self.dir.parent)
         return {"label": self.label, "chunks": []}
 
     def done_ids(self) -> set[str]:
@@ -147,7 +147,7 @@ class MapStore:
         for chunk in self.index()["chunks"]:
             if wanted is not None and not wanted.intersection(chunk["ids"]):
                 continue
-            data = load_file(str(self.dir / chunk["file"]))
+            data = read_map_chunk(self.dir / chunk["file"], self.dir.parent)
             for k, v in data.items():
                 parts.setdefault(k, []).append(v)
             order += chunk["ids"]

@@ -139,13 +139,14 @@ class Classifier:
     @classmethod
     def from_transformers(cls, model: Any, classes: Sequence[str] | None = None,
                           processor: Any = None, preprocessing: Preprocessing | None = None,
-                          **overrides: Any) -> Classifier:
+                          trust_code: bool = False, **overrides: Any) -> Classifier:
         """An ``AutoModelForImageClassification`` object, a local ``save_pretrained`` folder or a
         hub id. Classes from ``config.id2label``; preprocessing from the image processor's
-        config (``processor``: an image processor or its folder; default: the model's folder)."""
+        config (``processor``: an image processor or its folder; default: the model's folder).
+        A config naming custom code (``auto_map``) loads only with ``trust_code=True``."""
         from .hubs import LogitsOf, id2label_classes, processor_preprocessing, transformers_module
 
-        hf, folder = transformers_module(model)
+        hf, folder = transformers_module(model, trust_code)
         if preprocessing is None:
             where = processor if processor is not None else folder
             if where is None:
@@ -210,7 +211,8 @@ class Classifier:
 
         ``trust_code``: a model built by a Python factory (``source: python``) is rebuilt by
         calling the factory model.json names, so only when this is True or that factory's
-        ``package.module:factory`` name."""
+        ``package.module:factory`` name; a transformers config naming custom code
+        (``auto_map``) only when True."""
         from .rebuild import rebuild
 
         folder = Path(folder)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..data.transforms import Preprocessing
-from ..errors import ModelError
+from ..errors import ModelError, echo
 from ..registry import did_you_mean
 from .checkpoints import load_weights, read_state_dict
 
@@ -117,8 +117,11 @@ class LogitsOf(nn.Module):
         return self.model(pixel_values=x).logits
 
 
-def transformers_module(model_or_folder: Any) -> tuple[nn.Module, Path | None]:
-    """(the model, its local folder or None) from a model object, a folder or a hub id."""
+def transformers_module(model_or_folder: Any, trust_code: bool = False) -> tuple[nn.Module, Path | None]:
+    """(the model, its local folder or None) from a model object, a folder or a hub id.
+
+    A config naming custom code (``auto_map``) is refused unless ``trust_code`` is True: that
+    code comes with the folder, and transformers would otherwise ask on the terminal."""
     if isinstance(model_or_folder, nn.Module):
         return model_or_folder.eval(), None
     transformers = _require("transformers")
@@ -126,16 +129,46 @@ def transformers_module(model_or_folder: Any) -> tuple[nn.Module, Path | None]:
     local = path.is_dir()
     if not local and path.exists():
         raise ModelError(f"{path}: expected a save_pretrained folder (with config.json)")
+    if local and trust_code is not True:
+        refuse_custom_code(_folder_config(path), path / "config.json")
     try:
         model = transformers.AutoModelForImageClassification.from_pretrained(
-            str(path) if local else str(model_or_folder), local_files_only=local)
+            str(path) if local else str(model_or_folder), local_files_only=local,
+            trust_remote_code=trust_code is True)
     except (OSError, ValueError) as err:
         where = f"folder {path}" if local else f"hub id {str(model_or_folder)[:80]!r}"
+        if "trust_remote_code" in str(err):  # a hub model whose config names custom code
+            raise ModelError(f"transformers model {where} needs the custom code its config "
+                             f"names; {_TRUST_HINT}") from None
         raise ModelError(
             f"transformers could not load an image classifier from {where} ({type(err).__name__}: "
             f"{' '.join(str(err).split())[:120]}); give a local save_pretrained folder"
         ) from None
     return model.eval(), (path if local else None)
+
+
+_TRUST_HINT = ("if you trust where it comes from, pass trust_code=True (xaudit: --trust-code) "
+               "to run that code")
+
+
+def _folder_config(folder: Path) -> dict:
+    from ..run import read_json
+
+    file = folder / "config.json"
+    if not file.is_file():
+        return {}  # transformers says what is missing
+    cfg = read_json(file, folder, ModelError)
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def refuse_custom_code(config: dict, where: Path | str) -> None:
+    """A transformers config whose ``auto_map`` names Python classes to import from the
+    folder or the hub: refused, naming them (the caller decides on trust)."""
+    auto_map = config.get("auto_map")
+    if auto_map:
+        named = sorted({str(v) for v in (auto_map.values() if isinstance(auto_map, dict) else [auto_map])})
+        raise ModelError(f"{where}: auto_map names custom model code ({echo(named)}) that "
+                         f"loading this model would run; {_TRUST_HINT}")
 
 
 def id2label_classes(config: Any) -> list[str]:
@@ -180,8 +213,12 @@ def processor_preprocessing(processor: Any) -> Preprocessing:
     raise ModelError(f"image processor size {str(size)[:80]} is not understood; give image_size")
 
 
-def transformers_config_model(config: dict) -> nn.Module:
+def transformers_config_model(config: dict, trust_code: bool = False,
+                               where: Path | str = "config") -> nn.Module:
     """An image classifier rebuilt from its saved config (random weights, loaded next)."""
     transformers = _require("transformers")
+    if trust_code is not True:
+        refuse_custom_code(config, where)
     cfg = transformers.AutoConfig.for_model(**config)
-    return transformers.AutoModelForImageClassification.from_config(cfg).eval()
+    return transformers.AutoModelForImageClassification.from_config(
+        cfg, trust_remote_code=trust_code is True).eval()

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ModelError, echo
+from ..run import MAX_WEIGHTS_BYTES, checked_file
 from .checkpoints import load_weights, read_model_meta
 
 
@@ -54,7 +55,8 @@ def architecture(meta: dict, trust_code: bool | str = False, path: Path | str = 
     ``stored.read_model_meta``) describes it.
 
     A ``python`` model is rebuilt by calling the factory the file names: code a shared folder
-    could choose. It runs only when ``trust_code`` is True or that factory's own name.
+    could choose. It runs only when ``trust_code`` is True or that factory's own name (from a
+    recipe the caller gave); a transformers config's custom code (``auto_map``) only when True.
     """
     source = meta.get("source", "torchvision")
     n = meta.get("num_classes")
@@ -69,14 +71,14 @@ def architecture(meta: dict, trust_code: bool | str = False, path: Path | str = 
     if source == "transformers":
         from .hubs import LogitsOf, transformers_config_model
 
-        return LogitsOf(transformers_config_model(meta["config"]))
+        return LogitsOf(transformers_config_model(meta["config"], trust_code is True, path))
     if source == "python":
         if trust_code is not True and trust_code != meta["module"]:
             raise ModelError(
                 f"{path}: rebuilding this model calls the Python factory the file names "
                 f"(module: {echo(meta['module'])}); if you trust this folder, pass "
-                "trust_code=True to Classifier.from_run, or name the same factory in the "
-                "recipe's model.module")
+                "trust_code=True (xaudit: --trust-code), or name the same factory in the "
+                "model.module of a recipe of your own")
         made = build_python(meta["module"], n, meta.get("model_args"))
         return made.module if not isinstance(made, nn.Module) else made
     raise ModelError(f"{path}: unknown source {echo(source)} (torchvision, timm, transformers, python)")
@@ -91,8 +93,9 @@ def rebuild(folder: Path, trust_code: bool | str = False) -> tuple[nn.Module, di
             raise
         raise ModelError(f"{folder / 'model.json'}: {err}") from None
     weights = folder / "model.safetensors"
+    real = checked_file(weights, folder, MAX_WEIGHTS_BYTES, ModelError)
     try:
-        state = load_file(str(weights))
+        state = load_file(str(real))
     except Exception as err:
         raise ModelError(f"{weights}: cannot load ({type(err).__name__}: {str(err)[:100]})") from None
     load_weights(module, state, weights)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..data.transforms import Preprocessing, preprocessing_from
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, echo
 from .classifier import Classifier
 
 SOURCES = ("torchvision", "timm", "transformers", "checkpoint", "python")
@@ -33,6 +33,17 @@ def check_model_recipe(m, skip: bool) -> None:
                           "(or model.name: a hub id)")
     if m.classes is not None and len(set(m.classes)) != len(m.classes):
         raise ConfigError("model.classes: the names must be distinct")
+
+
+def check_code_trusted(m, trust_code: bool | str, where: str = "model.module") -> None:
+    """Refuse a recipe whose model is built by a Python factory (``source: python``) unless
+    the caller trusts it: True, or that factory's own name from a recipe the caller gave.
+    A recipe saved in a run folder travels with the folder, so it does not vouch for itself."""
+    if m.source == "python" and m.module and trust_code is not True and trust_code != m.module:
+        raise ModelError(
+            f"{where}: building this model calls the Python factory {echo(m.module)}, named by "
+            "a recipe read from a run folder, not given by you; if you trust the folder, pass "
+            "--trust-code (Python: trust_code=True), or run a recipe of your own that names it")
 
 
 def _run_model_dir(path: Path) -> Path | None:
@@ -84,9 +95,14 @@ def recipe_preprocessing(m) -> Preprocessing:
     )
 
 
-def build_classifier(m, classes: list[str], skip: bool, seed: int) -> Classifier:
+def build_classifier(m, classes: list[str], skip: bool, seed: int,
+                     trust_code: bool | str = False) -> Classifier:
     """The recipe's model. Trained (``skip`` false): its head is fitted to ``classes``;
-    used as it is: its own classes (``model.classes``, the checkpoint's or the config's)."""
+    used as it is: its own classes (``model.classes``, the checkpoint's or the config's).
+
+    ``trust_code``: code the model's files name runs only when this is True, or the name of
+    the factory a recipe the caller gave names (``check_code_trusted``)."""
+    check_code_trusted(m, trust_code)
     pre = recipe_preprocessing(m)
     own = list(m.classes) if m.classes else None
     kw = {"cam_layer": m.target_layer} if m.target_layer else {}
@@ -102,10 +118,10 @@ def build_classifier(m, classes: list[str], skip: bool, seed: int) -> Classifier
                                    preprocessing=pre, model_args=m.args, **kw)
     elif m.source == "transformers":
         clf = Classifier.from_transformers(m.checkpoint or m.name, classes=own,
-                                           preprocessing=pre, **kw)
+                                           preprocessing=pre, trust_code=trust_code is True, **kw)
     elif m.source == "checkpoint":
         clf = Classifier.from_checkpoint(m.checkpoint, arch=m.name, classes=own,
-                                         preprocessing=pre, trust_code=m.module or False, **kw)
+                                         preprocessing=pre, trust_code=trust_code, **kw)
     else:
         clf = _from_python(m, own or classes, pre, kw)
     if skip:

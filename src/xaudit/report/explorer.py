@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import XauditError
 from ..run import RunDir, read_csv, read_json
 from ..safety import safe_name
+from ..stored import read_map_chunk, read_map_index
 from . import encode
 
 STATIC = Path(__file__).parent / "static"
@@ -37,18 +38,17 @@ def load_maps(run: RunDir, label: str, ids: list[str],
               root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(maps N×H×W, targets N) of one method in the order of ``ids``, read without torch;
     ``root``: the folder of method folders (the run's ``maps/`` unless given)."""
-    from safetensors.numpy import load_file
-
-    folder = (run.maps if root is None else root) / safe_name(label)
+    root = run.maps if root is None else root
+    folder = root / safe_name(label)
     index_path = folder / "index.json"
     if not index_path.is_file():
         raise XauditError(f"no maps/{folder.name}/index.json in {run.root}: run `xaudit explain` first")
     found: dict[str, tuple[np.ndarray, int]] = {}
     wanted = set(ids)
-    for chunk in read_json(index_path)["chunks"]:
+    for chunk in read_map_index(index_path, label, root)["chunks"]:
         if not wanted.intersection(chunk["ids"]):
             continue
-        data = load_file(str(folder / chunk["file"]))
+        data = read_map_chunk(folder / chunk["file"], root, as_numpy=True)
         for k, image_id in enumerate(chunk["ids"]):
             found[image_id] = (data["maps"][k], int(data["targets"][k]))
     missing = [i for i in ids if i not in found]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +21,7 @@ import jinja2
 from markupsafe import Markup
 
 from ..errors import XauditError
-from ..run import RunDir, atomic_write_text, read_csv, read_json
+from ..run import RunDir, atomic_write_text, read_csv, read_inside, read_json
 from .answer import answer
 from .captions import caption_of
 from .explorer import explorer_payload, payload_json, static_text
@@ -133,10 +132,8 @@ def _load_summary(run: RunDir) -> dict:
         raise XauditError(f"no summary.json in {run.root}: {hint}", hint=hint)
     try:
         summary = read_json(run.summary_path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise XauditError(
-            f"summary.json in {run.root} is not valid JSON ({err}): {hint}", hint=hint
-        ) from None
+    except XauditError as err:  # not JSON, not UTF-8, not a regular file of the folder
+        raise XauditError(f"{err}: {hint}", hint=hint) from None
     if not isinstance(summary, dict):
         raise XauditError(f"summary.json in {run.root} is not a JSON object: {hint}", hint=hint)
     if not isinstance(summary.get("test"), dict):
@@ -148,7 +145,7 @@ def _load_recipe_text(run: RunDir) -> str:
     if not run.recipe_path.is_file():
         hint = "create a run with `xaudit run RECIPE`"
         raise XauditError(f"no recipe.yaml in {run.root}: not a run folder; {hint}", hint=hint)
-    return run.recipe_path.read_text(encoding="utf-8", errors="replace")
+    return read_inside(run.recipe_path, run.root, max_bytes=2**20).decode("utf-8", errors="replace")
 
 
 def _required_table(run: RunDir, name: str, stage: str) -> list[dict[str, str]]:
@@ -165,7 +162,7 @@ def _optional_table(run: RunDir, name: str) -> list[dict[str, str]] | None:
 
 
 def _figure(run: RunDir, name: str) -> dict:
-    data = (run.figures / name).read_bytes()
+    data = read_inside(run.figures / name, run.figures)
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     return {"name": name, "uri": uri, "caption": caption_of(name)}
 

@@ -78,11 +78,13 @@ def _stratified_records(records: list[Record], n: int, seed: int) -> list[Record
 
 
 def make_retrain_shuffled(recipe, bundle: DatasetBundle, store: DecodedStore,
-                          pre, device: torch.device, cache_box: dict) -> Callable[[int], nn.Module] | None:
+                          pre, device: torch.device, cache_box: dict,
+                          trust_code: bool | str = False) -> Callable[[int], nn.Module] | None:
     """seed -> the recipe's model retrained on training labels shuffled with that seed.
 
     ``cache_box["cache"]``: the frozen-mode feature cache, shared with training when both ran
     in this process (built here otherwise, and kept there for the next retrain).
+    ``trust_code``: as for ``build_classifier``.
     """
     from .. import train as training
     from ..models import configure_trainable
@@ -97,7 +99,8 @@ def make_retrain_shuffled(recipe, bundle: DatasetBundle, store: DecodedStore,
         train_records = bundle.splits["train"]
         perm = torch.randperm(len(train_records), generator=gen)
         shuffled_labels = torch.tensor([train_records[int(i)].label for i in perm])
-        clf = build_classifier(r.model, bundle.classes, skip=False, seed=seed)
+        clf = build_classifier(r.model, bundle.classes, skip=False, seed=seed,
+                               trust_code=trust_code)
         trained = configure_trainable(clf, r.model.mode, r.model.n_blocks)
         if r.model.mode == "frozen":
             # Features from channels-last weights, as training computes them, so a cache built
