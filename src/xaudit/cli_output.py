@@ -18,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .progress import AUDIT_LINE, PlainReporter, attach_epoch, epoch_line
+from .progress import AUDIT_LINE, PlainReporter, attach_epoch, epoch_line, fmt_duration
 
 STAGE_ORDER = ("data", "decode", "train", "evaluate", "explain", "audit", "report")
 
@@ -91,8 +91,7 @@ def closing_block(run_dir: Path, seconds: float) -> list[str]:
     if isinstance(audits, dict):
         verdict_lines = audits.get("verdict_lines") or {}
         if verdict_lines:
-            lines.append("verdict:")
-            lines += [f"  {line}" for line in verdict_lines.values()]
+            lines += answer_lines(audits, verdict_lines)
         elif audits.get("verdict"):
             lines.append(f"verdict: {audits['verdict']}")
     else:
@@ -103,3 +102,28 @@ def closing_block(run_dir: Path, seconds: float) -> list[str]:
         lines.append("time per stage: " + ", ".join(f"{k} {float(timing[k]):.1f} s" for k in known))
     lines.append(f"report: {run_dir / 'report.html'}")
     return lines
+
+
+def answer_lines(audits: dict, verdict_lines: dict) -> list[str]:
+    """The verdict's headline, one line per method (with the minutes an open one needs),
+    and the controls in one line: rejected, as they must be, or the alarm."""
+    text = str(audits.get("verdict") or "")
+    head = text.split(". ")[0].rstrip(".") + "." if text else ""
+    states = audits.get("states") or {}
+    undecided = audits.get("undecided") or {}
+    out = [f"verdict: {head}" if head else "verdict:"]
+    for method, line in verdict_lines.items():
+        if str(method).startswith("control: "):
+            continue
+        est = (undecided.get(method) or {}).get("estimated_seconds")
+        out.append(f"  {line}" + (f" (about {fmt_duration(float(est))})" if est else ""))
+    controls = [m for m in verdict_lines if str(m).startswith("control: ")]
+    fooled = [m for m in controls if states.get(m) == "trusted"]
+    if fooled:
+        out.append(f"  WARNING: {', '.join(fooled)} passed every check: on this data the audits "
+                   "cannot tell a map that ignores the model from an explanation")
+    elif controls:
+        rejected = sum(states.get(m) == "do not trust" for m in controls)
+        out.append(f"  controls: none of {len(controls)} trusted, as it must be ({rejected} "
+                   "rejected, the rest undecided); their lines are in summary.json")
+    return out

@@ -143,11 +143,12 @@ class Rounds:
             entry: dict[str, Any] = {"open": [f"{c.audit}.{c.metric}" for c in j.unsure],
                                      "images_audited": audited, "images_to_decide": need}
             if more:
-                entry["minutes"] = round(more * per_image * (1 + len(self.controls)) / 60, 1)
+                # timing-dependent, so kept out of the line (the same seed gives the same text)
+                entry["estimated_seconds"] = round(more * per_image * (1 + len(self.controls)), 1)
                 target = len(self.looks) + -(-more // max(self.n_images, 1))
                 if continue_hint:
                     entry["command"] = continue_hint(target)
-                    lines[m] += f" (~{entry['minutes']:g} min); run `{entry['command']}`"
+                    lines[m] += f"; run `{entry['command']}`"
             undecided[m] = entry
         summary["verdict"] = verdict(assessment, summary.get("shortcut"), lines)
         summary["trusted"] = assessment.trusted
