@@ -182,7 +182,9 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         fast=fast,
     )
     reused = _reuse_stored_maps(inp, where.run.maps, stored)
-    where.log(f"auditing {len(inp.explainers)} methods on {len(test_records)} test images"
+    where.log(f"auditing {len(inp.explainers)} methods on {len(pools[0]) if pools else 0} test images"
+              + (f" (up to {len(pools)} rounds from a pool of {len(test_records)})"
+                 if len(pools) > 1 else "")
               + (f" ({reused} maps reused from the explain stage)" if reused else ""))
     world, run = where.world, where.run
 
