@@ -16,7 +16,6 @@ from ..run import RunDir, read_csv
 # The status that decides a family's cell first: any failure, then doubt, then a pass.
 STATUS_ORDER = ("fail", "inconclusive", "not tested", "not informative", "pass")
 # Fewer audited images than this and the report warns that intervals are wide.
-FEW_IMAGES = 20
 
 
 def _entries(run: RunDir, audits: dict) -> tuple[list[dict], str | None]:
@@ -137,22 +136,53 @@ def answer(run: RunDir, summary: dict) -> dict:
             cells.append(cell)
         rows.append({"method": method, "cells": cells, "control": is_control(method)})
     lines_by_method = audits.get("verdict_lines") or {}
-    lines = [str(lines_by_method[m]) for m in methods if m in lines_by_method]
-    ns = [e["n"] for e in entries if e["audit"] not in model_level and e.get("n")]
-    smallest = min(ns) if ns else 0
-    warning = (f"Audits ran on as few as {smallest} images: intervals are wide and many cells "
-               f"cannot be decided; audit at least {FEW_IMAGES} (audit.n_images)."
-               if ns and smallest < FEW_IMAGES else None)
+    lines = [str(lines_by_method[m]) for m in methods if m in lines_by_method and not is_control(m)]
     return {
+        "headline": _headline(audits),
+        "controls": _controls_line(audits),
         "facts": facts,
         "grid": {"families": families, "rows": rows},
         "lines": lines,
         "trusted": [str(t) for t in audits.get("trusted") or []],
         "note": note,
-        "warning": warning,
+        "warning": _open_line(audits),
         "model_audits": _model_audits(audits),
         "badges": counts,
     }
+
+
+def _headline(audits: dict) -> str:
+    """The verdict's first sentence: what to trust, what not."""
+    text = str(audits.get("verdict") or "")
+    return text.split(". ")[0].rstrip(".") + "." if text else ""
+
+
+def _controls_line(audits: dict) -> str:
+    """The negative controls in one line: none trusted, as it must be, or the alarm."""
+    states = audits.get("states") or {}
+    controls = [m for m in audits.get("controls") or [] if m in states]
+    if not controls:
+        return ""
+    fooled = [m for m in controls if states[m] == "trusted"]
+    if fooled:
+        return (f"Warning: {', '.join(fooled)} passed every check: on this data the audits cannot "
+                "tell a map that ignores the model from an explanation.")
+    rejected = sum(states[m] == "do not trust" for m in controls)
+    return (f"Negative controls: none of {len(controls)} trusted, as it must be ({rejected} "
+            "rejected, the rest undecided).")
+
+
+def _open_line(audits: dict) -> str | None:
+    """What would decide the methods still open: images, time and the command."""
+    open_ = {m: e for m, e in (audits.get("undecided") or {}).items() if not is_control(m)}
+    if not open_:
+        return None
+    need = max((e.get("images_to_decide") or 0) for e in open_.values())
+    seconds = sum(e.get("estimated_seconds") or 0 for e in open_.values())
+    command = next((e["command"] for e in open_.values() if e.get("command")), "")
+    return (f"{len(open_)} method(s) undecided: about {need} images would decide them"
+            + (f", about {max(1, round(seconds / 60))} min" if seconds else "")
+            + (f" — run {command}" if command else "") + ".")
 
 
 def _model_audits(audits: dict) -> list[str]:
