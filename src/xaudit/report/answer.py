@@ -116,11 +116,12 @@ def answer(run: RunDir, summary: dict) -> dict:
                       + (f" · {len(audits.get('controls') or [])} controls" if audits.get("controls") else "")))
     if not isinstance(audits, dict):
         return {"facts": facts, "grid": None, "lines": [], "note": None, "warning": None,
-                "model_audits": [], "badges": {}}
+                "model_audits": [], "badges": {}, "headline": "", "controls": ""}
     entries, note = _entries(run, audits)
     if not entries:
         return {"facts": facts, "grid": None, "lines": [], "note": note, "warning": None,
-                "model_audits": _model_audits(audits), "badges": {}}
+                "model_audits": _model_audits(audits), "badges": {}, "headline": "",
+                "controls": ""}
     model_level = model_level_audits()  # they describe the model: beside the grid, not in it
     families = list(dict.fromkeys(e["audit"] for e in entries if e["audit"] not in model_level))
     methods = _methods(summary, entries)
