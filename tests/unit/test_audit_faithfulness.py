@@ -265,7 +265,7 @@ def test_two_equal_maps_score_alike_on_correlation_and_robustness(tmp_path, line
             np.testing.assert_array_equal(a[metric], b[metric], err_msg=metric)
         assert all(c.ids == ["img0", "img1", "img2"] for c in result.cells)
     assert {c.metric: c.check for c in corr.cells if c.method == "twin_a"} == {
-        "faithfulness_correlation": "superior", "monotonicity_correlation": ""}
+        "faithfulness_correlation": "controls", "monotonicity_correlation": ""}
 
 
 class _Recording(torch.nn.Module):
