@@ -34,6 +34,10 @@ def _known_check(inp, figures_dir, n_images=None, **params):
                            for i in images.ids])
         cells.append(Cell(e.label, "faithfulness", "deletion_auc", values, False, None, "known",
                           check="controls", ids=list(images.ids)))
+        # a randomization check every map passes: trust then hinges on the paired check alone
+        cells.append(Cell(e.label, "model_randomization", "excess", np.full(len(images), -0.5),
+                          False, None, "known", threshold=0.0, check="noninferior",
+                          ids=list(images.ids), min_difference=0.1))
     return AuditResult("faithfulness", "known", "", [{"n": len(images)}], cells, [], {}, 0.0, 0)
 
 

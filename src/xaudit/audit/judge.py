@@ -74,6 +74,7 @@ class Judgement:
     passed: list[Cell]
     missing: list[str]  # required families without a passed check
     state: str = ""  # trusted | fail | unsure | missing | none | fooled
+    hopeless: bool = False  # a required family none of whose checks can count: more images cannot help
 
 
 @dataclass
@@ -190,6 +191,7 @@ def assess(cells: list[Cell], methods: list[str] | None = None, alpha: float = A
         # is not a matter of more images: say that first
         hopeless = any(not any(INFO[c.audit].family == f for c in j.counted if c.audit in INFO)
                        for f in j.missing)
+        j.hopeless = hopeless
         j.state = ("none" if not j.counted else "fail" if j.failed else "missing" if hopeless
                    else "unsure" if j.unsure else "missing" if j.missing else "trusted")
         judgements[method] = j

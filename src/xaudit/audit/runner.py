@@ -124,7 +124,10 @@ def run_audits(
         for label in labels:
             if label not in decided and assessment.state_word(label) in ("trusted", "do not trust"):
                 decided[label] = look
-        undecided = [e for e in inp.explainers if e.label not in decided]
+        # more images help only a method some ruled check could still decide
+        undecided = [e for e in inp.explainers if e.label not in decided
+                     and assessment.state_word(e.label) == "undecided"
+                     and not assessment.methods[e.label].hopeless]
         run.looks.append({"look": look, "level": level, "images": len(chunk),
                           "seconds": round(time.perf_counter() - t0, 3),
                           "decided": sorted(k for k, v in decided.items() if v == look)})
