@@ -37,8 +37,9 @@ TABLE_COLUMNS = ("method", "kind", "truth_score", "ci_lo", "ci_hi", "n_images",
                  "minus_best_control", "diff_ci_lo", "diff_ci_hi", "beats_best_control")
 
 
-def mean_interval(values: Sequence[float], level: float = LEVEL) -> dict:
-    """Mean, two-sided t-interval (None below two values) and n."""
+def mean_interval(values: Sequence[float], bound: float = 1.0, level: float = LEVEL) -> dict:
+    """Mean, two-sided t-interval (None below two values; clipped to ±``bound``, the range
+    of the values) and n."""
     v = np.asarray(values, float)
     if len(v) == 0:
         return {"score": None, "ci": [None, None], "n": 0}
@@ -46,7 +47,8 @@ def mean_interval(values: Sequence[float], level: float = LEVEL) -> dict:
     if len(v) < 2:
         return {"score": mean, "ci": [None, None], "n": 1}
     half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return {"score": mean, "ci": [mean - half, mean + half], "n": int(len(v))}
+    return {"score": mean, "ci": [max(mean - half, -bound), min(mean + half, bound)],
+            "n": int(len(v))}
 
 
 def beats(diff: dict) -> str:
@@ -140,7 +142,7 @@ def known_truth(clf: Classifier, records: Sequence[Record], maps_root: Path,
         entry = summary(values)
         if best is not None:
             diff = mean_interval([a - b for a, b in zip(values, controls[best], strict=True)
-                                  if a is not None and b is not None])
+                                  if a is not None and b is not None], bound=2.0)
             entry |= {"minus_best_control": diff["score"], "diff_ci": diff["ci"],
                       "beats_best_control": beats(diff)}
         method_stats[label] = entry
