@@ -375,8 +375,8 @@ def _known_truth(summary: dict) -> dict | None:
     states = audits.get("states") if isinstance(audits, dict) else None
     states = states if isinstance(states, dict) else {}
 
-    def row(label: str, e: dict, beats: str) -> list[str]:
-        return [fmt_value(label), fmt_value(e.get("score")), _interval(e.get("ci")),
+    def row(label: str, e: dict, beats: str, shown: str | None = None) -> list[str]:
+        return [fmt_value(shown or label), fmt_value(e.get("score")), _interval(e.get("ci")),
                 fmt_value(e.get("n")), beats, fmt_value(states.get(label, "–"))]
 
     methods = truth.get("methods") or {}
@@ -385,7 +385,7 @@ def _known_truth(summary: dict) -> dict | None:
             for lab, e in methods.items() if isinstance(e, dict)]
     best = truth.get("best_control")
     if isinstance(controls.get(best), dict):
-        rows.append(row(f"{best} (best control)", controls[best], "–"))
+        rows.append(row(best, controls[best], "–", f"{best} (best control)"))
     others = [f"{lab.removeprefix('control: ')} {fmt_value(e.get('score'))}"
               for lab, e in controls.items() if lab != best and isinstance(e, dict)]
     return {
