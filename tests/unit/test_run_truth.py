@@ -123,6 +123,25 @@ def test_the_truth_leaves_the_model_in_its_mode_and_skips_leaves_without_lesions
     clf.module.eval()
 
 
+class Flat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.ones(len(x), 1))
+
+
+def test_a_model_whose_score_no_lesion_moves_has_nothing_to_rank(leaves, tmp_path):
+    records, _, _, clf = leaves
+    flat = as_classifier(Flat(), clf.classes, SIZE, cam_layer="head")
+    ids = [r.id for r in records]
+    MapStore(tmp_path, "m").write_chunk(ids, torch.rand(len(ids), SIZE, SIZE),
+                                        torch.zeros(len(ids), dtype=torch.long), None)
+    truth = known_truth(flat, records, tmp_path, ["m"], seed=0)
+    assert truth["skipped"].startswith("no leaf has lesions to rank")
+
+
 def test_interval_and_comparison_known_answers():
     assert mean_interval([]) == {"score": None, "ci": [None, None], "n": 0}
     assert mean_interval([0.5]) == {"score": 0.5, "ci": [None, None], "n": 1}

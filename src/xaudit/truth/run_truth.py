@@ -135,6 +135,9 @@ def known_truth(clf: Classifier, records: Sequence[Record], maps_root: Path,
         return mean_interval([v for v in values if v is not None])
 
     control_stats = {label: summary(v) for label, v in controls.items()}
+    if not any(v is not None for values in [*rows.values(), *controls.values()] for v in values):
+        return {"skipped": "no leaf has lesions to rank: removing one never moved the explained "
+                           "class's logit, or every map is flat over them"}
     ranked = [lab for lab in control_stats if control_stats[lab]["score"] is not None]
     best = max(ranked, key=lambda lab: control_stats[lab]["score"]) if ranked else None
     method_stats = {}
