@@ -227,9 +227,15 @@ class Pipeline:
 
         t0 = time.perf_counter()
         bundle, store, clf = self.dataset(), self.store(), self.classifier()
-        explain_stage(clf, self.explained_rows(), bundle.splits["test"], store, self.recipe,
+        rows = self.explained_rows()
+        explain_stage(clf, rows, bundle.splits["test"], store, self.recipe,
                       self.fingerprints["evaluate"], self.where)
         self._timing("explain", time.perf_counter() - t0)
+        if self.world.is_main:  # reads the stored maps only: no number of the stage changes
+            from .stages.truth import truth_stage
+
+            methods = list(self.run.summary().get("explanations") or {})
+            truth_stage(clf, rows, bundle.splits["test"], self.recipe, methods, self.where)
 
     def stage_audit(self) -> None:
         if not self.recipe.audit.enabled:

@@ -414,3 +414,38 @@ def test_every_figure_the_pipeline_writes_has_a_caption(report):
     assert caption_of("extra.png") == ""
     _, html = report
     assert caption_of("confusion_matrix.png") in html.replace("&#39;", "'")
+
+
+def _known_truth_section(html: str) -> str:
+    start = html.index('<section id="known-truth">')
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html[start:html.index("</section>", start)]))
+
+
+def test_known_truth_shows_each_method_beside_its_verdict_and_the_best_control(tmp_path):
+    entry = {"score": 0.25, "ci": [-0.1, 0.6], "n": 5}
+    truth = {"mass": "|attribution|", "max_lesions": 8, "min_lesions": 3, "images": 5,
+             "methods": {"occlusion_w15": {"score": 0.81234, "ci": [0.7, 0.9], "n": 5,
+                                           "minus_best_control": 0.3, "diff_ci": [0.1, 0.5],
+                                           "beats_best_control": "yes"},
+                         XSS: {**entry, "beats_best_control": "no"}},
+             "controls": {"control: constant": {"score": 0.5, "ci": [0.2, 0.8], "n": 5},
+                          "control: random": entry},
+             "best_control": "control: constant", "best_control_score": 0.5}
+    audits = {**SUMMARY["audits"], "states": {"occlusion_w15": "trusted",
+                                              "control: constant": "do not trust"}}
+    root = _make_run(tmp_path, {**SUMMARY, "audits": audits, "known_truth": truth})
+    html = render_report(root).read_text(encoding="utf-8")
+    text = _known_truth_section(html)
+    assert "Known truth (synthetic data)" in text and 'href="#known-truth"' in html
+    assert "occlusion_w15 0.812 [0.700, 0.900] 5 yes trusted" in text
+    assert "control: constant (best control) 0.500 [0.200, 0.800] 5 – do not trust" in text
+    assert "no better than a map that ignores the model should not be trusted" in text
+    assert "Other controls: random 0.250" in text
+    assert XSS not in html and "0.250 [-0.100, 0.600] 5 no –" in text
+
+    skipped = {**SUMMARY, "known_truth": {"skipped": "no explained image has a leaf with at least 3 lesions"}}
+    html = render_report(_make_run(tmp_path, skipped)).read_text(encoding="utf-8")
+    assert "Not scored: no explained image has a leaf" in _known_truth_section(html)
+    other = {**SUMMARY, "dataset": {**SUMMARY["dataset"], "source": "folder"},
+             "known_truth": {"skipped": "data.source is folder, not synthetic"}}
+    assert 'id="known-truth"' not in render_report(_make_run(tmp_path, other)).read_text(encoding="utf-8")

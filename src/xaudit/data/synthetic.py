@@ -132,6 +132,19 @@ def _leaf_mask(key: _Key) -> np.ndarray:
     return _mask(key, 1)
 
 
+def leaf_drawing(record: Record) -> dict | None:
+    """How a synthetic record's leaf was drawn, as ``render_leaf``'s arguments (seed, label,
+    size, shortcut, tag_fraction, lesion_strength), so that it can be re-drawn with changes
+    (``render_leaf_without``); None for a record of any other source."""
+    image = record.image
+    if not (isinstance(image, functools.partial) and image.func is _image):
+        return None
+    key: _Key = image.args[0]
+    return {"seed": _record_seed(key), "label": key.class_index, "size": key.size,
+            "shortcut": key.tagged, "tag_fraction": key.tag_fraction,
+            "lesion_strength": key.lesion_strength}
+
+
 def _class_names(classes: list[str] | None) -> list[str]:
     if classes is None:
         return list(CLASSES)

@@ -54,44 +54,62 @@ def leaves(seeds: Sequence[int], labels: Sequence[int], size: int) -> torch.Tens
                         for s, lab in zip(seeds, labels, strict=True)])
 
 
-def lesion_drops(score: Callable[[torch.Tensor], torch.Tensor], seed: int, label: int, size: int,
-                 target: int, max_lesions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``max_lesions`` largest lesions of a leaf: their masks (L×H×W bool) and the drop of
-    ``score``'s column ``target`` when each alone is removed (L).
+def lesion_interventions(seed, label: int, size: int, max_lesions: int,
+                         **render) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``max_lesions`` largest lesions of a leaf: their masks (L×H×W bool) and the leaf
+    followed by the leaf re-drawn without each of them ((1 + L)×3×H×W uint8).
 
-    ``score`` maps uint8 N×3×H×W images to N×K class scores."""
-    leaf = render_leaf(seed, label, size)
+    ``render``: the other arguments of ``render_leaf`` (shortcut, tag_fraction,
+    lesion_strength), as the leaf was drawn."""
+    leaf = render_leaf(seed, label, size, **render)
     regions, n = lesion_components(leaf.lesion_mask)
     areas = np.bincount(regions.ravel(), minlength=n + 1)[1:]
     keep = [int(i) + 1 for i in np.argsort(-areas, kind="stable")[:max_lesions]]
     images = [leaf.image]
-    images += [render_leaf_without(seed, label, k, size).image for k in keep]
+    images += [render_leaf_without(seed, label, k, size, **render).image for k in keep]
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    with torch.no_grad():
-        s = score(pixels)[:, target].double()
     masks = torch.from_numpy(np.stack([regions == k for k in keep])) if keep else \
         torch.zeros(0, size, size, dtype=torch.bool)
+    return masks, pixels
+
+
+def lesion_drops(score: Callable[[torch.Tensor], torch.Tensor], seed: int, label: int, size: int,
+                 target: int, max_lesions: int, **render) -> tuple[torch.Tensor, torch.Tensor]:
+    """The masks of ``lesion_interventions`` and the drop of ``score``'s column ``target``
+    when each lesion alone is removed (L).
+
+    ``score`` maps uint8 N×3×H×W images to N×K class scores."""
+    masks, pixels = lesion_interventions(seed, label, size, max_lesions, **render)
+    with torch.no_grad():
+        s = score(pixels)[:, target].double()
     return masks, s[0] - s[1:]
 
 
-def lesion_mass(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """A map's (H×W, signed, as stored) sum inside each lesion mask (L×H×W) → L."""
-    return (maps.double().unsqueeze(0) * masks.double()).sum((1, 2))
+def lesion_mass(maps: torch.Tensor, masks: torch.Tensor, absolute: bool = False) -> torch.Tensor:
+    """A map's (H×W, signed, as stored; or its magnitude) sum inside each lesion mask (L×H×W)
+    → L."""
+    m = maps.double().abs() if absolute else maps.double()
+    return (m.unsqueeze(0) * masks.double()).sum((1, 2))
+
+
+def image_truth_score(maps: torch.Tensor, masks: torch.Tensor, drops: torch.Tensor,
+                      absolute: bool = False) -> float | None:
+    """Spearman(mass in each lesion, true drop) on one image; None with fewer than
+    ``MIN_LESIONS`` lesions or where either side is constant (no rank correlation)."""
+    if len(drops) < MIN_LESIONS:
+        return None
+    mass, d = lesion_mass(maps, masks, absolute).numpy(), drops.double().numpy()
+    if np.ptp(mass) == 0 or np.ptp(d) == 0:
+        return None
+    return float(spearmanr(mass, d)[0])
 
 
 def truth_score(maps: Sequence[torch.Tensor], masks: Sequence[torch.Tensor],
-                drops: Sequence[torch.Tensor]) -> tuple[float, int]:
-    """Mean over images with at least ``MIN_LESIONS`` lesions of Spearman(mass in each lesion,
-    true drop), and how many images it averages (NaN, 0 when none); an image where either
-    side is constant has no rank correlation and is skipped."""
-    rhos = []
-    for m, k, d in zip(maps, masks, drops, strict=True):
-        if len(d) < MIN_LESIONS:
-            continue
-        mass = lesion_mass(m, k).numpy()
-        if np.ptp(mass) == 0 or np.ptp(d.numpy()) == 0:
-            continue
-        rhos.append(float(spearmanr(mass, d.numpy())[0]))
+                drops: Sequence[torch.Tensor], absolute: bool = False) -> tuple[float, int]:
+    """Mean of ``image_truth_score`` over the images that have one, and how many (NaN, 0
+    when none)."""
+    rhos = [r for m, k, d in zip(maps, masks, drops, strict=True)
+            if (r := image_truth_score(m, k, d, absolute)) is not None]
     return (float(np.mean(rhos)), len(rhos)) if rhos else (float("nan"), 0)
 
 
