@@ -13,7 +13,8 @@ from torch import nn
 
 from xaudit.config import load_recipe
 from xaudit.data import load_dataset
-from xaudit.data.leaf_render import lesion_components, render_leaf
+from xaudit.data.leaf_edit import lesion_components
+from xaudit.data.leaf_render import render_leaf
 from xaudit.data.synthetic import leaf_drawing
 from xaudit.explain.engine import MapStore
 from xaudit.stages.truth import skip_reason

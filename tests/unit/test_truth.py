@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 import xaudit
 from xaudit.audit.controls import KINDS, control_label
-from xaudit.data.leaf_render import lesion_components, render_leaf, render_leaf_without
+from xaudit.data.leaf_edit import lesion_components, render_leaf_without
+from xaudit.data.leaf_render import render_leaf
 from xaudit.truth import lesions, patch_model, sanity
 from xaudit.truth.cells import CaseResult, Cell, case_cells
 from xaudit.truth.fit import as_classifier, to_input

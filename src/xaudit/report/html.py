@@ -25,6 +25,8 @@ from ..run import RunDir, atomic_write_text, read_csv, read_inside, read_json
 from .answer import answer
 from .captions import caption_of
 from .explorer import explorer_payload, payload_json, static_text
+from .formats import fmt_number, fmt_value  # noqa: F401  (re-exported)
+from .known_truth import known_truth_table
 from .notices import embeddable_figures, notices
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -39,43 +41,6 @@ TEXT_COLUMNS = {"id", "class", "true", "pred", "predicted", "file", "path", "nam
 _FLOAT = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+(\.\d*)?[eE][+-]?\d+|\.\d+[eE][+-]?\d+)$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?$")
 SPLIT_ORDER = ("train", "val", "test")
-
-
-# ---------------------------------------------------------------- formatting ---------------------
-
-
-def fmt_number(value: Any) -> str:
-    """A number for people: ints with thousands separators, floats with 3 decimals."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
-        if value == 0.0:
-            return "0"
-        if abs(value) < 1e-3:
-            return f"{value:.2e}"
-        if abs(value) < 10:
-            return f"{value:.3f}"
-        if abs(value) < 1000:
-            return f"{value:.1f}"
-        return f"{value:,.0f}"
-    return fmt_value(value)
-
-
-def fmt_value(value: Any) -> str:
-    """Any summary value as one line of text."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool | int | float):
-        return fmt_number(value)
-    if isinstance(value, list | tuple):
-        return ", ".join(fmt_value(v) for v in value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={fmt_value(v)}" for k, v in value.items())
-    return str(value)
 
 
 def fmt_seconds(value: Any) -> str:
@@ -355,50 +320,6 @@ def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict 
     return verdict, sections
 
 
-def _interval(ci: Any) -> str:
-    lo, hi = (ci if isinstance(ci, list | tuple) and len(ci) == 2 else (None, None))
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi)):
-        return "–"
-    return f"[{fmt_number(float(lo))}, {fmt_number(float(hi))}]"
-
-
-def _known_truth(summary: dict) -> dict | None:
-    """The known-truth table (synthetic data): each method's truth score beside its verdict
-    state, then the best control's; a synthetic run with nothing to score says why."""
-    truth = summary.get("known_truth")
-    if not isinstance(truth, dict):
-        return None
-    if truth.get("skipped"):
-        synthetic = (summary.get("dataset") or {}).get("source") == "synthetic"
-        return {"skipped": fmt_value(truth["skipped"])} if synthetic else None
-    audits = summary.get("audits")
-    states = audits.get("states") if isinstance(audits, dict) else None
-    states = states if isinstance(states, dict) else {}
-
-    def row(label: str, e: dict, beats: str, shown: str | None = None) -> list[str]:
-        return [fmt_value(shown or label), fmt_value(e.get("score")), _interval(e.get("ci")),
-                fmt_value(e.get("n")), beats, fmt_value(states.get(label, "–"))]
-
-    methods = truth.get("methods") or {}
-    controls = truth.get("controls") or {}
-    rows = [row(lab, e or {}, fmt_value(e.get("beats_best_control", "–")))
-            for lab, e in methods.items() if isinstance(e, dict)]
-    best = truth.get("best_control")
-    if isinstance(controls.get(best), dict):
-        rows.append(row(best, controls[best], "–", f"{best} (best control)"))
-    others = [f"{lab.removeprefix('control: ')} {fmt_value(e.get('score'))}"
-              for lab, e in controls.items() if lab != best and isinstance(e, dict)]
-    return {
-        "table": {"columns": ["method", "truth score", "95% interval", "images",
-                              "beats best control", "verdict"],
-                  "rows": rows, "numeric": [False, True, False, True, False, False]},
-        "images": fmt_value(truth.get("images")),
-        "max_lesions": fmt_value(truth.get("max_lesions")),
-        "min_lesions": fmt_value(truth.get("min_lesions")),
-        "others": ", ".join(others),
-    }
-
-
 # ---------------------------------------------------------------- render -------------------------
 
 
@@ -439,7 +360,7 @@ def build_context(run_dir: str | Path, originals=None) -> dict:
         "audits": audit_sections,
         "recipe": recipe_text,
         "answer": answer(run, summary),
-        "known_truth": _known_truth(summary),
+        "known_truth": known_truth_table(summary),
         "explorer": _explorer(run, summary, originals),
     }
     used = {f["name"] for f in _walk_figures(context)}

@@ -20,7 +20,8 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from ..audit.controls import KINDS, ControlMap, control_label
-from ..data.leaf_render import CLASSES, lesion_components, render_leaf, render_leaf_without
+from ..data.leaf_edit import lesion_components, render_leaf_without
+from ..data.leaf_render import CLASSES, render_leaf
 from .cells import AUDITS, CaseResult, case_cells
 from .fit import as_classifier, fit, to_input
 
