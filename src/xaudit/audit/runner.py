@@ -128,7 +128,7 @@ def run_audits(
         undecided = [e for e in inp.explainers if e.label not in decided
                      and assessment.state_word(e.label) == "undecided"
                      and not assessment.methods[e.label].hopeless]
-        run.looks.append({"look": look, "level": level, "images": len(chunk),
+        run.looks.append({"look": look, "level": level, "images": len(chunk), "ids": chunk.ids,
                           "seconds": round(time.perf_counter() - t0, 3),
                           "decided": sorted(k for k, v in decided.items() if v == look)})
         if not undecided:

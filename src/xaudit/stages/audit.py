@@ -181,11 +181,12 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         regions=r.audit.regions,
         fast=fast,
     )
-    reused = _reuse_stored_maps(inp, where.run.maps, stored)
+    reused_keys = _reuse_stored_maps(inp, where.run.maps, stored)
+    reused = len(reused_keys)
     where.log(f"auditing {len(inp.explainers)} methods on {len(pools[0]) if pools else 0} test images"
               + (f" (up to {len(pools)} rounds from a pool of {len(test_records)})"
                  if len(pools) > 1 else "")
-              + (f" ({reused} maps reused from the explain stage)" if reused else ""))
+              + (f" ({reused} maps of the explain stage at hand)" if reused else ""))
     world, run = where.world, where.run
 
     def audits(claim=None) -> dict:
@@ -208,7 +209,9 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         if not world.is_main:
             return {}
     summary = audits()
-    summary["reused_maps"] = reused
+    # the stored maps of the images the rounds did audit (later pools may go unused)
+    audited = {i for look in (summary.get("rounds") or {}).get("looks") or [] for i in look["ids"]}
+    summary["reused_maps"] = sum(i in audited for _, i in reused_keys)
     run.update_summary(audits=summary)
     if not summary.get("undecided"):
         # kept while a verdict is open: `xaudit audit` with more rounds continues from them
@@ -228,12 +231,13 @@ def _stored_ids(root: Path, explainers, upstream: str, target: str, fast: FastPa
             if stored_maps_key(root, e.label) == maps_key(upstream, target, e, fast)}
 
 
-def _reuse_stored_maps(inp: AuditInput, root: Path, stored: dict[str, set[str]]) -> int:
+def _reuse_stored_maps(inp: AuditInput, root: Path,
+                       stored: dict[str, set[str]]) -> list[tuple[str, str]]:
     """Put the stored maps of the pool's test images into the audits' map cache (cost 0:
-    computed once, by the explain stage); returns how many were reused."""
+    computed once, by the explain stage); returns the (method, image) of each."""
     test = inp.splits["test"]
     pos = {image_id: k for k, image_id in enumerate(test.ids)}
-    n = 0
+    reused: list[tuple[str, str]] = []
     for e in inp.explainers:
         ids = [i for i in test.ids if i in stored.get(e.label, ())]
         if not ids:
@@ -243,8 +247,8 @@ def _reuse_stored_maps(inp: AuditInput, root: Path, stored: dict[str, set[str]])
             if int(data["targets"][j]) != int(test.targets[pos[image_id]]):
                 continue  # another class explained: not the map this audit asks for
             inp.cache[("maps", e.label, "test", image_id)] = Maps(data["maps"][j][None, None], 0.0, 0.0)
-            n += 1
-    return n
+            reused.append((e.label, image_id))
+    return reused
 
 
 def state_key(audit_fp: str, run) -> str:
