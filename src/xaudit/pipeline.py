@@ -249,7 +249,7 @@ class Pipeline:
         retrain = make_retrain_shuffled(self.recipe, bundle, store, clf.preprocessing,
                                         self.device, self._cache, self.trust_code)
         audit_stage(clf, bundle, store, self.explained_rows_all(), self.recipe,
-                    state_key(self.fingerprints["audit"], self.run), self.where, retrain,
+                    state_key(rounds_free_fingerprint(self.recipe), self.run), self.where, retrain,
                     upstream=self.fingerprints["evaluate"])
         self._timing("audit", time.perf_counter() - t0)
 
@@ -327,6 +327,18 @@ def _module_set_by_caller(overrides: list[str] | None, recipe: Recipe) -> str | 
 def recipe_fingerprints(recipe: Recipe) -> dict[str, str]:
     """Each stage's fingerprint under ``recipe``: what the manifest records when it finishes."""
     return stage_fingerprints(_with_checkpoint_digest(to_dict(recipe)))
+
+
+# When to stop auditing, not what is audited: saved rounds stay valid across them, so a run
+# continued with more rounds (or a larger budget) reloads the rounds it has.
+STOPPING_KEYS = ("max_rounds", "budget_minutes")
+
+
+def rounds_free_fingerprint(recipe: Recipe) -> str:
+    """The audit stage's fingerprint without the keys that only say when to stop."""
+    d = _with_checkpoint_digest(to_dict(recipe))
+    d["audit"] = {k: v for k, v in d["audit"].items() if k not in STOPPING_KEYS}
+    return stage_fingerprints(d)["audit"]
 
 
 def _with_checkpoint_digest(recipe_dict: dict) -> dict:

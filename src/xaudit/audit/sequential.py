@@ -135,8 +135,8 @@ class Rounds:
         undecided = {}
         per_image = self._seconds_per_image_label()
         for m, j in assessment.methods.items():
-            if m in decided or assessment.state_word(m) != "undecided" or not j.unsure:
-                continue
+            if m in decided or assessment.state_word(m) != "undecided" or not j.unsure or j.hopeless:
+                continue  # decided, or not a matter of more images
             need = images_to_decide(j.unsure, assessment)
             audited = max((len(c.values) for c in j.counted), default=0)
             more = max(need - audited, 0) if need else None
