@@ -103,13 +103,8 @@ class Assessment:
         return {"fail": "do not trust", "none": "no verdict"}.get(state, "undecided")
 
 
-def check_kind(cell: Cell) -> str:
-    """The cell's test: its ``check``; ""= no rule."""
-    return cell.check
-
-
 def ruled(cell: Cell) -> bool:
-    return bool(check_kind(cell)) or bool(cell.forced)
+    return bool(cell.check) or bool(cell.forced)
 
 
 def _yardsticks(cell: Cell, cells: list[Cell]) -> list[Cell]:
@@ -124,7 +119,7 @@ def _yardsticks(cell: Cell, cells: list[Cell]) -> list[Cell]:
 
 
 def _tests(cell: Cell, cells: list[Cell], level: float, min_effect: float) -> list[tuple[str, Test]]:
-    kind = check_kind(cell)
+    kind = cell.check
     if kind == "controls":
         return [(y.method, paired(cell.values, y.values, cell.higher_is_better, level, min_effect,
                                   cell.ids, y.ids, cell.min_difference))

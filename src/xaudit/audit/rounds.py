@@ -88,4 +88,5 @@ def copy_result(result: AuditResult) -> AuditResult:
 
 
 def rounds_to(images: int, per_round: int) -> int:
+    """Rounds of ``per_round`` images it takes to audit ``images`` more (at least one)."""
     return max(1, math.ceil(images / max(per_round, 1)))

@@ -100,6 +100,12 @@ def run_audits(
             f"the pool){budget}; each round looks at level α/(k(k+1)), α = {alpha:g}")
     run = Rounds(inp, run_dir, state, log, claim, refused, control_list, n_images)
     run.plan = plan
+    # the model-level audits (round 1 only) read the first pool whole, as they describe the
+    # model rather than decide a method
+    first_pool = set(pools[0]) if pools else None
+    first = inp.splits["test"] if first_pool is None else inp.splits["test"].subset(
+        [k for k, i in enumerate(inp.splits["test"].ids) if i in first_pool])
+    model_level = dataclasses.replace(inp, splits={**inp.splits, "test": first})
     undecided = list(inp.explainers)
     decided: dict[str, int] = {}  # label -> the look that decided it
     started = time.perf_counter()
@@ -110,12 +116,8 @@ def run_audits(
         round_inp = dataclasses.replace(inp, explainers=undecided,
                                         splits={**inp.splits, "test": chunk})
         t0 = time.perf_counter()
-        # the model-level audits (round 1 only) read the first pool whole, as they describe
-        # the model rather than decide a method
-        first = inp.splits["test"] if not pools else inp.splits["test"].subset(
-            [k for k, i in enumerate(inp.splits["test"].ids) if i in set(pools[0])])
         run.round(round_inp, run_specs, look, plan if look == 1 else None,
-                  model_level=dataclasses.replace(inp, splits={**inp.splits, "test": first}))
+                  model_level=model_level)
         if claim is not None:
             return {}
         level = look_level(alpha, look)

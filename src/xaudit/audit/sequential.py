@@ -17,7 +17,7 @@ from ..errors import MethodRefused
 from .helpers import plain
 from .plan import _planned
 from .registry import AUDITS, INFO, audit_params, skipped
-from .rounds import copy_result, merge, tag_round
+from .rounds import copy_result, merge, rounds_to, tag_round
 from .types import AuditInput, AuditResult, Cell, Maps
 
 
@@ -145,7 +145,7 @@ class Rounds:
             if more:
                 # timing-dependent, so kept out of the line (the same seed gives the same text)
                 entry["estimated_seconds"] = round(more * per_image * (1 + len(self.controls)), 1)
-                target = len(self.looks) + -(-more // max(self.n_images, 1))
+                target = len(self.looks) + rounds_to(more, self.n_images)
                 if continue_hint:
                     entry["command"] = continue_hint(target)
                     lines[m] += f"; run `{entry['command']}`"
