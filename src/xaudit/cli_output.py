@@ -133,6 +133,8 @@ def answer_lines(audits: dict, verdict_lines: dict) -> list[str]:
                    "cannot tell a map that ignores the model from an explanation")
     elif controls:
         rejected = sum(states.get(m) == "do not trust" for m in controls)
-        out.append(f"  controls: none of {len(controls)} trusted, as it must be ({rejected} "
-                   "rejected, the rest undecided); their lines are in summary.json")
+        how = ("all rejected" if rejected == len(controls) else
+               f"{rejected} rejected, {len(controls) - rejected} undecided")
+        out.append(f"  controls: none of {len(controls)} trusted, as it must be ({how}); their "
+                   "lines are in summary.json")
     return out
