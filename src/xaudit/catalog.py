@@ -42,6 +42,7 @@ METHODS: dict[str, tuple[str, dict]] = {
 # name -> {parameter: default}
 AUDITS: dict[str, dict] = {
     'baseline_sensitivity': {'n_images': None, 'baselines': ('black', 'blur', 'noise', 'mean'), 'batch_size': 2},
+    'cam_layers': {'n_images': None, 'layers': 4, 'steps': 32, 'deletion_baseline': 'black', 'alpha': 0.05, 'batch_size': 32},
     'complexity': {'n_images': None},
     'convergence': {'n_images': None, 'steps': (8, 16, 32, 64), 'rules': ('gausslegendre', 'riemann_middle'), 'tolerance': 0.05, 'min_spearman': 0.9, 'batch_size': 2},
     'correctness': {'n_images': None},

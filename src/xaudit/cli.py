@@ -95,7 +95,9 @@ def run(
     from .config import load_recipe
     from .pipeline import Pipeline
 
-    if not recipe.exists() and recipe.parent == Path(".") and not recipe.suffix:
+    # A bare name is a shipped recipe unless it is a file here (a folder of that name, e.g.
+    # the run folder `demo`, does not hide the shipped `demo`).
+    if not recipe.is_file() and recipe.parent == Path(".") and not recipe.suffix:
         recipe = _recipe_path(f"{recipe.name}.yaml")
     r = load_recipe(recipe, set_ or [])
     # The recipe given here vouches for the factory it names; --trust-code for any other code.

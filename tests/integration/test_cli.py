@@ -204,3 +204,12 @@ def test_a_changed_method_setting_recomputes_its_maps(tmp_path):
     assert fine["params"]["n_steps"] == 32 and fine["model_evals"] >= 32 * fine["n_images"]
     assert not np.allclose(coarse_maps.numpy(), fine_maps.numpy())
     assert fine["mean_abs_delta"] < coarse["mean_abs_delta"]
+
+
+def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path):
+    (tmp_path / "demo").mkdir()  # e.g. a run folder left in the working directory
+    res = xaudit("run", "demo", "--set", "trian.epochs=1", cwd=tmp_path)
+    # The shipped demo recipe was loaded: the error is about the key, not the folder.
+    assert res.returncode == 2 and "unknown key 'trian'" in res.stderr, res.stderr
+    res = xaudit("run", "nosuchrecipe", cwd=tmp_path)
+    assert "is neither a file nor a shipped recipe" in res.stderr, res.stderr

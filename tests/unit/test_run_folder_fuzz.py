@@ -44,7 +44,7 @@ HOSTILE_VALUES = [None, -1, 0, 1e308, float("nan"), "", "x" * 5000, [], {}, "../
 @pytest.fixture(scope="module")
 def pristine():
     root = Path(tempfile.mkdtemp(prefix="xaudit-fuzz-"))
-    run = write_run(root / "run", n_test=6)
+    write_run(root / "run", n_test=6)
     (root / "outside.txt").write_text("SECRET-OUTSIDE")
     yield root
     shutil.rmtree(root, ignore_errors=True)

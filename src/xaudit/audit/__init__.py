@@ -1,6 +1,7 @@
 """Audits of explanation methods: each a registered function returning an AuditResult."""
 
 from . import (  # noqa: F401  (register the audits)
+    cam_layers,
     complexity,
     convergence,
     correctness,
