@@ -1,6 +1,6 @@
 """Explainers (a registry over Captum) and the dataset-scale engine."""
 
-from . import backprop, cam, deeplift, gradient, lrp, perturbation, rise, surrogate  # noqa: F401  (register the explainers)
+from . import attention, backprop, cam, deeplift, gradient, lrp, perturbation, rise, surrogate  # noqa: F401,E501  (register the explainers)
 from .base import (
     BASELINES,
     EXPLAINERS,
