@@ -10,9 +10,9 @@ undone on exit. Where the attention modules are comes from the families table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ...errors import MethodRefused, XauditError
@@ -92,25 +92,50 @@ def _timm(module: nn.Module, keep: Callable[[torch.Tensor], None]) -> list[Calla
 
 
 def _mha(module: nn.MultiheadAttention, keep: Callable[[torch.Tensor], None]) -> list[Callable[[], None]]:
-    if not module.batch_first:
-        raise MethodRefused("attention methods read nn.MultiheadAttention with batch_first=True only")
+    # The weights nn.MultiheadAttention returns are a view made after they multiplied v, so
+    # no gradient reaches them: the module runs this explicit forward instead (same equations
+    # as F.multi_head_attention_forward), whose probabilities are the ones used.
+    unsupported = [why for why, bad in (
+        ("batch_first=False", not module.batch_first),
+        ("separate key/value sizes", not module._qkv_same_embed_dim),
+        ("bias_k/bias_v", module.bias_k is not None),
+        ("add_zero_attn", module.add_zero_attn),
+    ) if bad]
+    if unsupported:
+        raise MethodRefused(f"attention methods read nn.MultiheadAttention without {', '.join(unsupported)}")
 
-    def ask_weights(_m: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
-        # the weights per head, as F.multi_head_attention_forward multiplies them with v
-        return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+    def eager(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+              average_attn_weights=True, is_causal=False):
+        if key_padding_mask is not None or attn_mask is not None or is_causal:
+            raise MethodRefused("attention methods read unmasked self-attention only")
+        n, length, dim = query.shape
+        heads, w, b = module.num_heads, module.in_proj_weight, module.in_proj_bias
+        bq, bk, bv = b.chunk(3) if b is not None else (None, None, None)
+        split = lambda t: t.reshape(n, -1, heads, dim // heads).transpose(1, 2)  # noqa: E731
+        q = split(F.linear(query, w[:dim], bq)) * (dim // heads) ** -0.5
+        k, v = split(F.linear(key, w[dim : 2 * dim], bk)), split(F.linear(value, w[2 * dim :], bv))
+        probs = F.dropout((q @ k.transpose(-2, -1)).softmax(dim=-1), module.dropout, module.training)
+        keep(probs)
+        out = F.linear((probs @ v).transpose(1, 2).reshape(n, length, dim),
+                       module.out_proj.weight, module.out_proj.bias)
+        weights = (probs.mean(dim=1) if average_attn_weights else probs) if need_weights else None
+        return out, weights
 
-    pre = module.register_forward_pre_hook(ask_weights, with_kwargs=True)
-    post = module.register_forward_hook(lambda _m, _a, out: keep(out[1]))
-    return [pre.remove, post.remove]
+    module.forward = eager  # an instance attribute: the class's forward is untouched
+
+    def undo() -> None:
+        del module.forward
+
+    return [undo]
 
 
-def _transformers(module: nn.Module, config: Any, keep: Callable[[torch.Tensor], None]) -> list[Callable[[], None]]:
+def _transformers(module: nn.Module, config: object, keep: Callable[[torch.Tensor], None]) -> list[Callable[[], None]]:
     # transformers picks the kernel from the (shared) config at each call; eager returns the
     # probabilities as the module's second output
     before = config._attn_implementation
     config._attn_implementation = "eager"
 
-    def read(_m: nn.Module, _a: Any, out: Any) -> None:
+    def read(_m: nn.Module, _a: object, out: object) -> None:
         probs = out[1] if isinstance(out, tuple) and len(out) > 1 else None
         if not isinstance(probs, torch.Tensor):
             raise MethodRefused(
