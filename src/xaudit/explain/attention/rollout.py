@@ -26,28 +26,40 @@ from .capture import AttentionCapture
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
-def rollout_relevance(probs: list[torch.Tensor], head_fusion: str = "mean") -> torch.Tensor:
-    """Abnar & Zuidema: Π_l normalise(0.5·fuse_h(A_l) + 0.5·I), the last block leftmost."""
-    rel = None
-    for a in probs:
+def readout_row(n: int, length: int, readout: tuple[int, ...] | str, prefix: int,
+                device: torch.device) -> torch.Tensor:
+    """N×1×L: the mean of the one-hot rows of the tokens the head reads."""
+    row = torch.zeros(length, device=device)
+    if readout == "avg":
+        row[prefix:] = 1.0 / (length - prefix)
+    else:
+        row[list(readout)] = 1.0 / len(readout)
+    return row.expand(n, 1, length)
+
+
+# Both relevances are products of one L×L matrix per block, the last block leftmost; only the
+# readout row of the product is read, so it is carried from the left: N·L² work per block,
+# not N·L³ for the whole matrix.
+
+
+def rollout_relevance(probs: list[torch.Tensor], row: torch.Tensor,
+                      head_fusion: str = "mean") -> torch.Tensor:
+    """Abnar & Zuidema: row · Π_l normalise(0.5·fuse_h(A_l) + 0.5·I), the last block leftmost."""
+    for a in reversed(probs):
         fused = getattr(a.float(), head_fusion)(dim=1)
         fused = fused.values if head_fusion != "mean" else fused
-        eye = torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
-        step = 0.5 * fused + 0.5 * eye  # the residual connection, as an identity
-        step = step / step.sum(dim=-1, keepdim=True)
-        rel = step if rel is None else step @ rel
-    return rel
+        step = 0.5 * fused + 0.5 * torch.eye(fused.shape[-1], device=fused.device)  # the residual
+        row = row @ (step / step.sum(dim=-1, keepdim=True))
+    return row[:, 0]
 
 
-def chefer_relevance(probs: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor:
-    """Chefer et al. (2021), eq. 5-6: R ← R + Ā·R from R = I, Ā = E_h[(∇A ⊙ A)⁺]."""
-    rel = None
-    for a, g in zip(probs, grads, strict=True):
-        bar = (g.float() * a.float()).clamp(min=0).mean(dim=1)
-        if rel is None:
-            rel = torch.eye(bar.shape[-1], dtype=bar.dtype, device=bar.device).expand_as(bar)
-        rel = rel + bar @ rel
-    return rel
+def chefer_relevance(probs: list[torch.Tensor], grads: list[torch.Tensor],
+                     row: torch.Tensor) -> torch.Tensor:
+    """Chefer et al. (2021), eq. 5-6: R ← R + Ā·R from R = I, Ā = E_h[(∇A ⊙ A)⁺]; that is
+    R = Π_b (I + Ā_b), read at ``row``."""
+    for a, g in zip(reversed(probs), reversed(grads), strict=True):
+        row = row + row @ (g.float() * a.float()).clamp(min=0).mean(dim=1)
+    return row[:, 0]
 
 
 def attention_reading(model: nn.Module, method: str) -> tuple[list[nn.Module], tuple[int, ...] | str, int]:
@@ -73,16 +85,15 @@ def attention_reading(model: nn.Module, method: str) -> tuple[list[nn.Module], t
     return modules, anatomy.readout, anatomy.prefix_tokens
 
 
-def patch_map(rel: torch.Tensor, readout: tuple[int, ...] | str, prefix: int, method: str) -> torch.Tensor:
-    """N×L×L relevance -> N×1×h×w: the readout rows at the patch columns."""
-    rows = rel[:, prefix:] if readout == "avg" else rel[:, list(readout)]
-    values = rows.mean(dim=1)[:, prefix:]
+def patch_map(values: torch.Tensor, prefix: int, method: str) -> torch.Tensor:
+    """N×L readout relevance -> N×1×h×w at the patch tokens."""
+    values = values[:, prefix:]
     n, patches = values.shape
     side = math.isqrt(patches)
     if side * side != patches:
         raise MethodRefused(
-            f"{method}: {rel.shape[-1]} tokens less {prefix} prefix tokens are not a square grid "
-            "of patches"
+            f"{method}: {patches + prefix} tokens less {prefix} prefix tokens are not a square "
+            "grid of patches"
         )
     return values.reshape(n, 1, side, side)
 
@@ -93,7 +104,9 @@ class AttentionExplainer(Explainer):
     kind = "attention"
     needs_gradients: ClassVar[bool] = False
 
-    def relevance(self, probs: list[torch.Tensor], grads: list[torch.Tensor] | None) -> torch.Tensor:
+    def relevance(self, probs: list[torch.Tensor], grads: list[torch.Tensor] | None,
+                  row: torch.Tensor) -> torch.Tensor:
+        """N×L: the readout row of the method's token-to-token relevance."""
         raise NotImplementedError
 
     def attribute(
@@ -112,8 +125,10 @@ class AttentionExplainer(Explainer):
                 with torch.no_grad():
                     model(x)
                 probs = cap.kept()
-        rel = self.relevance([p.detach() for p in probs], grads)
-        return upsample_to(patch_map(rel, readout, prefix, self.name), x).detach().float()
+        n, length = probs[0].shape[0], probs[0].shape[-1]
+        row = readout_row(n, length, readout, prefix, probs[0].device)
+        rel = self.relevance([p.detach() for p in probs], grads, row)
+        return upsample_to(patch_map(rel, prefix, self.name), x).detach().float()
 
 
 @register("attention_rollout")
@@ -127,8 +142,8 @@ class AttentionRollout(AttentionExplainer):
     def label(self) -> str:
         return self.name if self.head_fusion == "mean" else f"{self.name}_{self.head_fusion}"
 
-    def relevance(self, probs, grads):
-        return rollout_relevance(probs, self.head_fusion)
+    def relevance(self, probs, grads, row):
+        return rollout_relevance(probs, row, self.head_fusion)
 
 
 @register("chefer")
@@ -138,5 +153,5 @@ class Chefer(AttentionExplainer):
     def __init__(self) -> None:
         pass
 
-    def relevance(self, probs, grads):
-        return chefer_relevance(probs, grads)
+    def relevance(self, probs, grads, row):
+        return chefer_relevance(probs, grads, row)
