@@ -79,7 +79,7 @@ MODELS: tuple[str, ...] = (
 )
 # What one image costs, by kind of method (what `list methods -v` shows).
 COST_BY_KIND = {
-    "gradient": "one backward pass per image (gradient_shap, noise_tunnel: one per sample)",
+    "gradient": "one backward pass per image (gradient_shap, noise_tunnel, expected_gradients: one per sample)",
     "path": "n_steps backward passes per image",
     "layer": "n_steps backward passes per image, at a layer",
     "cam": "one backward pass per image, at the target layer",
