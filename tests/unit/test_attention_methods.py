@@ -1,6 +1,7 @@
 """Attention rollout and Chefer et al.'s relevance: against the papers' equations on tiny
 ViTs (attention computed by hand, per image), a hand-computed answer, fused kernels equal to
-the eager path, batches equal to single images, and refusals where attention is not global."""
+the eager path, batches equal to single images, and refusals where attention is not global
+(LeGrad too; its oracle, torchcam, is in test_legrad.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from xaudit.models.families import describe
 
 timm = pytest.importorskip("timm")
 
-METHODS = ("attention_rollout", "chefer")
+METHODS = ("attention_rollout", "chefer", "legrad")
 SMALL = {"img_size": 32, "patch_size": 8, "depth": 2, "embed_dim": 48, "num_heads": 2}
 
 

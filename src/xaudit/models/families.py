@@ -13,6 +13,7 @@ An attention path ``a.*.b`` names module ``b`` of every child of ``a``, input to
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ class Family:
     attention: str | None = None
     readout: tuple[int, ...] | str | Callable[[nn.Module], tuple[int, ...] | str] = (0,)
     no_attention: str = ""
+    # The model's own output layers (final norm, pooling, head) on any block's tokens: the
+    # class scores LeGrad reads at each block (root module, N×L×C tokens -> N×K logits)
+    score: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
 
 def _vgg_blocks(model: nn.Module) -> list[Block]:
@@ -78,6 +82,13 @@ def _timm_readout(model: nn.Module) -> tuple[int, ...] | str:
     return f"global_pool={pool!r}"
 
 
+def _hf_deit_score(m: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    t = m.deit.layernorm(tokens)
+    if hasattr(m, "distillation_classifier"):  # with teacher: both heads averaged, as its forward
+        return (m.cls_classifier(t[:, 0]) + m.distillation_classifier(t[:, 1])) / 2
+    return m.classifier(t[:, 0])
+
+
 _SWIN_ATTENTION = ("Swin attends within shifted windows and merges patches between stages: "
                    "attention rollout and Chefer et al.'s relevance are defined for global "
                    "self-attention over one token sequence, not for windows")
@@ -107,7 +118,8 @@ FAMILIES: tuple[Family, ...] = (
            blocks=("heads", "encoder.ln", "encoder.layers.*"), stem="conv_proj",
            note="CAM reads the last block's first LayerNorm: the class token is pooled, so the "
                 "patch tokens after the last block no longer reach the logits",
-           attention="encoder.layers.*.self_attention"),
+           attention="encoder.layers.*.self_attention",
+           score=lambda m, t: m.heads(m.encoder.ln(t)[:, 0])),
     Family("swin", ("SwinTransformer",), _TV, "head", "features.-1", "nhwc",
            blocks=("head", "norm", "features.*"), no_attention=_SWIN_ATTENTION),
     Family("maxvit", ("MaxVit",), _TV, "classifier.-1", "blocks.-1",
@@ -119,7 +131,8 @@ FAMILIES: tuple[Family, ...] = (
            "blocks.-1.norm1", "tokens", "num_prefix_tokens",
            blocks=("head+head_dist", "norm", "blocks.*"), stem="patch_embed",
            note="CAM reads the last block's norm1 (see vit)",
-           attention="blocks.*.attn", readout=_timm_readout),
+           attention="blocks.*.attn", readout=_timm_readout,
+           score=lambda m, t: m.forward_head(m.norm(t))),
     Family("timm-swin", ("SwinTransformer",), _TIMM, "head.fc", "layers.-1", "nhwc",
            blocks=("head", "norm", "layers.*"), stem="patch_embed", no_attention=_SWIN_ATTENTION),
     Family("timm-convnext", ("ConvNeXt",), _TIMM, "head.fc", "stages.-1",
@@ -135,13 +148,15 @@ FAMILIES: tuple[Family, ...] = (
            "vit.layers.-1.layernorm_before|vit.encoder.layer.-1.layernorm_before", "tokens", 1,
            blocks=("classifier", "vit.layernorm", "vit.layers.*|vit.encoder.layer.*"),
            stem="vit.embeddings",
-           attention="vit.layers.*.attention|vit.encoder.layer.*.attention.attention"),
+           attention="vit.layers.*.attention|vit.encoder.layer.*.attention.attention",
+           score=lambda m, t: m.classifier(m.vit.layernorm(t)[:, 0])),
     Family("hf-deit", ("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"), _HF,
            "classifier", "deit.layers.-1.layernorm_before|deit.encoder.layer.-1.layernorm_before",
            "tokens", 2, blocks=("classifier+distillation_classifier", "deit.layernorm",
                                 "deit.layers.*|deit.encoder.layer.*"), stem="deit.embeddings",
            attention="deit.layers.*.attention|deit.encoder.layer.*.attention.attention",
-           readout=lambda m: (0, 1) if hasattr(m, "distillation_classifier") else (0,)),
+           readout=lambda m: (0, 1) if hasattr(m, "distillation_classifier") else (0,),
+           score=_hf_deit_score),
     Family("hf-swin", ("SwinForImageClassification",), _HF, "classifier", "swin.layernorm", "tokens",
            0, blocks=("classifier", "swin.layernorm", "swin.encoder.layers.*"),
            stem="swin.embeddings", no_attention=_SWIN_ATTENTION),
@@ -245,6 +260,7 @@ class Anatomy:
     attention: list[str] = field(default_factory=list)  # self-attention modules, input to output
     readout: tuple[int, ...] | str = (0,)  # the tokens the head reads (see Family.readout)
     no_attention: str = ""  # why attention methods have no reading of this model
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None  # a block's tokens -> logits
 
     @property
     def randomization_blocks(self) -> list[Block]:
@@ -287,6 +303,7 @@ def describe(model: nn.Module) -> Anatomy:
         attention=attention,
         readout=fam.readout(root) if callable(fam.readout) else fam.readout,
         no_attention=fam.no_attention,
+        score=functools.partial(fam.score, root) if fam.score else None,
     )
 
 

@@ -1,7 +1,7 @@
 """Methods native to vision transformers: they read each block's attention probabilities
 (``capture.py``) and combine them across blocks (``rollout.py``)."""
 
-from . import rollout  # noqa: F401  (register)
+from . import legrad, rollout  # noqa: F401  (register)
 from .capture import AttentionCapture
 from .rollout import attention_reading, chefer_relevance, rollout_relevance
 
