@@ -296,3 +296,16 @@ def test_head_fusion_is_checked_and_labelled():
         build_explainer({"name": "attention_rollout", "head_fusion": "median"})
     assert build_explainer({"name": "attention_rollout", "head_fusion": "max"}).label == \
         "attention_rollout_max"
+
+
+@pytest.mark.parametrize("arch", ["vit_small_patch16_224", "deit_small_distilled_patch16_224"])
+def test_full_depth_vit_small_and_deit_at_64_px(arch):
+    # the shipped architectures (12 blocks, 6 heads, 16 px patches), random weights, 64 px input
+    torch.manual_seed(0)
+    clf = xaudit.Classifier.from_timm(arch, pretrained=False, classes=["a", "b", "c"],
+                                      model_args={"img_size": 64})
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    for name in METHODS:
+        maps = explain(clf, name, x, torch.tensor([0, 2]))
+        assert maps.shape == (2, 1, 64, 64) and torch.isfinite(maps).all()
+        assert (maps.flatten(1).std(1) > 0).all(), name
