@@ -22,14 +22,23 @@ from .capture import AttentionCapture
 from .rollout import attention_reading, patch_map
 
 
-def block_scores(model: nn.Module, method: str):
-    """The families table's output layers for a block's tokens, or a refusal."""
+def blocks_and_scores(model: nn.Module, attention: list[nn.Module], method: str):
+    """The block holding each attention module (the families table's blocks: their output
+    tokens are what s^l reads) and the table's output layers, or a refusal."""
     from ...models.families import describe
 
-    score = describe(model).score
-    if score is None:
+    anatomy = describe(model)
+    if anatomy.score is None:
         raise MethodRefused(f"{method}: the families table has no output layers for this model")
-    return score
+    names = {id(m): n for n, m in model.named_modules()}
+    layers = [n for _, group in anatomy.blocks for n in group]
+    blocks = []
+    for module in attention:
+        holders = [n for n in layers if names[id(module)].startswith(n + ".")]
+        if not holders:
+            raise MethodRefused(f"{method}: no block of the families table holds {names[id(module)]}")
+        blocks.append(model.get_submodule(max(holders, key=len)))
+    return blocks, anatomy.score
 
 
 @register("legrad")
@@ -48,11 +57,8 @@ class LeGrad(Explainer):
         self, model: nn.Module, x: torch.Tensor, target: torch.Tensor, ctx: ExplainContext
     ) -> torch.Tensor:
         modules, _, prefix = attention_reading(model, self.name)
-        score = block_scores(model, self.name)
         chosen = modules if self.layers is None else modules[-self.layers :]
-        names = {id(m): n for n, m in model.named_modules()}
-        # the block holding each attention module: its output tokens are what s^l reads
-        blocks = [model.get_submodule(names[id(m)].rsplit(".", 1)[0]) for m in chosen]
+        blocks, score = blocks_and_scores(model, chosen, self.name)
         tokens: list[torch.Tensor | None] = [None] * len(blocks)
 
         def keeper(i: int):
