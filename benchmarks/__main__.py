@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from .attention import bench_attention
 from .attribution import bench_gradcam, bench_ig, bench_occlusion, quiet
 from .audit import bench_audit
 from .beans import bench_beans
@@ -24,10 +25,10 @@ from .memory import bench_memory
 # cores); the ratios compare per-image costs, so --quick's smaller sizes only check the wiring
 FULL = {"ig": (64, 224), "occlusion": (8, 224), "gradcam": (256, 224), "beans": ((1034, 133, 128), 1),
         "memory": (200, 2000), "rise": (4, 224, 1000), "surrogates": (4, 224, 200),
-         "scorecam": (2, 224), "audit": (6, 224)}
+         "scorecam": (2, 224), "audit": (6, 224), "attention": (8, 224)}
 QUICK = {"ig": (2, 96), "occlusion": (1, 96), "gradcam": (16, 96), "beans": ((60, 12, 12), 1),
          "memory": (50, 200), "rise": (2, 64, 100), "surrogates": (2, 64, 40), "scorecam": (1, 96),
-         "audit": (3, 64)}
+         "audit": (3, 64), "attention": (2, 64)}
 
 
 def main(argv: list[str] | None = None) -> Results:
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> Results:
         bench_score_cam(res, *sizes["scorecam"])
     if "audit" in wanted:
         bench_audit(res, *sizes["audit"])
+    if "attention" in wanted:
+        bench_attention(res, *sizes["attention"])
     print(f"\nratios (each with its target; {time.perf_counter() - t0:.0f} s in all):")
     print(res.table())
     return res

@@ -136,15 +136,19 @@ def explain(clf: Classifier, images: Any, methods: Sequence[str | dict | Explain
             out: str | Path | None = None, seed: int = 0, batch_size: int = 16,
             precision: str = "fp32", adaptive_steps: bool = False,
             memory_budget_mb: int | None = None,
-            progress: Callable[[str, int, int], None] | None = None) -> Explanations:
+            progress: Callable[[str, int, int], None] | None = None,
+            references: Any = None) -> Explanations:
     """Attribution maps of ``images`` for each method (default: integrated gradients and
-    Grad-CAM) and the class ``target`` names; in memory, or in ``out/maps/`` when given."""
+    Grad-CAM) and the class ``target`` names; in memory, or in ``out/maps/`` when given.
+    ``references``: training images (in any form ``images`` takes) that expected_gradients
+    draws its baselines from."""
     explainers = build_methods(methods)
     batch = as_batch(images, clf.preprocessing)
     x = clf.preprocessing.normalize(batch.pixels)
     label_idx = _label_indices(clf, labels, batch)
     targets = resolve_target(clf, target, len(batch), label_idx, predict(clf, x).argmax(1))
-    ctx = clf.explain_context(generator=torch.Generator().manual_seed(seed))
+    ctx = clf.explain_context(generator=torch.Generator().manual_seed(seed),
+                              references=_references(clf, references))
     records = [Record(id=i, label=-1, image=None) for i in batch.ids]
     pos = {i: n for n, i in enumerate(batch.ids)}
     stores = [MapStore(Path(out) / "maps", e.label) if out is not None else MemoryMaps(e.label)
@@ -164,6 +168,11 @@ def explain(clf: Classifier, images: Any, methods: Sequence[str | dict | Explain
         result.methods[e.label] = MethodMaps(e.label, data["maps"], data["targets"],
                                              data.get("delta"), stats[e.label])
     return result
+
+
+def _references(clf: Classifier, references: Any) -> torch.Tensor | None:
+    """Reference images as uint8 pixels in the classifier's geometry (None: none given)."""
+    return None if references is None else as_batch(references, clf.preprocessing).pixels
 
 
 def _label_indices(clf: Classifier, labels: Any, batch: Batch) -> list[int] | None:
@@ -243,7 +252,7 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
           controls: bool = True, precision: str = "fp32", adaptive_steps: bool = False,
           memory_budget_mb: int | None = None, rounds: int = 1,
           budget_minutes: float | None = None, alpha: float = 0.05,
-          min_effect: float = 0.5) -> AuditReport:
+          min_effect: float = 0.5, references: Any = None) -> AuditReport:
     """Audit each method's maps of ``images`` (the ``preset``'s audits, ``full`` or ``quick``,
     unless ``audits`` lists some); ``masks`` (one evidence mask per image) enable the
     localization audit. Label randomization needs a retrain and is skipped with its reason.
@@ -252,7 +261,7 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
     verdict is decided or ``budget_minutes`` would be overrun; ``alpha`` and ``min_effect``
     are the verdict's error rate and smallest difference that matters (docs/audits.md).
     The maps are computed as ``explain`` computes them with the same ``seed``, ``precision``,
-    ``adaptive_steps`` and ``memory_budget_mb``."""
+    ``adaptive_steps``, ``memory_budget_mb`` and ``references``."""
     from .audit import AuditInput, run_audits
     from .audit.inputs import audit_images
 
@@ -269,7 +278,8 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
                         batch.masks, None)
     inp = AuditInput(
         model=clf.module, explainers=explainers,
-        ctx=clf.explain_context(generator=torch.Generator().manual_seed(seed)),
+        ctx=clf.explain_context(generator=torch.Generator().manual_seed(seed),
+                                references=_references(clf, references)),
         classes=clf.classes, splits={"test": test},
         generator=torch.Generator().manual_seed(seed + 5),
         blocks=clf.anatomy.randomization_blocks,

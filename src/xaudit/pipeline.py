@@ -234,7 +234,7 @@ class Pipeline:
         bundle, store, clf = self.dataset(), self.store(), self.classifier()
         rows = self.explained_rows()
         explain_stage(clf, rows, bundle.splits["test"], store, self.recipe,
-                      self.fingerprints["evaluate"], self.where)
+                      self.fingerprints["evaluate"], self.where, train=bundle.splits["train"])
         self._timing("explain", time.perf_counter() - t0)
         if self.world.is_main:  # reads the stored maps only: no number of the stage changes
             from .stages.truth import truth_stage

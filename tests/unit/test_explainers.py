@@ -15,7 +15,7 @@ from torchvision import models
 from torchvision.models import VisionTransformer
 from torchvision.ops import SqueezeExcitation
 
-from xaudit.errors import ConfigError, XauditError
+from xaudit.errors import ConfigError, MethodRefused, XauditError
 from xaudit.explain import EXPLAINERS, ExplainContext, build_explainer, make_baseline
 from xaudit.explain.cam import find_target_layer
 
@@ -471,20 +471,32 @@ FAST = {  # small settings so the whole registry runs in seconds; other paramete
     "lime": {"n_samples": 32, "n_segments": 12},
     "kernel_shap": {"n_samples": 32, "n_segments": 12},
     "feature_ablation": {"n_segments": 12},
+    "expected_gradients": {"n_samples": 4},
 }
+# training images for the methods that draw baselines from them (expected_gradients)
+REFERENCES = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(5))
 
 
 def run_method(name: str, x: torch.Tensor, t: torch.Tensor, seed: int = 0) -> torch.Tensor:
     model = seeded(TinyCNN())
     explainer = build_explainer({"name": name, **FAST.get(name, {})})
-    return explainer.attribute(
-        model, x, t, context(model, target_layer=model.features[2], seed=seed)
-    )
+    ctx = context(model, target_layer=model.features[2], seed=seed)
+    ctx.references = REFERENCES
+    return explainer.attribute(model, x, t, ctx)
+
+
+# Methods that read a transformer's attention refuse a CNN, with the reason; their contract
+# (batches, determinism, state) runs on ViTs in test_attention_methods.py
+VIT_ONLY = {n for n in EXPLAINERS.names() if EXPLAINERS.get(n).kind == "attention"}
 
 
 @pytest.mark.parametrize("name", EXPLAINERS.names())
 def test_every_method_contract(name):
     x, t = images(3, 16), torch.tensor([0, 2, 1])
+    if name in VIT_ONLY:
+        with pytest.raises(MethodRefused, match="no global self-attention"):
+            run_method(name, x, t)
+        return
     model = seeded(TinyCNN())
     before = copy.deepcopy(model.state_dict())
     torch_state, np_state = torch.get_rng_state(), np.random.get_state()[1].copy()
@@ -514,7 +526,8 @@ def test_explainer_leaves_model_mode_and_requires_grad():
     model.features[0].weight.requires_grad_(False)
     x, t = images(2, 16), torch.tensor([0, 1])
     ctx = context(model, target_layer=model.features[2])
-    for name in EXPLAINERS.names():
+    ctx.references = REFERENCES
+    for name in sorted(set(EXPLAINERS.names()) - VIT_ONLY):
         build_explainer({"name": name, **FAST.get(name, {})}).attribute(model, x, t, ctx)
         assert not model.training
         assert [p.requires_grad for p in model.parameters()] == [False] + [True] * 5
@@ -523,7 +536,8 @@ def test_explainer_leaves_model_mode_and_requires_grad():
 
 
 @pytest.mark.parametrize(
-    "name", ["gradient_shap", "noise_tunnel", "rise", "lime", "kernel_shap", "deeplift_shap"]
+    "name", ["gradient_shap", "noise_tunnel", "rise", "lime", "kernel_shap", "deeplift_shap",
+             "expected_gradients"]
 )
 def test_stochastic_methods_depend_on_the_seed(name):
     x, t = images(2, 16), torch.tensor([0, 1])

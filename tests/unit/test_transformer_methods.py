@@ -17,7 +17,8 @@ timm = pytest.importorskip("timm")
 REFUSED = {"deeplift", "deeplift_shap", "deconvolution", "guided_backprop", "guided_grad_cam", "lrp"}
 CHEAP = {"integrated_gradients": {"n_steps": 4}, "layer_conductance": {"n_steps": 4},
          "layer_integrated_gradients": {"n_steps": 4}, "gradient_shap": {"n_samples": 4},
-         "noise_tunnel": {"n_samples": 2}, "occlusion": {"window": 16, "stride": 16}}
+         "noise_tunnel": {"n_samples": 2}, "occlusion": {"window": 16, "stride": 16},
+         "expected_gradients": {"n_samples": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,9 @@ def test_every_method_on_a_vit(vit, pixels, name):
         with pytest.raises(XauditError):
             xaudit.explain(vit, pixels, [spec])
         return
-    maps = next(iter(xaudit.explain(vit, pixels, [spec]).values()))
+    # expected_gradients draws its baselines from training images: the other images stand in
+    refs = {"references": pixels.flip(0)} if name == "expected_gradients" else {}
+    maps = next(iter(xaudit.explain(vit, pixels, [spec], **refs).values()))
     assert maps.maps.shape == (4, 32, 32)
     assert torch.isfinite(maps.maps).all() and maps.maps.abs().amax() > 0
 

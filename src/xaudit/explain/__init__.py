@@ -1,6 +1,17 @@
 """Explainers (a registry over Captum) and the dataset-scale engine."""
 
-from . import backprop, cam, deeplift, gradient, lrp, perturbation, rise, surrogate  # noqa: F401  (register the explainers)
+from . import (  # noqa: F401  (register the explainers)
+    attention,
+    backprop,
+    cam,
+    deeplift,
+    expected,
+    gradient,
+    lrp,
+    perturbation,
+    rise,
+    surrogate,
+)
 from .base import (
     BASELINES,
     EXPLAINERS,

@@ -40,6 +40,9 @@ class ExplainContext:
     # handed over here so that the explainer's own parameters never change; None: the
     # method's own setting (perturbations_per_eval, internal_batch_size, or all at once).
     pass_size: int | None = None
+    # Training images (uint8, or floats in [0, 1]; N×C×H×W at the input size) that
+    # expected_gradients draws its baselines from; None: none given
+    references: torch.Tensor | None = None
 
     def pixel_to_input(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean.view(1, -1, 1, 1).to(pixels)) / self.std.view(1, -1, 1, 1).to(pixels)

@@ -75,7 +75,8 @@ class Classifier:
                 "blocks": [b[0] for b in a.randomization_blocks], **self.source}
 
     def explain_context(self, generator: torch.Generator | None = None,
-                        dataset_mean: torch.Tensor | None = None):
+                        dataset_mean: torch.Tensor | None = None,
+                        references: torch.Tensor | None = None):
         from ..explain.base import ExplainContext
 
         layers = dict(self.module.named_modules())
@@ -83,7 +84,7 @@ class Classifier:
             mean=torch.tensor(self.preprocessing.mean), std=torch.tensor(self.preprocessing.std),
             target_layer=layers.get(self.cam_layer) if self.cam_layer else None, layers=layers,
             generator=generator, dataset_mean=dataset_mean, reshape=self.reshape,
-            cam_hint=_cam_hint(self),
+            cam_hint=_cam_hint(self), references=references,
         )
 
     def with_overrides(self, **kw: Any) -> Classifier:

@@ -8,10 +8,12 @@ is one ``Family`` entry in ``FAMILIES``.
 Paths are dotted module names with three extras: ``-1`` is a container's last child,
 ``a.*`` stands for every parameterised child of ``a`` (input to output), ``x|y`` takes the
 first alternative the model has, and ``x+y`` groups modules into one block named after ``x``.
+An attention path ``a.*.b`` names module ``b`` of every child of ``a``, input to output.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +39,15 @@ class Family:
     blocks: tuple[str, ...] | Callable[[nn.Module], list[Block]] = ()
     stem: str | None = None  # randomized last, never trained by last_n
     note: str = ""
+    # Attention methods (rollout, Chefer): each block's self-attention module, input to output,
+    # and the tokens the head reads (indices, "avg": the mean of the patch tokens, or a
+    # callable of the root module); ``no_attention`` says why a family has no such reading.
+    attention: str | None = None
+    readout: tuple[int, ...] | str | Callable[[nn.Module], tuple[int, ...] | str] = (0,)
+    no_attention: str = ""
+    # The model's own output layers (final norm, pooling, head) on any block's tokens: the
+    # class scores LeGrad reads at each block (root module, N×L×C tokens -> N×K logits)
+    score: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
 
 
 def _vgg_blocks(model: nn.Module) -> list[Block]:
@@ -54,6 +65,33 @@ def _vgg_blocks(model: nn.Module) -> list[Block]:
     for g in reversed(groups):
         blocks.append((g[0] if len(g) == 1 else f"{g[0]}..{g[-1].rsplit('.', 1)[-1]}", g))
     return blocks
+
+
+def _timm_readout(model: nn.Module) -> tuple[int, ...] | str:
+    """timm: the class token, both class and distillation tokens (their heads are averaged),
+    or the mean of the patch tokens; any other pooling is named so the method can refuse it."""
+    if getattr(model, "head_dist", None) is not None:
+        return (0, 1)
+    pool = getattr(model, "global_pool", "token")
+    if getattr(model, "attn_pool", None) is not None:
+        return "attention pooling (global_pool='map')"
+    if pool == "token":
+        return (0,)
+    if pool == "avg" and not getattr(model, "pool_include_prefix", False):
+        return "avg"
+    return f"global_pool={pool!r}"
+
+
+def _hf_deit_score(m: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    t = m.deit.layernorm(tokens)
+    if hasattr(m, "distillation_classifier"):  # with teacher: both heads averaged, as its forward
+        return (m.cls_classifier(t[:, 0]) + m.distillation_classifier(t[:, 1])) / 2
+    return m.classifier(t[:, 0])
+
+
+_SWIN_ATTENTION = ("Swin attends within shifted windows and merges patches between stages: "
+                   "attention rollout and Chefer et al.'s relevance are defined for global "
+                   "self-attention over one token sequence, not for windows")
 
 
 def _vgg_cam(model: nn.Module) -> str:
@@ -79,9 +117,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("vit", ("VisionTransformer",), _TV, "heads.-1", "encoder.layers.-1.ln_1", "tokens", 1,
            blocks=("heads", "encoder.ln", "encoder.layers.*"), stem="conv_proj",
            note="CAM reads the last block's first LayerNorm: the class token is pooled, so the "
-                "patch tokens after the last block no longer reach the logits"),
+                "patch tokens after the last block no longer reach the logits",
+           attention="encoder.layers.*.self_attention",
+           score=lambda m, t: m.heads(m.encoder.ln(t)[:, 0])),
     Family("swin", ("SwinTransformer",), _TV, "head", "features.-1", "nhwc",
-           blocks=("head", "norm", "features.*")),
+           blocks=("head", "norm", "features.*"), no_attention=_SWIN_ATTENTION),
     Family("maxvit", ("MaxVit",), _TV, "classifier.-1", "blocks.-1",
            blocks=("classifier", "blocks.*"), stem="stem"),
     # timm
@@ -90,9 +130,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("timm-vit", ("VisionTransformer", "VisionTransformerDistilled"), _TIMM, "head",
            "blocks.-1.norm1", "tokens", "num_prefix_tokens",
            blocks=("head+head_dist", "norm", "blocks.*"), stem="patch_embed",
-           note="CAM reads the last block's norm1 (see vit)"),
+           note="CAM reads the last block's norm1 (see vit)",
+           attention="blocks.*.attn", readout=_timm_readout,
+           score=lambda m, t: m.forward_head(m.norm(t))),
     Family("timm-swin", ("SwinTransformer",), _TIMM, "head.fc", "layers.-1", "nhwc",
-           blocks=("head", "norm", "layers.*"), stem="patch_embed"),
+           blocks=("head", "norm", "layers.*"), stem="patch_embed", no_attention=_SWIN_ATTENTION),
     Family("timm-convnext", ("ConvNeXt",), _TIMM, "head.fc", "stages.-1",
            blocks=("head", "norm_pre", "stages.*"), stem="stem"),
     Family("timm-maxvit", ("MaxxVit",), _TIMM, "head.fc", "stages.-1",
@@ -105,14 +147,19 @@ FAMILIES: tuple[Family, ...] = (
     Family("hf-vit", ("ViTForImageClassification",), _HF, "classifier",
            "vit.layers.-1.layernorm_before|vit.encoder.layer.-1.layernorm_before", "tokens", 1,
            blocks=("classifier", "vit.layernorm", "vit.layers.*|vit.encoder.layer.*"),
-           stem="vit.embeddings"),
+           stem="vit.embeddings",
+           attention="vit.layers.*.attention|vit.encoder.layer.*.attention.attention",
+           score=lambda m, t: m.classifier(m.vit.layernorm(t)[:, 0])),
     Family("hf-deit", ("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"), _HF,
            "classifier", "deit.layers.-1.layernorm_before|deit.encoder.layer.-1.layernorm_before",
            "tokens", 2, blocks=("classifier+distillation_classifier", "deit.layernorm",
-                                "deit.layers.*|deit.encoder.layer.*"), stem="deit.embeddings"),
+                                "deit.layers.*|deit.encoder.layer.*"), stem="deit.embeddings",
+           attention="deit.layers.*.attention|deit.encoder.layer.*.attention.attention",
+           readout=lambda m: (0, 1) if hasattr(m, "distillation_classifier") else (0,),
+           score=_hf_deit_score),
     Family("hf-swin", ("SwinForImageClassification",), _HF, "classifier", "swin.layernorm", "tokens",
            0, blocks=("classifier", "swin.layernorm", "swin.encoder.layers.*"),
-           stem="swin.embeddings"),
+           stem="swin.embeddings", no_attention=_SWIN_ATTENTION),
     Family("hf-convnext", ("ConvNextForImageClassification",), _HF, "classifier",
            "convnext.encoder.stages.-1",
            blocks=("classifier", "convnext.layernorm", "convnext.encoder.stages.*"),
@@ -181,6 +228,20 @@ def expand_blocks(model: nn.Module, specs: tuple[str, ...], prefix: str = "") ->
     return out
 
 
+def expand_each(model: nn.Module, path: str) -> list[str]:
+    """``a.*.b`` (alternatives with ``|``) -> module ``b`` of every child of ``a`` that has one."""
+    for alt in path.split("|"):
+        container, _, rest = alt.partition(".*.")
+        name = resolve(model, container)
+        if name is None:
+            continue
+        found = [f"{name}.{child}.{rest}" for child, _ in model.get_submodule(name).named_children()]
+        found = [n for n in found if resolve(model, n) is not None]
+        if found:
+            return found
+    return []
+
+
 # ---------------------------------------------------------------- what a model is
 
 
@@ -196,6 +257,10 @@ class Anatomy:
     blocks: list[Block] = field(default_factory=list)  # output side first (randomization)
     stem: list[str] = field(default_factory=list)
     note: str = ""
+    attention: list[str] = field(default_factory=list)  # self-attention modules, input to output
+    readout: tuple[int, ...] | str = (0,)  # the tokens the head reads (see Family.readout)
+    no_attention: str = ""  # why attention methods have no reading of this model
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None  # a block's tokens -> logits
 
     @property
     def randomization_blocks(self) -> list[Block]:
@@ -225,6 +290,7 @@ def describe(model: nn.Module) -> Anatomy:
     tokens = fam.prefix_tokens
     if isinstance(tokens, str):
         tokens = int(getattr(root, tokens, 1))
+    attention = [prefix + n for n in expand_each(root, fam.attention)] if fam.attention else []
     return Anatomy(
         family=fam.name,
         head=prefix + head if head else _last_linear(model),
@@ -234,6 +300,10 @@ def describe(model: nn.Module) -> Anatomy:
         blocks=blocks,
         stem=stem,
         note=fam.note,
+        attention=attention,
+        readout=fam.readout(root) if callable(fam.readout) else fam.readout,
+        no_attention=fam.no_attention,
+        score=functools.partial(fam.score, root) if fam.score else None,
     )
 
 

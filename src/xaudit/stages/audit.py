@@ -24,6 +24,7 @@ from ..explain.fastpath import FastPath
 from ..models import Classifier
 from ..run import fingerprint
 from .explain import Where
+from .references import train_references
 
 
 def _pool(rows: list[dict], n: int, seed: int) -> list[dict]:
@@ -172,7 +173,9 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         explainers=explainers,
         # the explain stage's seed: a stochastic method draws the same samples per image as
         # in the stored maps, so a recomputed map differs from them only by the model
-        ctx=clf.explain_context(torch.Generator().manual_seed(r.seed + 1)),
+        ctx=clf.explain_context(torch.Generator().manual_seed(r.seed + 1),
+                                references=train_references(explainers, bundle.splits["train"],
+                                                            store, r.seed)),
         classes=clf.classes,
         splits=splits,
         generator=torch.Generator().manual_seed(r.seed + 5),

@@ -22,6 +22,7 @@ from ..explain.fastpath import FastPath, ForwardCache
 from ..models import Classifier
 from ..run import RunDir, fingerprint, read_csv, write_csv
 from ..safety import safe_name, unique_names
+from .references import train_references
 
 
 @dataclass
@@ -36,16 +37,18 @@ class Where:
 
 
 def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: DecodedStore,
-                  recipe, upstream: str, where: Where) -> None:
+                  recipe, upstream: str, where: Where, train: list[Record] | None = None) -> None:
     """The recipe's methods on the selected ``rows`` of the predictions table; ``upstream``:
-    the fingerprint of what made the model and predictions (part of the stored maps' key)."""
+    the fingerprint of what made the model and predictions (part of the stored maps' key);
+    ``train``: the split expected_gradients draws its baselines from."""
     r, run = recipe, where.run
     model, pre = clf.module, clf.preprocessing
     targets = resolve_targets(rows, r.explain.target, clf.classes)
     by_id = {rec.id: rec for rec in test}
     records = [by_id[row["id"]] for row in rows]
-    ctx = clf.explain_context(torch.Generator().manual_seed(r.seed + 1))
     explainers = validate_method_specs(r.explain.methods)
+    ctx = clf.explain_context(torch.Generator().manual_seed(r.seed + 1),
+                              references=train_references(explainers, train or [], store, r.seed))
     top_losses_method(explainers, r.explain.top_losses_method)  # a wrong label fails before any work
     fast, forwards = FastPath.from_config(r.explain), ForwardCache()
     stats, refused = {}, {}

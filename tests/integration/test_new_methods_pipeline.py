@@ -1,0 +1,34 @@
+"""Through the pipeline: expected_gradients draws its baselines from the run's train split in
+the explain and audit stages; the attention methods refuse the demo's CNN with the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.standins import tiny_demo
+from xaudit.config import load_recipe
+from xaudit.pipeline import Pipeline
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_expected_gradients_uses_the_train_split_and_attention_methods_refuse_a_cnn(tmp_path):
+    recipe = load_recipe(CONFIGS / "demo.yaml", [
+        "name=new-methods", f"output_dir={tmp_path}",
+        *tiny_demo(2, "explain.select.per_class=1", "audit.audits=[{name: complexity}, {name: model_randomization, max_steps: 1}]",
+                   "audit.n_images=2", "audit.controls=false"),
+        "explain.methods=[{name: expected_gradients, n_samples: 3}, {name: attention_rollout}, "
+        "{name: chefer}]"])
+    Pipeline(recipe).run_stages()
+    summary = json.loads((recipe.run_dir / "summary.json").read_text(encoding="utf-8"))
+    eg = summary["explanations"]["expected_gradients"]
+    assert eg["maps_all_zero"] == 0 and eg["maps_non_finite"] == 0 and "mean_abs_delta" in eg
+    refused = summary["explanations_refused"]
+    assert set(refused) == {"attention_rollout", "chefer"}
+    assert "no global self-attention" in refused["chefer"]
+    cells = {(c["method"], c["audit"], c["status"]) for c in summary["audits"]["scorecard"]}
+    # model randomization recomputes its maps on randomized models: the audit stage has them too
+    assert {(m, a) for m, a, s in cells if s != "not tested"} >= {
+        ("expected_gradients", "complexity"), ("expected_gradients", "model_randomization")}, cells
+    assert ("chefer", "not tested") in {(m, s) for m, _, s in cells}
