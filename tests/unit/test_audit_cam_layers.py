@@ -93,3 +93,20 @@ def test_the_default_stands_when_no_layer_is_shown_better(tmp_path):
     assert s["recommended"] == "late" and not any(c["shown_better"] for c in s["layers"])
     assert s["layers"][1]["agreement"] == pytest.approx(1.0)
     assert s["advice"].startswith("the default layer late stands")
+
+
+def test_a_vision_transformer_gets_its_token_layers_as_candidates(tmp_path):
+    from tests.unit.test_audit_toys import images_for
+    from xaudit.models.classifier import Classifier
+
+    torch.manual_seed(0)
+    clf = Classifier.from_timm("vit_tiny_patch16_224", pretrained=False, classes=["a", "b"],
+                               model_args={"img_size": 32, "patch_size": 8, "depth": 3})
+    model, ctx = clf.module.eval(), clf.explain_context()
+    names = [name for name, _ in candidate_layers(model, ctx.target_layer, 4)]
+    assert names[0] == "blocks.2.norm1" and len(names) == 4
+    inp = dataclasses.replace(audit_input(model, [build_explainer("grad_cam")],
+                                          images_for(model, n=6, size=32)), ctx=ctx)
+    s = cam_layers(inp, tmp_path).summary["methods"]["grad_cam"]
+    assert [c["layer"] for c in s["layers"]] == names  # every token layer took the reshape
+    assert all(0 <= c["deletion_auc"] <= 1 and c["n"] == 6 for c in s["layers"])
