@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.xaudit-installed
 
-.PHONY: setup demo demo-shortcut demo-all-methods test test-heavy test-all lint bench
+.PHONY: setup demo demo-shortcut demo-all-methods demo-vit test test-heavy test-all lint bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ demo-shortcut: setup
 
 demo-all-methods: setup
 	$(VENV)/bin/xaudit run demo-all-methods
+
+demo-vit: setup
+	$(VENV)/bin/xaudit run demo-vit
 
 test: setup
 	$(PY) -m pytest
