@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from xaudit.audit.complexity import sparseness
-from xaudit.config import load_recipe
 from xaudit.data.base import Record
 from xaudit.explain import build_explainer
 from xaudit.explain.engine import MapStore, explain_records
 from xaudit.explain.fastpath import FastPath
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = [

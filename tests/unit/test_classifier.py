@@ -238,8 +238,8 @@ def test_token_grid_drops_prefix_tokens_and_refuses_non_squares():
 
 
 def test_recipe_preprocessing_equals_the_librarys_before_any_model_is_built():
-    from xaudit.config import load_recipe
     from xaudit.models.sources import recipe_preprocessing
+    from xaudit.recipe import load_recipe
 
     args = {"img_size": 64}
     recipe = load_recipe(None, model={"source": "timm", "name": "vit_small_patch16_224", "args": args})
