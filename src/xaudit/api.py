@@ -88,7 +88,7 @@ class Explanations(Mapping):
 
 
 def build_methods(methods: Sequence[str | dict | Explainer] | None) -> list[Explainer]:
-    from .explain import validate_method_specs
+    from .explain.base import validate_method_specs
 
     specs = list(methods or DEFAULT_METHODS)
     built = iter(validate_method_specs([m for m in specs if not isinstance(m, Explainer)]))
@@ -262,8 +262,9 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
     are the verdict's error rate and smallest difference that matters (docs/audits.md).
     The maps are computed as ``explain`` computes them with the same ``seed``, ``precision``,
     ``adaptive_steps``, ``memory_budget_mb`` and ``references``."""
-    from .audit import AuditInput, run_audits
     from .audit.inputs import audit_images
+    from .audit.runner import run_audits
+    from .audit.types import AuditInput
 
     explainers = build_methods(methods)
     batch = as_batch(images, clf.preprocessing, masks)
