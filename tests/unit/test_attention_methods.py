@@ -15,6 +15,7 @@ from torch import nn
 import xaudit
 from xaudit.errors import MethodRefused
 from xaudit.explain import build_explainer
+from xaudit.explain.base import context_for
 from xaudit.models.families import describe
 
 timm = pytest.importorskip("timm")
@@ -34,7 +35,7 @@ def images(n: int = 3, seed: int = 1) -> torch.Tensor:
 
 
 def explain(clf: xaudit.Classifier, name: str, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return build_explainer(name).attribute(clf.module, x, t, clf.explain_context())
+    return build_explainer(name).attribute(clf.module, x, t, context_for(clf))
 
 
 def up(grid: torch.Tensor, size: int = 32) -> torch.Tensor:

@@ -79,19 +79,6 @@ class Classifier:
                 "cam_layer": a.cam_layer, "layout": a.layout, "prefix_tokens": a.prefix_tokens,
                 "blocks": [b[0] for b in a.randomization_blocks], **self.source}
 
-    def explain_context(self, generator: torch.Generator | None = None,
-                        dataset_mean: torch.Tensor | None = None,
-                        references: torch.Tensor | None = None):
-        from ..explain.base import ExplainContext
-
-        layers = dict(self.module.named_modules())
-        return ExplainContext(
-            mean=torch.tensor(self.preprocessing.mean), std=torch.tensor(self.preprocessing.std),
-            target_layer=layers.get(self.cam_layer) if self.cam_layer else None, layers=layers,
-            generator=generator, dataset_mean=dataset_mean, reshape=self.reshape,
-            cam_hint=_cam_hint(self), references=references,
-        )
-
     def with_overrides(self, **kw: Any) -> Classifier:
         """A copy of the anatomy with the user's settings (checked against the module)."""
         return dataclasses.replace(self, anatomy=_override(self.module, self.anatomy, kw))
@@ -432,13 +419,3 @@ def _saved_overrides(clf: Classifier) -> dict[str, Any]:
     if clf.anatomy.blocks != default.blocks:
         out["blocks"] = [b[0] for b in clf.anatomy.blocks]
     return out
-
-
-def _cam_hint(clf: Classifier) -> str:
-    if clf.cam_layer is not None:
-        return ""
-    convs = [n for n, m in clf.module.named_modules() if isinstance(m, nn.Conv2d)]
-    example = f" (e.g. its last convolution {convs[-1]!r})" if convs else ""
-    return (f"xaudit does not know the CAM layer of {type(clf.module).__name__} (family "
-            f"{clf.family}); set it with Classifier(..., cam_layer='...') or model.target_layer"
-            f"{example}")
