@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.unit.test_audit_toys import audit_input
+from tests.helpers.audit_toys import audit_input
 from xaudit.audit import AuditImages
 from xaudit.audit.cam_layers import cam_layers, candidate_layers
 from xaudit.explain import build_explainer
@@ -97,7 +97,7 @@ def test_the_default_stands_when_no_layer_is_shown_better(tmp_path):
 
 
 def test_a_vision_transformer_gets_its_token_layers_as_candidates(tmp_path):
-    from tests.unit.test_audit_toys import images_for
+    from tests.helpers.audit_toys import images_for
     from xaudit.models.classifier import Classifier
 
     torch.manual_seed(0)

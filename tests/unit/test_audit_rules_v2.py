@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from tests.unit.test_audit_excess import superior
-from tests.unit.test_audit_toys import (
+from tests.helpers.audit_toys import (
     FunctionExplainer,
     GradientExplainer,
     TinyNet,
     audit_input,
     images_for,
 )
+from tests.helpers.decisions import superior
 from xaudit.audit import AUDITS, AuditImages, AuditInput, Cell, resolve_specs, run_audits
 from xaudit.audit.controls import control_explainers, is_control
 from xaudit.audit.faithfulness import faithfulness, uninformative

@@ -7,12 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.unit.test_attention_methods import MODELS, explain, images, torchvision_vit
+from tests.helpers.tiny_vits import MODELS, explain, images, torchvision_vit
 from xaudit.errors import ConfigError
 from xaudit.explain import build_explainer
 from xaudit.explain.base import context_for
 from xaudit.models.families import describe
 
+pytest.importorskip("timm")  # the timm families of MODELS
 torchcam = pytest.importorskip("torchcam.methods")
 
 
