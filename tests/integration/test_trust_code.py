@@ -12,7 +12,7 @@ import pytest
 import yaml
 from torch import nn
 
-from tests.integration.test_reliability_v2 import ROOT, image_folder, one_error
+from tests.helpers.cli_runs import ROOT, image_folder, one_error
 
 FACTORY = '''
 from pathlib import Path

@@ -13,12 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers.audit_toys import (
-    SIZE,
-    LinearNet,
-    audit_input,
-    gradient,
-)
+from tests.helpers.audit_toys import SIZE, LinearNet, audit_input, gradient
 from xaudit.audit.complexity import complexity, complexity_audit, sparseness
 from xaudit.audit.correlation import (
     faithfulness_correlation,
