@@ -38,8 +38,10 @@ test-heavy: setup
 test-all: setup
 	$(PY) -m pytest -m ''
 
+# ruff, then the layers contract in pyproject.toml (import-linter)
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 bench: setup
 	$(PY) -m benchmarks

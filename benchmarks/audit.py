@@ -21,6 +21,8 @@ import torch
 import torchvision
 from torch import nn
 
+from xaudit.explain.base import context_for
+
 from .common import Results, images, limit_forward, limit_forward_backward
 from .verdict import report as report_decisions
 
@@ -85,7 +87,7 @@ def workload(n: int, size: int):
 
     def make() -> AuditInput:
         return AuditInput(model=model, explainers=validate_method_specs(DEMO_METHODS),
-                          ctx=clf.explain_context(torch.Generator().manual_seed(4)),
+                          ctx=context_for(clf, torch.Generator().manual_seed(4)),
                           classes=clf.classes, splits={"test": test, "train": test},
                           generator=torch.Generator().manual_seed(5),
                           blocks=clf.anatomy.randomization_blocks)

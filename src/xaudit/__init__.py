@@ -16,8 +16,9 @@ Pipeline (the CLI only calls these)::
 
 __version__ = "0.1.0"
 
-from .config import Recipe, load_recipe  # noqa: E402
+from .config import Recipe  # noqa: E402
 from .errors import ConfigError, DataError, ModelError, XauditError  # noqa: E402
+from .recipe import load_recipe  # noqa: E402
 
 # Imported on first use: each pulls in torch, and `import xaudit` stays light.
 _LAZY = {

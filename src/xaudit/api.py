@@ -17,7 +17,7 @@ import torch
 
 from .data.base import Record
 from .errors import ConfigError
-from .explain.base import Explainer
+from .explain.base import Explainer, context_for
 from .explain.engine import MapStore, explain_dataset
 from .explain.fastpath import FastPath
 from .inputs import Batch, as_batch
@@ -88,7 +88,7 @@ class Explanations(Mapping):
 
 
 def build_methods(methods: Sequence[str | dict | Explainer] | None) -> list[Explainer]:
-    from .explain import validate_method_specs
+    from .explain.base import validate_method_specs
 
     specs = list(methods or DEFAULT_METHODS)
     built = iter(validate_method_specs([m for m in specs if not isinstance(m, Explainer)]))
@@ -147,8 +147,8 @@ def explain(clf: Classifier, images: Any, methods: Sequence[str | dict | Explain
     x = clf.preprocessing.normalize(batch.pixels)
     label_idx = _label_indices(clf, labels, batch)
     targets = resolve_target(clf, target, len(batch), label_idx, predict(clf, x).argmax(1))
-    ctx = clf.explain_context(generator=torch.Generator().manual_seed(seed),
-                              references=_references(clf, references))
+    ctx = context_for(clf, generator=torch.Generator().manual_seed(seed),
+                      references=_references(clf, references))
     records = [Record(id=i, label=-1, image=None) for i in batch.ids]
     pos = {i: n for n, i in enumerate(batch.ids)}
     stores = [MapStore(Path(out) / "maps", e.label) if out is not None else MemoryMaps(e.label)
@@ -262,8 +262,9 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
     are the verdict's error rate and smallest difference that matters (docs/audits.md).
     The maps are computed as ``explain`` computes them with the same ``seed``, ``precision``,
     ``adaptive_steps``, ``memory_budget_mb`` and ``references``."""
-    from .audit import AuditInput, run_audits
     from .audit.inputs import audit_images
+    from .audit.runner import run_audits
+    from .audit.types import AuditInput
 
     explainers = build_methods(methods)
     batch = as_batch(images, clf.preprocessing, masks)
@@ -278,8 +279,8 @@ def audit(clf: Classifier, images: Any, labels: Sequence[int | str] | None = Non
                         batch.masks, None)
     inp = AuditInput(
         model=clf.module, explainers=explainers,
-        ctx=clf.explain_context(generator=torch.Generator().manual_seed(seed),
-                                references=_references(clf, references)),
+        ctx=context_for(clf, generator=torch.Generator().manual_seed(seed),
+                        references=_references(clf, references)),
         classes=clf.classes, splits={"test": test},
         generator=torch.Generator().manual_seed(seed + 5),
         blocks=clf.anatomy.randomization_blocks,

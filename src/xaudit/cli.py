@@ -92,8 +92,8 @@ def run(
     trust_code: TrustOption = False,
 ) -> None:
     """Run every stage of RECIPE into runs/<name>/ (finished stages are kept on resume)."""
-    from .config import load_recipe
     from .pipeline import Pipeline
+    from .recipe import load_recipe
 
     # A bare name is a shipped recipe unless it is a file here (a folder of that name, e.g.
     # the run folder `demo`, does not hide the shipped `demo`).

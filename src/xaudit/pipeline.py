@@ -17,7 +17,7 @@ import torch
 
 from . import __version__
 from .class_checks import check_class_values
-from .config import Recipe, load_recipe, to_dict
+from .config import Recipe
 from .data import load_dataset
 from .data.base import DatasetBundle
 from .data.transforms import DecodedStore, Preprocessing
@@ -29,7 +29,8 @@ from .lock import run_lock
 from .models import Classifier
 from .models.memory import check_fits
 from .models.sources import build_classifier, check_code_trusted, recipe_preprocessing
-from .run import STAGES, RunDir, dependents, read_csv, stage_fingerprints
+from .recipe import load_recipe, recipe_fingerprints, rounds_free_fingerprint, to_dict
+from .run import STAGES, RunDir, dependents, read_csv
 from .stages.explain import Where
 from .stored import read_model_meta
 
@@ -329,33 +330,6 @@ def _module_set_by_caller(overrides: list[str] | None, recipe: Recipe) -> str | 
     return (recipe.model.module or False) if given else False
 
 
-def recipe_fingerprints(recipe: Recipe) -> dict[str, str]:
-    """Each stage's fingerprint under ``recipe``: what the manifest records when it finishes."""
-    return stage_fingerprints(_with_checkpoint_digest(to_dict(recipe)))
-
-
-# When to stop auditing, not what is audited: saved rounds stay valid across them, so a run
-# continued with more rounds (or a larger budget) reloads the rounds it has.
-STOPPING_KEYS = ("max_rounds", "budget_minutes")
-
-
-def rounds_free_fingerprint(recipe: Recipe) -> str:
-    """The audit stage's fingerprint without the keys that only say when to stop."""
-    d = _with_checkpoint_digest(to_dict(recipe))
-    d["audit"] = {k: v for k, v in d["audit"].items() if k not in STOPPING_KEYS}
-    return stage_fingerprints(d)["audit"]
-
-
-def _with_checkpoint_digest(recipe_dict: dict) -> dict:
-    """A model checkpoint counts by its content, not only its path."""
-    from .models.checkpoints import content_digest
-
-    model = recipe_dict.get("model", {})
-    if model.get("checkpoint"):
-        model = {**model, "checkpoint": [model["checkpoint"], content_digest(model["checkpoint"])]}
-    return {**recipe_dict, "model": model}
-
-
 def run_recipe(recipe: Recipe | str | Path, overrides: list[str] | None = None,
                verbose: bool = False, **kw) -> Path:
     """Python API: run every stage of a recipe; returns the report's path.
@@ -374,7 +348,7 @@ def run_recipe(recipe: Recipe | str | Path, overrides: list[str] | None = None,
         return Pipeline(recipe, **kw).run_stages()
 
 
-__all__ = ["Pipeline", "recipe_fingerprints", "run_recipe"]
+__all__ = ["Pipeline", "run_recipe"]
 
 
 def peak_rss_mb() -> float:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import MAX_SIDE, check_value
 from .errors import ConfigError, ModelError, XauditError, echo
 from .run import read_inside, read_json
+from .typed import MAX_SIDE, check_value
 
 MAX_CLASSES = 100_000
 _PREPROCESSING = {

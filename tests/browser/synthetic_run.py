@@ -44,8 +44,8 @@ def _write_images(root: Path, n_test: int, rng: np.random.Generator) -> list[tup
 
 def write_run(root: Path, n_test: int = 12, seed: int = 0) -> Path:
     """Write a finished run into ``root`` (data beside it in ``root/data``); return ``root``."""
-    from xaudit.config import load_recipe
     from xaudit.data import load_dataset
+    from xaudit.recipe import load_recipe
 
     rng = np.random.default_rng(seed)
     data = root / "data"

@@ -15,8 +15,7 @@ from torch import nn
 
 import xaudit
 from tests.conftest import write_png
-from tests.integration.test_cli import table
-from tests.integration.test_cli import xaudit as run_cli
+from tests.helpers.cli_runs import cli, table
 from xaudit.api import predict
 from xaudit.inputs import as_batch
 
@@ -170,7 +169,7 @@ def test_recipe_with_train_skip_runs_on_a_users_model(models, images, tmp_path, 
     # source python: the factory is the user's own module, importable from the working folder
     (tmp_path / "own_model.py").write_text(inspect.getsource(Small).join(
         ["import torch\nfrom torch import nn\n\n\n", "\n\n" + inspect.getsource(make_small)]))
-    res = run_cli("run", str(path), cwd=tmp_path)
+    res = cli("run", str(path), cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     run = tmp_path / "own"
     summary = json.loads((run / "summary.json").read_text())

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.standins import tiny_demo
-from xaudit.config import load_recipe
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 from xaudit.run import RunDir
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

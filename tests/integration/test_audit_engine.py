@@ -12,12 +12,13 @@ import numpy as np
 import torch
 
 from xaudit.audit.complexity import sparseness
-from xaudit.config import load_recipe
 from xaudit.data.base import Record
 from xaudit.explain import build_explainer
+from xaudit.explain.base import context_for
 from xaudit.explain.engine import MapStore, explain_records
 from xaudit.explain.fastpath import FastPath
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = [
@@ -65,7 +66,7 @@ def test_audits_reuse_the_stored_maps_and_compute_the_rest_with_the_recipes_prec
         maps = MapStore(tmp_path / precision, "saliency")
         explain_records(clf.module, build_explainer("saliency"), records, [preds[i] for i in fresh],
                         lambda rs: clf.preprocessing.normalize(store.batch(rs)),
-                        clf.explain_context(torch.Generator().manual_seed(recipe.seed + 1)), maps, 4,
+                        context_for(clf, torch.Generator().manual_seed(recipe.seed + 1)), maps, 4,
                         4, torch.device("cpu"), fast=FastPath(precision=precision))
         values = sparseness(maps.load(fresh)["maps"])
         want = np.array([got[i] for i in fresh])

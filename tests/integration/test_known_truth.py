@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.standins import tiny_demo
-from xaudit.config import load_recipe
 from xaudit.explain.engine import MapStore
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 from xaudit.run import RunDir, read_csv
 from xaudit.stages import truth as truth_stage
 

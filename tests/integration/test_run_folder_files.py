@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_reliability_v2 import env, image_folder, one_error, run_args, xaudit
+from tests.helpers.cli_runs import env, image_folder, one_error, run_args, xaudit
 
 pytestmark = pytest.mark.heavy  # one end-to-end run, then `xaudit report` per case; the reader
 # itself is covered in the fast suite by tests/unit/test_read_inside.py

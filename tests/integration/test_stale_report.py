@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.standins import tiny_demo
-from xaudit.config import load_recipe
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 from xaudit.report import render_report
 from xaudit.report.notices import notices
 from xaudit.run import RunDir

@@ -12,9 +12,9 @@ import torch
 
 from tests.standins import tiny_demo
 from xaudit import Classifier
-from xaudit.config import load_recipe
 from xaudit.errors import XauditError
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 from xaudit.report.explorer import load_maps
 from xaudit.run import RunDir, read_csv
 

@@ -11,8 +11,8 @@ import torch
 
 from tests.standins import tiny_demo
 from xaudit import Classifier
-from xaudit.config import load_recipe
 from xaudit.pipeline import Pipeline
+from xaudit.recipe import load_recipe
 from xaudit.report.explorer import explorer_payload, load_maps
 from xaudit.run import RunDir
 

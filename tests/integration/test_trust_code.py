@@ -12,7 +12,7 @@ import pytest
 import yaml
 from torch import nn
 
-from tests.integration.test_reliability_v2 import ROOT, image_folder, one_error
+from tests.helpers.cli_runs import ROOT, image_folder, one_error
 
 FACTORY = '''
 from pathlib import Path
@@ -37,9 +37,8 @@ def shared_run(tmp_path: Path, case: str) -> tuple[Path, Path, Path]:
     """A run folder as it could arrive from elsewhere, naming a factory that leaves a marker
     file when called: in its recipe.yaml (``recipe``), in its model.json (``model.json``), or
     in both (``both``; the manifest says the model is trained, as a copied folder would)."""
-    from xaudit.config import load_recipe
     from xaudit.models import Classifier
-    from xaudit.pipeline import recipe_fingerprints
+    from xaudit.recipe import load_recipe, recipe_fingerprints
 
     code = tmp_path / "code"
     code.mkdir()

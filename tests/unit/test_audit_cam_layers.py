@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.unit.test_audit_toys import audit_input
+from tests.helpers.audit_toys import audit_input
 from xaudit.audit import AuditImages
 from xaudit.audit.cam_layers import cam_layers, candidate_layers
 from xaudit.explain import build_explainer
+from xaudit.explain.base import context_for
 
 SIZE = 16
 
@@ -96,13 +97,13 @@ def test_the_default_stands_when_no_layer_is_shown_better(tmp_path):
 
 
 def test_a_vision_transformer_gets_its_token_layers_as_candidates(tmp_path):
-    from tests.unit.test_audit_toys import images_for
+    from tests.helpers.audit_toys import images_for
     from xaudit.models.classifier import Classifier
 
     torch.manual_seed(0)
     clf = Classifier.from_timm("vit_tiny_patch16_224", pretrained=False, classes=["a", "b"],
                                model_args={"img_size": 32, "patch_size": 8, "depth": 3})
-    model, ctx = clf.module.eval(), clf.explain_context()
+    model, ctx = clf.module.eval(), context_for(clf)
     names = [name for name, _ in candidate_layers(model, ctx.target_layer, 4)]
     assert names[0] == "blocks.2.norm1" and len(names) == 4
     inp = dataclasses.replace(audit_input(model, [build_explainer("grad_cam")],

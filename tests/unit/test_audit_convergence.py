@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_audit_toys import GradientExplainer, TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import GradientExplainer, TinyNet, audit_input, images_for
 from xaudit.audit.convergence import (
     baseline_sensitivity,
     convergence,

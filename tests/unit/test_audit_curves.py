@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.unit.test_audit_toys import audit_input
+from tests.helpers.audit_toys import audit_input
 from xaudit.audit.curves import (
     AUTO_SHARE,
     adaptive_reveal,
@@ -128,7 +128,7 @@ def test_interval_tolerance_is_a_share_of_the_half_width():
 
 
 def test_audit_reports_the_discretisation_against_the_interval(tmp_path):
-    from tests.unit.test_audit_toys import GradientExplainer, LinearNet, images_for
+    from tests.helpers.audit_toys import GradientExplainer, LinearNet, images_for
     from xaudit.audit.faithfulness import faithfulness
 
     g = torch.Generator().manual_seed(0)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from tests.unit.test_audit_toys import GradientExplainer, TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import GradientExplainer, TinyNet, audit_input, images_for
+from tests.helpers.decisions import noninferior, superior
 from xaudit.audit.complexity import complexity_rise
 from xaudit.audit.controls import ControlMap
 from xaudit.audit.excess import (
@@ -24,22 +25,9 @@ from xaudit.audit.randomization import label_randomization, model_randomization
 from xaudit.audit.registry import validate_audit_specs
 from xaudit.audit.scorecard import NOT_INFORMATIVE
 from xaudit.audit.smooth_randomization import smooth_model_randomization
-from xaudit.audit.stats import one_sided
 from xaudit.errors import ConfigError
 
 RULED = ("cascade_head_spearman_abs", "cascade_final_spearman_abs")
-
-
-def noninferior(values, level=0.05):
-    """The verdict's one-sample noninferiority decision on excess values (lower is better)."""
-    decision = one_sided(-np.asarray(values, dtype=float), "noninferior", level).decision()
-    return {"open": "inconclusive"}.get(decision, decision)
-
-
-def superior(values, level=0.05):
-    """The verdict's superiority decision over 0 (higher is better)."""
-    decision = one_sided(np.asarray(values, dtype=float), "superior", level).decision()
-    return {"open": "inconclusive"}.get(decision, decision)
 
 
 def test_pair_levels_average_scipy_spearman_over_every_other_image():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_audit_toys import (
+from tests.helpers.audit_toys import (
     FunctionExplainer,
     GradientExplainer,
     LinearNet,

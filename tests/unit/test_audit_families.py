@@ -13,15 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_audit_toys import (
-    FunctionExplainer,
-    GradientExplainer,
-    LinearNet,
-    TinyNet,
-    audit_input,
-    images_for,
-    plain_ctx,
-)
+from tests.helpers.audit_toys import SIZE, LinearNet, audit_input, gradient
 from xaudit.audit.complexity import complexity, complexity_audit, sparseness
 from xaudit.audit.correlation import (
     faithfulness_correlation,
@@ -33,24 +25,6 @@ from xaudit.audit.robustness import avg_sensitivity, local_lipschitz, robustness
 from xaudit.errors import ConfigError
 
 quantus = pytest.importorskip("quantus")
-SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    """A seeded tiny CNN (Softplus, so gradients move smoothly with the input), 3 classes."""
-    torch.manual_seed(0)
-    model = TinyNet(n_classes=3, smooth=True).eval()
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(3, 3, SIZE, SIZE, generator=g) + 0.2
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, x, y
-
-
-def gradient(model):
-    explainer = GradientExplainer()
-    return lambda x, t: explainer.attribute(model, x, t, plain_ctx())
 
 
 def quantus_explain(fn, log=None):
@@ -267,25 +241,6 @@ def test_random_logit_known_answers():
 
 
 # --------------------------------------------------------------------------- the audits
-
-
-class TwiceGradient(GradientExplainer):
-    """The gradient, computed twice: 2 model evaluations per image."""
-
-    name = "twice_gradient"
-
-    def attribute(self, model, x, target, ctx):
-        super().attribute(model, x, target, ctx)
-        return super().attribute(model, x, target, ctx)
-
-
-@pytest.fixture
-def tiny():
-    torch.manual_seed(0)
-    model = TinyNet(n_classes=2, smooth=True)
-    images = images_for(model, n=4, size=16)
-    blind = FunctionExplainer(lambda xx, t: xx.mean(1), label="blind")
-    return model, images, [GradientExplainer(), blind, TwiceGradient()]
 
 
 def test_complexity_audit_ranks_every_method(tmp_path, tiny):

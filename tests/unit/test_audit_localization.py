@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.unit.test_audit_toys import (
+from tests.helpers.audit_toys import (
     FunctionExplainer,
     GradientExplainer,
     TinyNet,

@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 from torch import nn
 from torchvision import models
 
-from tests.unit.test_audit_toys import GradientExplainer, TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import GradientExplainer, TinyNet, audit_input, images_for
 from xaudit.audit.excess import DELTA, pair_levels
 from xaudit.audit.randomization import (
     find_blocks,
@@ -95,7 +95,7 @@ def test_full_cascade_falls_to_the_random_pair_line(tmp_path):
 
 def test_identity_explainer_fails_the_randomization_test(tmp_path):
     """A map that ignores the model (here: the image itself) cannot change: it must fail."""
-    from tests.unit.test_audit_toys import FunctionExplainer
+    from tests.helpers.audit_toys import FunctionExplainer
 
     model = TinyNet()
     images = images_for(model, n=4, size=16)

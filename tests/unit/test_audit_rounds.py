@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_audit_toys import FunctionExplainer, TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import FunctionExplainer, TinyNet, audit_input, images_for
 from xaudit.audit import AuditResult, Cell, run_audits, sequential
 from xaudit.audit.helpers import stratified
 from xaudit.audit.rounds import look_level, round_chunks

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tests.unit.test_audit_toys import TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import TinyNet, audit_input, images_for
 from xaudit.audit import AUDITS, Cell, run_audits, validate_audit_specs
 from xaudit.audit.judge import assess
 from xaudit.audit.scorecard import cell_interval, mean_ci, rank_cells, scorecard_rows

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_audit_toys import FunctionExplainer, TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import FunctionExplainer, TinyNet, audit_input, images_for
 from xaudit.audit.shortcut import concentration_threshold, mass_share, rect_mask, shortcut
 from xaudit.errors import ConfigError
 

@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.test_audit_families import TwiceGradient, cnn, gradient, tiny  # noqa: F401
-from tests.unit.test_audit_toys import FunctionExplainer, GradientExplainer, audit_input
+from tests.helpers.audit_toys import (
+    FunctionExplainer,
+    GradientExplainer,
+    TwiceGradient,
+    audit_input,
+    gradient,
+)
 from xaudit.audit.controls import ControlMap
 from xaudit.audit.registry import INFO
 from xaudit.audit.scorecard import NOT_TESTED
@@ -44,7 +49,7 @@ def quantus_noise(x, n_samples, magnitude, sets):
             for _ in range(sets)]
 
 
-def test_smooth_mprt_matches_quantus(cnn):  # noqa: F811
+def test_smooth_mprt_matches_quantus(cnn):
     model, x, y = cnn
     metric = quantus.SmoothMPRT(nr_samples=4, noise_magnitude=0.1, layer_order="bottom_up",
                                 seed=42, skip_layers=True, return_last_correlation=True,
@@ -80,7 +85,7 @@ def test_smoothing_averages_the_noisy_maps_and_the_plain_one():
     assert torch.allclose(got, want, atol=1e-6)
 
 
-def test_maps_that_ignore_the_model_fail_and_the_edge_control_with_them(tmp_path, tiny):  # noqa: F811
+def test_maps_that_ignore_the_model_fail_and_the_edge_control_with_them(tmp_path, tiny):
     model, images, _ = tiny
     blind = FunctionExplainer(lambda xx, t: xx.mean(1), label="blind")
     methods = [GradientExplainer(), blind, ControlMap("edge"), ControlMap("random")]
@@ -102,7 +107,7 @@ def test_maps_that_ignore_the_model_fail_and_the_edge_control_with_them(tmp_path
     assert {r["method"] for r in result.rows} == {m.label for m in methods}
 
 
-def test_costs_match_the_plan_and_costly_methods_are_not_tested(tmp_path, tiny):  # noqa: F811
+def test_costs_match_the_plan_and_costly_methods_are_not_tested(tmp_path, tiny):
     model, images, _ = tiny
     methods = [GradientExplainer(), TwiceGradient()]
     result = smooth_model_randomization(audit_input(model, methods, images), tmp_path,
@@ -120,7 +125,7 @@ def test_costs_match_the_plan_and_costly_methods_are_not_tested(tmp_path, tiny):
 
 @pytest.mark.parametrize("params", [{"n_samples": 1}, {"noise": 0.0}, {"noise": 2.0},
                                     {"max_method_evals": 0}])
-def test_bad_parameters_are_refused(tmp_path, tiny, params):  # noqa: F811
+def test_bad_parameters_are_refused(tmp_path, tiny, params):
     model, images, methods = tiny
     with pytest.raises(ConfigError, match=next(iter(params))):
         smooth_model_randomization(audit_input(model, methods[:1], images), tmp_path, **params)

@@ -6,11 +6,7 @@ import pytest
 import torch
 from captum.attr import Deconvolution
 
-from xaudit.errors import XauditError
-from xaudit.explain import build_explainer, make_baseline
-from xaudit.explain.gradient import sample_context, sample_seeds
-
-from .test_explainers import (
+from tests.helpers.explain_toys import (
     LinearNet,
     ReusedRelu6,
     TinyCNN,
@@ -19,6 +15,9 @@ from .test_explainers import (
     images,
     seeded,
 )
+from xaudit.errors import XauditError
+from xaudit.explain import build_explainer, make_baseline
+from xaudit.explain.gradient import sample_context, sample_seeds
 
 
 def test_deeplift_shap_of_linear_model_is_weight_times_mean_difference():

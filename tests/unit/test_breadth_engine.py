@@ -8,14 +8,13 @@ import json
 import pytest
 import torch
 
+from tests.helpers.audit_toys import TinyNet, audit_input, images_for, plain_ctx
 from xaudit.audit import run_audits
 from xaudit.data.base import Record
 from xaudit.explain import build_explainer
 from xaudit.explain.engine import MapStore, explain_records
 from xaudit.explain.fastpath import FastPath
 from xaudit.run import RunDir
-
-from .test_audit_toys import TinyNet, audit_input, images_for, plain_ctx
 
 SPECS = {
     "rise": {"name": "rise", "n_masks": 48},

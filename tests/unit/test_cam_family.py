@@ -27,7 +27,7 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 from torch import nn
 from torchvision import models
 
-from tests.unit.test_audit_toys import TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import TinyNet, audit_input, images_for
 from xaudit.audit import run_audits
 from xaudit.data.base import Record
 from xaudit.errors import XauditError

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from xaudit import Classifier
 from xaudit.explain import build_explainer
+from xaudit.explain.base import context_for
 
 timm = pytest.importorskip("timm")
 gradcam = pytest.importorskip("pytorch_grad_cam")
@@ -46,7 +47,7 @@ def oracle_grid(model, layer, reshape, x, targets):
 
 def ours(clf, x, targets):
     e = build_explainer("grad_cam")
-    return e.attribute(clf.module, x, targets, clf.explain_context())
+    return e.attribute(clf.module, x, targets, context_for(clf))
 
 
 def check(clf, layer_name, reshape, size):

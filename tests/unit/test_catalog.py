@@ -44,7 +44,7 @@ def test_offline_weights_reads_the_hub_folder(tmp_path, monkeypatch):
 def test_the_all_methods_demo_runs_every_registered_method():
     from pathlib import Path
 
-    from xaudit.config import load_recipe
+    from xaudit.recipe import load_recipe
 
     recipe = load_recipe(Path(__file__).parents[2] / "configs" / "demo-all-methods.yaml")
     names = [m["name"] if isinstance(m, dict) else m.name for m in recipe.explain.methods]

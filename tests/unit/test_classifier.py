@@ -13,6 +13,7 @@ from torch import nn
 
 from xaudit import Classifier
 from xaudit.errors import ModelError
+from xaudit.explain.base import context_for
 from xaudit.models import describe
 
 timm = pytest.importorskip("timm")
@@ -201,7 +202,7 @@ def test_plain_module_generic_family_and_clear_errors():
     clf = Classifier.from_module(Tiny(), ["a", "b", "c"], image_size=32)
     assert clf.family == "generic" and clf.head == "fc" and clf.cam_layer is None
     assert [b for b, _ in clf.anatomy.randomization_blocks] == ["fc", "conv"]
-    ctx = clf.explain_context()
+    ctx = context_for(clf)
     assert "cam_layer='...'" in ctx.cam_hint and "'conv'" in ctx.cam_hint
     assert clf.with_overrides(cam_layer="conv").cam_layer == "conv"
     with pytest.raises(ModelError, match="is not a layer of the model"):
@@ -238,8 +239,8 @@ def test_token_grid_drops_prefix_tokens_and_refuses_non_squares():
 
 
 def test_recipe_preprocessing_equals_the_librarys_before_any_model_is_built():
-    from xaudit.config import load_recipe
     from xaudit.models.sources import recipe_preprocessing
+    from xaudit.recipe import load_recipe
 
     args = {"img_size": 64}
     recipe = load_recipe(None, model={"source": "timm", "name": "vit_small_patch16_224", "args": args})

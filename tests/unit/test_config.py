@@ -1,7 +1,9 @@
 import pytest
 
-from xaudit.config import Recipe, dump_recipe, from_dict, load_recipe
+from xaudit.config import Recipe
 from xaudit.errors import ConfigError, ModelError, XauditError
+from xaudit.recipe import dump_recipe, load_recipe
+from xaudit.typed import from_dict
 
 
 def test_defaults_validate():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xaudit.config import load_recipe, to_dict
+from xaudit.recipe import load_recipe, to_dict
 from xaudit.run import STAGES, dependents, stage_fingerprints
 
 ALL = set(STAGES)

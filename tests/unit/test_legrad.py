@@ -7,11 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.unit.test_attention_methods import MODELS, explain, images, torchvision_vit
+from tests.helpers.tiny_vits import MODELS, explain, images, torchvision_vit
 from xaudit.errors import ConfigError
 from xaudit.explain import build_explainer
+from xaudit.explain.base import context_for
 from xaudit.models.families import describe
 
+pytest.importorskip("timm")  # the timm families of MODELS
 torchcam = pytest.importorskip("torchcam.methods")
 
 
@@ -21,7 +23,7 @@ def test_legrad_equals_torchcam(layers):
     tv = clf.module
     x, t = images(), torch.tensor([0, 2, 1])
     ours = build_explainer({"name": "legrad", "layers": layers}).attribute(
-        tv, x, t, clf.explain_context())
+        tv, x, t, context_for(clf))
     blocks = list(tv.encoder.layers)[-(layers or len(tv.encoder.layers)) :]
     # torchcam's own default scores the mean of all tokens; the model (and xaudit) reads the
     # class token, so the oracle is given the model's projection
@@ -55,4 +57,4 @@ def test_fewer_layers_change_the_map():
     clf, x, t = MODELS["timm-vit"](), images(1), torch.tensor([1])
     assert not torch.allclose(explain(clf, "legrad", x, t),
                               build_explainer({"name": "legrad", "layers": 1}).attribute(
-                                  clf.module, x, t, clf.explain_context()))
+                                  clf.module, x, t, context_for(clf)))

@@ -10,11 +10,10 @@ from torch import nn
 from torchvision import models
 from torchvision.models.resnet import BasicBlock
 
+from tests.helpers.explain_toys import LinearNet, context, images, seeded
 from xaudit.errors import XauditError
 from xaudit.explain import build_explainer
 from xaudit.explain.lrp import COMPOSITES
-
-from .test_explainers import LinearNet, context, images, seeded
 
 # Merged batch norms keep their eps (y = x / sqrt(1 + eps), 5e-6 relative each); everything
 # else conserves to float32 rounding.

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from tests.conftest import write_png
-from tests.unit.test_audit_toys import GradientExplainer, TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import GradientExplainer, TinyNet, audit_input, images_for
 from xaudit.audit.localization import localization
 from xaudit.data.base import Record
 from xaudit.data.transforms import DecodedStore, Preprocessing

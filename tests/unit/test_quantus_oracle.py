@@ -18,7 +18,7 @@ from quantus.helpers.model.pytorch_model import PyTorchModel
 from torch import nn
 
 import xaudit.audit.faithfulness as faith
-from tests.unit.test_audit_toys import FunctionExplainer, LinearNet, plain_ctx
+from tests.helpers.audit_toys import FunctionExplainer, LinearNet, plain_ctx
 from xaudit.audit.convergence import output_gap, relative_delta
 from xaudit.audit.correctness import gini
 from xaudit.audit.draws import image_generators

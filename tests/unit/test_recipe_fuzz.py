@@ -9,8 +9,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xaudit.config import Recipe, load_recipe
+from xaudit.config import Recipe
 from xaudit.errors import XauditError
+from xaudit.recipe import load_recipe
 
 
 def _keys(cls: type, prefix: str = "") -> list[str]:

@@ -6,8 +6,10 @@ import time
 
 import pytest
 
-from xaudit.config import Recipe, check_ranges, load_recipe, range_text
+from xaudit.config import Recipe
 from xaudit.errors import ConfigError, echo
+from xaudit.recipe import load_recipe
+from xaudit.typed import check_ranges, range_text
 
 
 def bomb(key: str, levels: int = 9) -> str:

@@ -11,12 +11,12 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from xaudit.config import load_recipe
 from xaudit.data import load_dataset
 from xaudit.data.leaf_edit import lesion_components
 from xaudit.data.leaf_render import render_leaf
 from xaudit.data.synthetic import leaf_drawing
 from xaudit.explain.engine import MapStore
+from xaudit.recipe import load_recipe
 from xaudit.stages.truth import skip_reason
 from xaudit.truth.fit import MEAN, STD, as_classifier
 from xaudit.truth.run_truth import TABLE_COLUMNS, beats, known_truth, mean_interval, table_rows

@@ -100,15 +100,15 @@ def test_a_hand_edited_model_json_is_one_error_naming_the_file(tmp_path, change,
 def test_a_python_factory_named_in_model_json_runs_only_when_trusted(tmp_path, monkeypatch):
     """A shared run folder must not choose code to run: the factory is called only with
     trust_code=True or when the caller names the same factory (the recipe's model.module)."""
-    from xaudit.models import rebuild
+    from xaudit.models import classifier as classifier_module
 
     spec = "torchvision.models:mobilenet_v2"
     built = Classifier.from_torchvision("mobilenet_v2", "none", num_classes=2, seed=0)
     save_model_folder(built.module, tmp_path, {**GOOD, "source": "python", "module": spec,
                                               "model_args": {"num_classes": 2}})
     called = []
-    real = rebuild.import_factory
-    monkeypatch.setattr(rebuild, "import_factory", lambda s: called.append(s) or real(s))
+    real = classifier_module.import_factory
+    monkeypatch.setattr(classifier_module, "import_factory", lambda s: called.append(s) or real(s))
     for refused in (False, "own_model:make"):
         with pytest.raises(ModelError, match=r"model.json: rebuilding this model calls the Python "
                                              r"factory the file names \(module: 'torchvision.models:mobilenet_v2'\)"):

@@ -10,11 +10,10 @@ from captum.attr import KernelShap, Lime
 from scipy.stats import spearmanr
 from torch import nn
 
+from tests.helpers.explain_toys import TinyCNN, context, images, seeded
 from xaudit.explain import ExplainContext, build_explainer
 from xaudit.explain.gradient import baseline_for, sample_seeds, seeded_global_rng
 from xaudit.explain.masking import binary_to_masks, masked_scores
-
-from .test_explainers import TinyCNN, context, images, seeded
 
 SIZE = 32
 BLOCK = 8  # the linear model's weights are constant on 8×8 blocks

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.unit.test_audit_toys import TinyNet, audit_input, images_for
+from tests.helpers.audit_toys import TinyNet, audit_input, images_for
 from xaudit.audit import AUDITS, run_audits
 from xaudit.audit.controls import KINDS, control_label
 from xaudit.explain import build_explainer

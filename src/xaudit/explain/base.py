@@ -12,7 +12,7 @@ import contextlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigError, echo, shown
 from ..registry import Registry, did_you_mean
+
+if TYPE_CHECKING:
+    from ..models.classifier import Classifier
 
 
 @dataclass
@@ -49,6 +52,30 @@ class ExplainContext:
 
     def input_to_pixel(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std.view(1, -1, 1, 1).to(x) + self.mean.view(1, -1, 1, 1).to(x)
+
+
+def context_for(clf: Classifier, generator: torch.Generator | None = None,
+                dataset_mean: torch.Tensor | None = None,
+                references: torch.Tensor | None = None) -> ExplainContext:
+    """The context every method gets for ``clf``: its normalisation, CAM layer and grid
+    reshape (from the families table or the user's settings), and its named layers."""
+    layers = dict(clf.module.named_modules())
+    return ExplainContext(
+        mean=torch.tensor(clf.preprocessing.mean), std=torch.tensor(clf.preprocessing.std),
+        target_layer=layers.get(clf.cam_layer) if clf.cam_layer else None, layers=layers,
+        generator=generator, dataset_mean=dataset_mean, reshape=clf.reshape,
+        cam_hint=_cam_hint(clf), references=references,
+    )
+
+
+def _cam_hint(clf: Classifier) -> str:
+    if clf.cam_layer is not None:
+        return ""
+    convs = [n for n, m in clf.module.named_modules() if isinstance(m, nn.Conv2d)]
+    example = f" (e.g. its last convolution {convs[-1]!r})" if convs else ""
+    return (f"xaudit does not know the CAM layer of {type(clf.module).__name__} (family "
+            f"{clf.family}); set it with Classifier(..., cam_layer='...') or model.target_layer"
+            f"{example}")
 
 
 BASELINES = ("black", "blur", "noise", "mean", "zero")

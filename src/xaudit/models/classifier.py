@@ -4,22 +4,27 @@ The module (N×3×H×W normalised images -> N×K logits), the class names, the p
 and what the families table says of its anatomy: the head, the CAM layer and how its
 output becomes a grid, the blocks cascading randomization walks. Every field the table
 fills can be set by hand (``cam_layer=``, ``layout=``, ``prefix_tokens=``, ``blocks=``, ``head=``).
+A saved model is rebuilt here too, from its model.json, then its safetensors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, preprocessing_from
-from ..errors import ModelError
+from ..errors import ModelError, echo
 from ..registry import did_you_mean
+from ..run import MAX_WEIGHTS_BYTES, checked_file
+from .checkpoints import load_weights, read_model_meta
 from .families import Anatomy, describe, to_grid
 
 _OVERRIDES = ("head", "cam_layer", "layout", "prefix_tokens", "blocks")
@@ -73,19 +78,6 @@ class Classifier:
         return {"family": a.family, "classes": len(self.classes), "head": a.head,
                 "cam_layer": a.cam_layer, "layout": a.layout, "prefix_tokens": a.prefix_tokens,
                 "blocks": [b[0] for b in a.randomization_blocks], **self.source}
-
-    def explain_context(self, generator: torch.Generator | None = None,
-                        dataset_mean: torch.Tensor | None = None,
-                        references: torch.Tensor | None = None):
-        from ..explain.base import ExplainContext
-
-        layers = dict(self.module.named_modules())
-        return ExplainContext(
-            mean=torch.tensor(self.preprocessing.mean), std=torch.tensor(self.preprocessing.std),
-            target_layer=layers.get(self.cam_layer) if self.cam_layer else None, layers=layers,
-            generator=generator, dataset_mean=dataset_mean, reshape=self.reshape,
-            cam_hint=_cam_hint(self), references=references,
-        )
 
     def with_overrides(self, **kw: Any) -> Classifier:
         """A copy of the anatomy with the user's settings (checked against the module)."""
@@ -169,7 +161,7 @@ class Classifier:
         """A weights file for a torchvision architecture (``arch``; ``timm:NAME`` for timm),
         or one of xaudit's model folders (a run folder or its ``model/``; ``trust_code`` as
         in ``from_run``)."""
-        from .checkpoints import load_weights, read_state_dict
+        from .checkpoints import read_state_dict
         from .weights import build_torchvision
 
         path = Path(path)
@@ -214,8 +206,6 @@ class Classifier:
         calling the factory model.json names, so only when this is True or that factory's
         ``package.module:factory`` name; a transformers config naming custom code
         (``auto_map``) only when True."""
-        from .rebuild import rebuild
-
         folder = Path(folder)
         if (folder / "model" / "model.json").is_file():
             folder = folder / "model"
@@ -239,6 +229,98 @@ class Classifier:
             raise ModelError(f"the model has {k} outputs but {len(classes)} classes were given")
         anatomy = _override(module, describe(module), overrides)
         return cls(module, classes, pre, anatomy, source)
+
+
+# ---------------------------------------------------------------- rebuilding a saved model
+# Here, not in a module of its own: a Python factory may return a Classifier, and
+# Classifier.from_run rebuilds through these, so the two cannot be separated without a cycle.
+
+
+def import_factory(spec: str):
+    """``package.module:factory`` -> the callable (``model.source: python``)."""
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ModelError(f"model.module: expected 'package.module:factory', got {str(spec)[:80]!r}")
+    mod_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as err:
+        raise ModelError(f"model.module: cannot import {mod_name[:80]!r} ({err.msg[:100]})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ModelError(f"model.module: {mod_name[:80]} has no callable {attr[:40]!r}")
+    return factory
+
+
+def build_python(spec: str, num_classes: int | None, args: dict | None = None):
+    """Call the user's factory (with ``num_classes`` when it takes it): an nn.Module or a
+    Classifier."""
+    import inspect
+
+    factory = import_factory(spec)
+    kwargs = dict(args or {})
+    if num_classes is not None and "num_classes" in inspect.signature(factory).parameters:
+        kwargs["num_classes"] = num_classes
+    try:
+        module = factory(**kwargs)
+    except TypeError as err:
+        raise ModelError(f"model.module: {spec[:80]}(...) failed: {str(err)[:120]}") from None
+    if isinstance(module, Classifier):
+        return module
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"model.module: {spec[:80]} returned {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def architecture(meta: dict, trust_code: bool | str = False, path: Path | str = "model.json") -> nn.Module:
+    """The saved model's architecture with random weights, as model.json (validated by
+    ``stored.read_model_meta``) describes it.
+
+    A ``python`` model is rebuilt by calling the factory the file names: code a shared folder
+    could choose. It runs only when ``trust_code`` is True or that factory's own name (from a
+    recipe the caller gave); a transformers config's custom code (``auto_map``) only when True.
+    """
+    source = meta.get("source", "torchvision")
+    n = meta.get("num_classes")
+    if source == "torchvision":
+        from .weights import build_torchvision
+
+        return build_torchvision(meta["name"], n, "none")[0]
+    if source == "timm":
+        from .hubs import timm_module
+
+        return timm_module(meta["name"], n, None, pretrained=False, model_args=meta.get("model_args"))
+    if source == "transformers":
+        from .hubs import LogitsOf, transformers_config_model
+
+        return LogitsOf(transformers_config_model(meta["config"], trust_code is True, path))
+    if source == "python":
+        if trust_code is not True and trust_code != meta["module"]:
+            raise ModelError(
+                f"{path}: rebuilding this model calls the Python factory the file names "
+                f"(module: {echo(meta['module'])}); if you trust this folder, pass "
+                "trust_code=True (xaudit: --trust-code), or name the same factory in the "
+                "model.module of a recipe of your own")
+        made = build_python(meta["module"], n, meta.get("model_args"))
+        return made.module if not isinstance(made, nn.Module) else made
+    raise ModelError(f"{path}: unknown source {echo(source)} (torchvision, timm, transformers, python)")
+
+
+def rebuild(folder: Path, trust_code: bool | str = False) -> tuple[nn.Module, dict]:
+    meta = read_model_meta(folder)
+    try:
+        module = architecture(meta, trust_code, folder / "model.json")
+    except ModelError as err:  # e.g. an unknown architecture name: say which file named it
+        if str(err).startswith(str(folder)):
+            raise
+        raise ModelError(f"{folder / 'model.json'}: {err}") from None
+    weights = folder / "model.safetensors"
+    real = checked_file(weights, folder, MAX_WEIGHTS_BYTES, ModelError)
+    try:
+        state = load_file(str(real))
+    except Exception as err:
+        raise ModelError(f"{weights}: cannot load ({type(err).__name__}: {str(err)[:100]})") from None
+    load_weights(module, state, weights)
+    return module.eval(), meta
 
 
 # ---------------------------------------------------------------- helpers
@@ -337,13 +419,3 @@ def _saved_overrides(clf: Classifier) -> dict[str, Any]:
     if clf.anatomy.blocks != default.blocks:
         out["blocks"] = [b[0] for b in clf.anatomy.blocks]
     return out
-
-
-def _cam_hint(clf: Classifier) -> str:
-    if clf.cam_layer is not None:
-        return ""
-    convs = [n for n, m in clf.module.named_modules() if isinstance(m, nn.Conv2d)]
-    example = f" (e.g. its last convolution {convs[-1]!r})" if convs else ""
-    return (f"xaudit does not know the CAM layer of {type(clf.module).__name__} (family "
-            f"{clf.family}); set it with Classifier(..., cam_layer='...') or model.target_layer"
-            f"{example}")

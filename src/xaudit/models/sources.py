@@ -130,7 +130,7 @@ def build_classifier(m, classes: list[str], skip: bool, seed: int,
 
 
 def _from_python(m, classes: list[str], pre: Preprocessing, kw: dict) -> Classifier:
-    from .rebuild import build_python
+    from .classifier import build_python
 
     made = build_python(m.module, None, m.args)
     clf = made if isinstance(made, Classifier) else Classifier.from_module(

@@ -26,12 +26,10 @@ def stale_stages(run: RunDir) -> tuple[list[str], str]:
     gives now (the recipe was edited, or a checkpoint it names changed), and why none could
     be checked when recipe.yaml does not load."""
     from ..errors import XauditError, shown
-    from ..pipeline import recipe_fingerprints
+    from ..recipe import load_recipe, recipe_fingerprints
 
     try:
         done = run.manifest().get("stages", {})
-        from ..config import load_recipe
-
         now = recipe_fingerprints(load_recipe(run.recipe_path))
     except (XauditError, ValueError, OSError) as err:
         return [], shown(str(err), 200)

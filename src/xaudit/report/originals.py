@@ -35,9 +35,9 @@ def _preprocessing(run: RunDir, summary: dict):
 
 def load_originals(run: RunDir, summary: dict, ids: list[str]) -> dict[str, Original]:
     """``{id: Original}`` for the test images ``ids``; raises when they cannot be read."""
-    from ..config import load_recipe
     from ..data import load_dataset
     from ..data.transforms import DecodedStore
+    from ..recipe import load_recipe
 
     recipe = load_recipe(run.recipe_path)
     bundle = load_dataset(recipe.data, recipe.seed)

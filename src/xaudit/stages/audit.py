@@ -19,6 +19,7 @@ from ..data.base import DatasetBundle, Record
 from ..data.transforms import DecodedStore
 from ..distributed import claim, clear_claims, step
 from ..explain import validate_method_specs
+from ..explain.base import context_for
 from ..explain.engine import MapStore, resolve_targets
 from ..explain.fastpath import FastPath
 from ..models import Classifier
@@ -173,9 +174,9 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         explainers=explainers,
         # the explain stage's seed: a stochastic method draws the same samples per image as
         # in the stored maps, so a recomputed map differs from them only by the model
-        ctx=clf.explain_context(torch.Generator().manual_seed(r.seed + 1),
-                                references=train_references(explainers, bundle.splits["train"],
-                                                            store, r.seed)),
+        ctx=context_for(clf, torch.Generator().manual_seed(r.seed + 1),
+                        references=train_references(explainers, bundle.splits["train"],
+                                                    store, r.seed)),
         classes=clf.classes,
         splits=splits,
         generator=torch.Generator().manual_seed(r.seed + 5),

@@ -17,6 +17,7 @@ from ..data.transforms import DecodedStore
 from ..distributed import World, explain_method_sharded, keep_or_reset_maps
 from ..errors import MethodRefused, XauditError, echo
 from ..explain import Explainer, validate_method_specs
+from ..explain.base import context_for
 from ..explain.engine import MapStore, explain_records, resolve_targets
 from ..explain.fastpath import FastPath, ForwardCache
 from ..models import Classifier
@@ -47,8 +48,8 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     by_id = {rec.id: rec for rec in test}
     records = [by_id[row["id"]] for row in rows]
     explainers = validate_method_specs(r.explain.methods)
-    ctx = clf.explain_context(torch.Generator().manual_seed(r.seed + 1),
-                              references=train_references(explainers, train or [], store, r.seed))
+    ctx = context_for(clf, torch.Generator().manual_seed(r.seed + 1),
+                      references=train_references(explainers, train or [], store, r.seed))
     top_losses_method(explainers, r.explain.top_losses_method)  # a wrong label fails before any work
     fast, forwards = FastPath.from_config(r.explain), ForwardCache()
     stats, refused = {}, {}

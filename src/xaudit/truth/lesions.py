@@ -19,6 +19,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from .. import api
 from ..audit.controls import KINDS, ControlMap, control_label
 from ..data.leaf_edit import lesion_components, render_leaf_without
 from ..data.leaf_render import CLASSES, render_leaf
@@ -121,8 +122,6 @@ def run(n_images: int, seed: int = 0, size: int = 64, train_per_class: int = 32,
     """Train the leaf model, audit ``methods`` on ``n_images`` rusty leaves, and score every
     map's lesion ranking on ``max(n_images, truth_images)`` of them (scoring is cheap; the
     audit is not)."""
-    import xaudit
-
     t0 = time.perf_counter()
     train_labels = [c for _ in range(train_per_class) for c in (0, 1)]
     train_seeds = [10_000 * (seed + 1) + i for i in range(len(train_labels))]
@@ -136,10 +135,10 @@ def run(n_images: int, seed: int = 0, size: int = 64, train_per_class: int = 32,
     pixels = leaves(seeds, [RUST] * len(seeds), size)
     labels = [1] * len(seeds)
     clf = as_classifier(net, CASE_CLASSES, size, cam_layer="conv3")
-    report = xaudit.audit(clf, pixels[:n_images], labels[:n_images], methods=list(methods),
-                          audits=list(AUDITS), n_images=n_images, seed=seed)
+    report = api.audit(clf, pixels[:n_images], labels[:n_images], methods=list(methods),
+                       audits=list(AUDITS), n_images=n_images, seed=seed)
     explainers = list(methods) + [ControlMap(k) for k in KINDS]
-    maps = xaudit.explain(clf, pixels, explainers, target="true", labels=labels, seed=seed)
+    maps = api.explain(clf, pixels, explainers, target="true", labels=labels, seed=seed)
     with torch.no_grad():
         correct = (net(to_input(pixels)).argmax(1) == 1).tolist()
 

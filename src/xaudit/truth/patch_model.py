@@ -17,6 +17,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
+from .. import api
 from .cells import AUDITS, CaseResult, case_cells, open_cells
 from .fit import as_classifier, to_input
 
@@ -93,8 +94,6 @@ def run(n_images: int, seed: int = 0, size: int = 64, patch: int = 8, extra_meth
         log=print) -> CaseResult:
     """Audit occlusion (window = stride = the patch) and integrated gradients on the patch model;
     ``extra_methods`` adds saliency and Grad-CAM, whose truth is not known by construction."""
-    import xaudit
-
     t0 = time.perf_counter()
     pixels, labels, temp = patch_images(n_images, size, patch, seed)
     net = PatchSum(temp)
@@ -104,9 +103,9 @@ def run(n_images: int, seed: int = 0, size: int = 64, patch: int = 8, extra_meth
     if extra_methods:
         methods += ["saliency", "grad_cam"]
     log(f"{NAME}: auditing {len(methods)} methods on {n_images} images")
-    report = xaudit.audit(clf, pixels, labels.tolist(), methods=methods, audits=list(AUDITS),
-                          n_images=n_images, seed=seed)
-    maps = xaudit.explain(clf, pixels, methods, target="true", labels=labels.tolist(), seed=seed)
+    report = api.audit(clf, pixels, labels.tolist(), methods=methods, audits=list(AUDITS),
+                       n_images=n_images, seed=seed)
+    maps = api.explain(clf, pixels, methods, target="true", labels=labels.tolist(), seed=seed)
     x = to_input(pixels)
     truth = true_contributions(net, x, to_input(torch.zeros_like(pixels)), labels)
     with torch.no_grad():

@@ -26,6 +26,7 @@ from scipy import stats
 from ..audit.controls import KINDS, ControlMap
 from ..data.base import Record
 from ..data.synthetic import leaf_drawing
+from ..explain.base import context_for
 from ..explain.engine import MapStore
 from ..models import Classifier
 from .lesions import MIN_LESIONS, image_truth_score, lesion_interventions
@@ -113,7 +114,7 @@ def known_truth(clf: Classifier, records: Sequence[Record], maps_root: Path,
                       for _, _, images in scored]
             originals = torch.stack([images[0] for _, _, images in scored])
             targets = MapStore(maps_root, methods[0]).load(ids)["targets"]
-            ctx = clf.explain_context(torch.Generator().manual_seed(seed + 1))
+            ctx = context_for(clf, torch.Generator().manual_seed(seed + 1))
             x = pre.normalize(originals).to(device)
             control_maps = {ControlMap(k).label: ControlMap(k).attribute(
                 model, x, targets.to(device), ctx).sum(1).cpu() for k in KINDS}

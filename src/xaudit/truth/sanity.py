@@ -14,6 +14,7 @@ import time
 import torch
 from torch import nn
 
+from .. import api
 from .cells import AUDITS, CaseResult, case_cells, randomization_cells
 from .fit import as_classifier, fit
 
@@ -72,8 +73,6 @@ def shapes(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def run(n_images: int, seed: int = 0, size: int = 32, train_images: int = 128, steps: int = 150,
         log=print) -> CaseResult:
-    import xaudit
-
     t0 = time.perf_counter()
     pixels, labels = shapes(train_images, size, seed)
     with torch.random.fork_rng(devices=[]):  # the initial weights, without touching the caller's RNG
@@ -83,8 +82,8 @@ def run(n_images: int, seed: int = 0, size: int = 32, train_images: int = 128, s
     log(f"{NAME}: trained in {time.perf_counter() - t0:.1f} s (training accuracy {accuracy:.2f})")
     test, test_labels = shapes(n_images, size, seed + 1)
     clf = as_classifier(net, CLASSES, size, cam_layer="conv5")
-    report = xaudit.audit(clf, test, test_labels.tolist(), methods=list(TRUTHS),
-                          audits=list(AUDITS), n_images=n_images, seed=seed)
+    report = api.audit(clf, test, test_labels.tolist(), methods=list(TRUTHS),
+                       audits=list(AUDITS), n_images=n_images, seed=seed)
     statuses = randomization_cells(report.summary.get("scorecard") or [])
     why = {m: f"expected to {RANDOMIZATION[m]} randomization; cells: {statuses.get(m, {})}"
            for m in TRUTHS}

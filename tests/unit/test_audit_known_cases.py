@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from tests.unit.test_audit_excess import superior
-from tests.unit.test_audit_toys import (
+from tests.helpers.audit_toys import (
     FunctionExplainer,
     GradientExplainer,
     TinyNet,
     audit_input,
     images_for,
 )
+from tests.helpers.decisions import superior
 from xaudit.audit import AUDITS, AuditImages, AuditInput, Cell, resolve_specs, run_audits
 from xaudit.audit.controls import control_explainers, is_control
 from xaudit.audit.faithfulness import faithfulness, uninformative
@@ -29,6 +29,7 @@ from xaudit.audit.scorecard import cell_status
 from xaudit.audit.verdict_lines import verdict
 from xaudit.errors import ConfigError
 from xaudit.explain import build_explainer
+from xaudit.explain.base import context_for
 from xaudit.run import RunDir
 
 
@@ -76,7 +77,7 @@ def test_adebayo_guided_backprop_fails_model_randomization_saliency_and_grad_cam
                          ids=[f"crop{i}" for i in range(len(x))])
     inp = AuditInput(model=model, explainers=[build_explainer(n) for n in
                                                ("guided_backprop", "saliency", "grad_cam")],
-                     ctx=clf.explain_context(torch.Generator().manual_seed(0)),
+                     ctx=context_for(clf, torch.Generator().manual_seed(0)),
                      classes=clf.classes, splits={"test": images},
                      generator=torch.Generator().manual_seed(5),
                      blocks=clf.anatomy.randomization_blocks)

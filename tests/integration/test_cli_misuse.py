@@ -16,47 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import class_image, write_png
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def image_folder(root: Path, classes=("a", "b"), n: int = 8) -> Path:
-    rng = np.random.default_rng(0)
-    for label, cls in enumerate(classes):
-        for i in range(n):
-            write_png(root / cls / f"{i}.png", class_image(label, rng, 16))
-    return root
-
-
-def run_args(out: Path, data: Path, name: str = "r", *extra: str) -> list[str]:
-    args = [sys.executable, "-m", "xaudit.cli", "run", str(ROOT / "configs" / "demo.yaml"),
-            "--set", f"output_dir={out}", "--set", f"name={name}"]
-    for s in ("data.source=folder", f"data.path={data}", "model.weights=none", "model.image_size=32",
-              "model.resize_size=32", "train.epochs=2", "audit.enabled=false",
-              "explain.methods=[{name: saliency}]", "explain.select.per_class=1", *extra):
-        args += ["--set", s]
-    return args
-
-
-def xaudit(args: list[str], cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
-
-
-def one_error(res: subprocess.CompletedProcess) -> str:
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, res.stderr
-    return errors[0]
-
-
-def table(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
+from tests.helpers.cli_runs import env, image_folder, one_error, run_args, table, torchrun, xaudit
 
 # ----------------------------------------------------------------- one run per folder
 
@@ -99,7 +59,6 @@ def test_second_run_on_the_same_folder_fails_at_once_and_the_first_completes(tmp
 
 @pytest.mark.heavy
 def test_under_torchrun_rank_0_holds_the_lock_and_a_second_run_fails_at_once(tmp_path):
-    from tests.integration.test_distributed_pipeline import torchrun
 
     data = image_folder(tmp_path / "imgs")
     first = subprocess.Popen(torchrun(run_args(tmp_path, data)), env=env(), stdout=subprocess.DEVNULL,
