@@ -147,6 +147,7 @@ def test_run_audits_end_to_end(tmp_path):
         {"name": "robustness", "n_samples": 1},
         {"name": "faithfulness_correlation", "n_runs": 3, "subset_size": 16},
         {"name": "random_logit"},
+        {"name": "cam_layers"},  # no CAM method here: its entry says it was skipped, and why
     ]
     run = RunDir(tmp_path / "run").create()
     summary = run_audits(inp, specs, run, n_images=4)
