@@ -182,7 +182,7 @@ def test_beans_randomization_table_has_both_spearman_columns(beans):
     html = (run / "report.html").read_text()
     assert "<caption>audit_model_randomization</caption>" in html
     assert "<th>spearman_abs</th>" in html and "<th>spearman_signed</th>" in html
-    assert embedded(run, "audit_model_randomization_integrated_gradients.png")
+    assert embedded(run, "audit_model_randomization.png")
 
 
 # --------------------------------------------------------------------------- PlantVillage (seed 000)

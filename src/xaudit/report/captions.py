@@ -21,10 +21,10 @@ CAPTIONS = {
                          "should sit below the tolerance line.",
     "audit_baseline_sensitivity": "Agreement of the maps between baselines: low values mean the "
                                   "map depends on the chosen baseline.",
-    "audit_model_randomization": "Similarity to the trained model's map as layers are "
-                                 "randomized: it should fall to the random-pair line (dotted); "
-                                 "the black bars are the rules' yardsticks for Spearman(|map|), "
-                                 "compared image by image (their mean is drawn).",
+    "audit_model_randomization": "Each method's similarity to its trained-model map as layers "
+                                 "are randomized: it should fall to the random-pair level "
+                                 "(dotted); the black bars are the rules' yardsticks for "
+                                 "Spearman(|map|), compared image by image (their mean is drawn).",
     "audit_label_randomization": "Maps of the model trained on shuffled labels: they should not "
                                  "resemble the real model's.",
     "audit_faithfulness_deletion": "Score as the most relevant pixels are removed (deletion, "
@@ -32,7 +32,7 @@ CAPTIONS = {
     "audit_faithfulness_road": "ROAD: score after removing the most (MoRF) and least (LeRF) "
                                "relevant pixels; a larger gap is more faithful.",
     "audit_localization": "Maps with the evidence mask outlined: mass inside the outline is "
-                          "what localization measures.",
+                          "what localization measures (the explorer shows every scored image).",
     "audit_shortcut": "Share of the map in each image region (one colour per region): a bar "
                       "above its black tick, hatched red, flags a possible shortcut.",
     "audit_correctness": "Map statistics of correct and of wrong predictions side by side, with "

@@ -129,7 +129,26 @@ def _optional_table(run: RunDir, name: str) -> list[dict[str, str]] | None:
 def _figure(run: RunDir, name: str) -> dict:
     data = read_inside(run.figures / name, run.figures)
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return {"name": name, "uri": uri, "caption": caption_of(name)}
+    return {"name": name, "uri": uri, "caption": caption_of(name), "width": display_width(data)}
+
+
+def display_width(png: bytes) -> int | None:
+    """The CSS width of a figure drawn at 2x (or more): its pixels over the scale its pHYs
+    chunk records (100 px per inch is 1x), so its text shows at the size it was drawn for;
+    None (natural size) for a figure at 1x or without a recorded resolution."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        return None
+    width = int.from_bytes(png[16:20], "big")
+    pos = 8
+    while pos + 8 <= len(png):
+        size, kind = int.from_bytes(png[pos:pos + 4], "big"), png[pos + 4:pos + 8]
+        if kind == b"pHYs" and size == 9 and png[pos + 16] == 1:  # unit: metre
+            scale = round(int.from_bytes(png[pos + 8:pos + 12], "big") * 0.0254 / 100)
+            return width // scale if scale >= 2 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + size
+    return None
 
 
 # ---------------------------------------------------------------- sections -----------------------
@@ -236,7 +255,8 @@ def _method_of(stem: str, labels: list[str]) -> str | None:
 
 
 def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> dict | None:
-    """Cost table and explanation figures (``taken``: figures already shown by an audit)."""
+    """Cost table and explanation figures (``taken``: figures already shown by an audit, or
+    replaced by the explorer)."""
     costs = summary.get("explanations") or {}
     names = [n for n in figures if n.startswith(EXPLAIN_PREFIXES) and n not in taken]
     if not costs and not names and not summary.get("explanations_refused"):
@@ -273,7 +293,9 @@ def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> d
     }
 
 
-def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict | None, list]:
+def _audits(run: RunDir, summary: dict, figures: dict[str, dict],
+            replaced: set[str] = frozenset()) -> tuple[dict | None, list]:
+    """The verdict and one section per audit (``replaced``: figures the explorer shows)."""
     audits = summary.get("audits")
     if not isinstance(audits, dict):
         return None, []
@@ -300,7 +322,8 @@ def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict 
                     f"no figures/{name} in {run.root} (listed by audit {title!r}): {hint}",
                     hint=hint,
                 )
-            sec_figures.append(figures[name])
+            if name not in replaced:
+                sec_figures.append(figures[name])
         for name in sec.get("tables") or []:
             name = _plain_name(name, "tables")
             rows = _optional_table(run, name)
@@ -340,8 +363,12 @@ def build_context(run_dir: str | Path, originals=None) -> dict:
     recipe_text = _load_recipe_text(run)
     summary = _load_summary(run)
     names, refused = embeddable_figures(run)
-    figures = {name: _figure(run, name) for name in names}
-    verdict, audit_sections = _audits(run, summary, figures)
+    explorer = _explorer(run, summary, originals)
+    # The explorer shows every explained (and audited) image with every method's map: the
+    # static galleries of the same maps would repeat it, several megabytes over.
+    replaced = replaced_figures(names, explorer)
+    figures = {name: _figure(run, name) for name in names if name not in replaced}
+    verdict, audit_sections = _audits(run, summary, figures, replaced)
     model, train = summary.get("model"), summary.get("train")
     context = {
         "header": _header(summary),
@@ -357,22 +384,38 @@ def build_context(run_dir: str | Path, originals=None) -> dict:
         "explanations": _explanations(
             summary, figures, {f["name"] for f in _walk_figures(audit_sections)}
         ),
+        "in_explorer": len(replaced),
         "audits": audit_sections,
         "recipe": recipe_text,
         "answer": answer(run, summary),
         "known_truth": known_truth_table(summary),
-        "explorer": _explorer(run, summary, originals),
+        "explorer": explorer,
     }
-    used = {f["name"] for f in _walk_figures(context)}
+    used = {f["name"] for f in _walk_figures(context)} | replaced
     context["other_figures"] = [figures[n] for n in names if n not in used]
     return context
+
+
+def replaced_figures(names: list[str], explorer: dict | None) -> set[str]:
+    """Figures of maps the explorer shows better: the per-image and per-class galleries, and
+    the localization overlays once the explorer holds the images localization scored."""
+    if explorer is None:
+        return set()
+    out = {n for n in names if n.startswith(EXPLAIN_PREFIXES)}
+    if explorer["audited"].get("localization"):
+        out |= {n for n in names if n.startswith("audit_localization")}
+    return out
 
 
 def _explorer(run: RunDir, summary: dict, originals) -> dict | None:
     payload = explorer_payload(run, summary, originals)
     if payload is None:
         return None
-    return {"n": len(payload["images"]), "note": payload["note"],
+    audited: dict[str, int] = {}
+    for key, members in payload["cells"].items():
+        audit = key.split("\t")[1]
+        audited[audit] = max(audited.get(audit, 0), len(members))
+    return {"n": len(payload["images"]), "note": payload["note"], "audited": audited,
             "json": Markup(payload_json(payload))}
 
 
