@@ -355,8 +355,10 @@ def test_imagenet_occlusion_at_two_windows_for_right_and_wrong(imagenet):
     assert large.shape[0] == small.shape[0] == 2
     assert large.shape[-2:] == small.shape[-2:] == (224, 224)
     assert not torch.allclose(large, small)
-    for label in ex:  # correct next to wrong, per method
-        assert embedded(run, f"cvi_{label}.png")
+    for label in ex:  # correct next to wrong, per method: drawn, and shown by the explorer
+        assert (run / "figures" / f"cvi_{label}.png").is_file()
+        assert not embedded(run, f"cvi_{label}.png")
+    assert 'id="maps-in-explorer"' in (run / "report.html").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- smoking (seed 004)

@@ -46,6 +46,7 @@
   var images = data.images, methods = data.methods;
   var jpeg = function (b64) { return "data:image/jpeg;base64," + b64; };
   var png = function (b64) { return "data:image/png;base64," + b64; };
+  var webp = function (b64) { return "data:image/webp;base64," + b64; };
   var grid = $("#ex-grid"), count = $("#ex-count");
   var filters = {
     true: $("#ex-true"), pred: $("#ex-pred"), correct: $("#ex-correct"), split: $("#ex-split")
@@ -87,10 +88,14 @@
     img.dataset.index = i;
     if (observer) observer.observe(img); else img.src = jpeg(im.t);
     tile.appendChild(img);
-    tile.appendChild(el("span", "ex-cap", (im.correct ? "" : "✗ ") + im.true + " → " + im.pred));
+    // true and predicted class on lines of their own, so neither is cut off
+    tile.appendChild(el("span", "ex-cap", (im.correct ? "" : "✗ ") + im.true));
+    tile.appendChild(el("span", "ex-cap", "→ " + im.pred));
     tile.appendChild(el("span", "ex-cap num", "p " + im.prob.toFixed(2) +
       (im.loss === null ? "" : " · loss " + im.loss.toFixed(2))));
-    tile.title = im.id;
+    if (im.audited_only) { tile.classList.add("audited"); tile.appendChild(el("span", "ex-cap tag", "audited")); }
+    tile.title = im.id + " · true " + im.true + " · predicted " + im.pred +
+      (im.audited_only ? " · audited, not in the explained selection" : "");
     tile.addEventListener("click", function () { openViewer(i); });
     return tile;
   });
@@ -165,10 +170,26 @@
   var viewer = $("#ex-viewer"), panels = $("#ex-panels"), opacity = $("#ex-opacity");
   var outline = $("#ex-outline"), current = -1, modes = {};
 
-  function panel(title, base, overlay, maskB64) {
+  function fmtScale(v) { return Math.abs(v) >= 0.01 && Math.abs(v) < 1000 ? v.toPrecision(3) : v.toExponential(1); }
+
+  // The colour bar of one map: its scale (the map's own 99th percentile of |attribution|)
+  // and, for a signed map, which colour raises and which lowers the explained class.
+  function colourKey(signed, scale) {
+    var key = el("div", "ex-key" + (signed ? " signed" : ""));
+    key.appendChild(el("span", "ex-ramp"));
+    var ticks = el("div", "ex-ticks num");
+    (signed ? ["−" + fmtScale(scale), "0", "+" + fmtScale(scale)] : ["0", fmtScale(scale)])
+      .forEach(function (t) { ticks.appendChild(el("span", null, t)); });
+    key.appendChild(ticks);
+    key.appendChild(el("div", "ex-sign", signed ? "red raises the class score, blue lowers it"
+      : "|attribution|, brighter = stronger"));
+    return key;
+  }
+
+  function panel(title, base, overlay, maskB64, method, signed, scale) {
     var box = el("figure", "ex-panel");
     var stack = el("div", "ex-stack");
-    var img = el("img"); img.src = base; img.alt = title; stack.appendChild(img);
+    if (base) { var img = el("img"); img.src = base; img.alt = title; stack.appendChild(img); }
     if (overlay) {
       var ov = el("img", "ex-overlay"); ov.src = overlay; ov.alt = title + " map";
       ov.style.opacity = opacity.value / 100; stack.appendChild(ov);
@@ -178,7 +199,10 @@
       mk.hidden = !outline.checked; stack.appendChild(mk);
     }
     box.appendChild(stack);
-    box.appendChild(el("figcaption", null, title));
+    var cap = el("figcaption", null, title);
+    if (method) cap.dataset.method = method;
+    box.appendChild(cap);
+    if (overlay) box.appendChild(colourKey(signed, scale));
     return box;
   }
 
@@ -187,14 +211,16 @@
     $("#ex-id").textContent = im.id;
     $("#ex-facts").textContent = "true " + im.true + " · predicted " + im.pred +
       " (p " + im.prob.toFixed(2) + ")" + (im.correct ? "" : " · misclassified") +
-      " · maps explain the class: " + im.target;
+      " · maps explain the class: " + im.target +
+      (im.audited_only ? " · audited, not in the explained selection" : "");
     panels.textContent = "";
     var base = im.o ? jpeg(im.o) : "";
     if (base) panels.appendChild(panel("original", base, null, im.k));
     methods.forEach(function (m) {
       var mode = m.signed && modes[m.label] === "signed" ? 1 : 0;
-      var box = panel(m.label + (mode ? " (signed)" : ""), base || jpeg(im.m[m.label][0]),
-        jpeg(im.m[m.label][mode]), im.k);
+      var own = im.m[m.label];
+      var box = panel(m.label + (mode ? " (signed)" : ""), base, webp(own[mode]), im.k,
+        m.label, !!mode, own[2]);
       if (m.signed) {
         var toggle = el("button", "ex-mode", mode ? "show |map|" : "show signed");
         toggle.type = "button";
@@ -217,7 +243,7 @@
       var truth = im.tm && im.tm[m.label];
       if (truth) {  // a wrong prediction: the true class's map beside the predicted class's
         var tbox = panel(m.label + " · true class " + im.true + (mode ? " (signed)" : ""),
-          base || jpeg(truth[0]), jpeg(truth[mode]), im.k);
+          base, webp(truth[mode]), im.k, null, !!mode, truth[2]);
         tbox.classList.add("ex-true");
         panels.appendChild(tbox);
       }
