@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xaudit.run import read_csv
-
 # Per-image audit values the viewer shows: (table, column, label), as report/explorer.py.
 from xaudit.report.explorer import IMAGE_AUDIT_VALUES
+from xaudit.run import read_csv
 
 
 def scored(run: Path) -> dict[tuple[str, str], set[str]]:

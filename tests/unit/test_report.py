@@ -17,7 +17,8 @@ from xaudit.errors import XauditError
 from xaudit.report import figures as F
 from xaudit.report import map_figures as M
 from xaudit.report import render_report
-from xaudit.report.html import build_context, csv_table, display_width, fmt_number
+from xaudit.report.captions import display_width
+from xaudit.report.html import build_context, csv_table, fmt_number
 from xaudit.run import write_csv, write_json
 
 XSS = "<img src=x onerror=alert(1)>"

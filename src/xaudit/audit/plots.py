@@ -103,9 +103,9 @@ def plot_randomization(
     rules' yardsticks for Spearman(|map|) (black bars). ``methods``: label -> (curves,
     random-pair level per metric, step index -> the yardstick)."""
     labels = list(methods)
-    ncols = max(1, min(4, len(labels)))
-    nrows = -(-len(labels) // ncols) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols + 0.4, 2.6 * nrows + 0.9),
+    nrows = max(1, -(-len(labels) // 4))
+    ncols = max(1, -(-len(labels) // nrows))  # rows as even as they can be
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.45 * ncols + 0.4, 2.5 * nrows + 0.9),
                              squeeze=False, sharey=True, layout="constrained")
     xs = np.arange(len(steps))
     for ax, label in zip(axes.ravel(), labels, strict=False):

@@ -1,4 +1,5 @@
-"""One caption per report figure: what to look for in it."""
+"""How the report shows a figure: one caption per figure (what to look for in it), and the
+width a figure drawn at 2x is shown at."""
 
 from __future__ import annotations
 
@@ -43,3 +44,22 @@ CAPTIONS = {
 def caption_of(name: str) -> str:
     hits = [p for p in CAPTIONS if name.startswith(p)]
     return CAPTIONS[max(hits, key=len)] if hits else ""
+
+
+def display_width(png: bytes) -> int | None:
+    """The CSS width of a figure drawn at 2x (or more): its pixels over the scale its pHYs
+    chunk records (100 px per inch is 1x), so its text shows at the size it was drawn for;
+    None (natural size) for a figure at 1x or without a recorded resolution."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        return None
+    width = int.from_bytes(png[16:20], "big")
+    pos = 8
+    while pos + 8 <= len(png):
+        size, kind = int.from_bytes(png[pos:pos + 4], "big"), png[pos + 4:pos + 8]
+        if kind == b"pHYs" and size == 9 and png[pos + 16] == 1:  # unit: metre
+            scale = round(int.from_bytes(png[pos + 8:pos + 12], "big") * 0.0254 / 100)
+            return width // scale if scale >= 2 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + size
+    return None

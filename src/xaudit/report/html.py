@@ -23,7 +23,7 @@ from markupsafe import Markup
 from ..errors import XauditError
 from ..run import RunDir, atomic_write_text, read_csv, read_inside, read_json
 from .answer import answer
-from .captions import caption_of
+from .captions import caption_of, display_width
 from .explorer import explorer_payload, payload_json, static_text
 from .formats import fmt_number, fmt_value  # noqa: F401  (re-exported)
 from .known_truth import known_truth_table
@@ -130,25 +130,6 @@ def _figure(run: RunDir, name: str) -> dict:
     data = read_inside(run.figures / name, run.figures)
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     return {"name": name, "uri": uri, "caption": caption_of(name), "width": display_width(data)}
-
-
-def display_width(png: bytes) -> int | None:
-    """The CSS width of a figure drawn at 2x (or more): its pixels over the scale its pHYs
-    chunk records (100 px per inch is 1x), so its text shows at the size it was drawn for;
-    None (natural size) for a figure at 1x or without a recorded resolution."""
-    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
-        return None
-    width = int.from_bytes(png[16:20], "big")
-    pos = 8
-    while pos + 8 <= len(png):
-        size, kind = int.from_bytes(png[pos:pos + 4], "big"), png[pos + 4:pos + 8]
-        if kind == b"pHYs" and size == 9 and png[pos + 16] == 1:  # unit: metre
-            scale = round(int.from_bytes(png[pos + 8:pos + 12], "big") * 0.0254 / 100)
-            return width // scale if scale >= 2 else None
-        if kind in (b"IDAT", b"IEND"):
-            return None
-        pos += 12 + size
-    return None
 
 
 # ---------------------------------------------------------------- sections -----------------------
