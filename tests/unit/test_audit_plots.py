@@ -43,7 +43,7 @@ def test_shortcut_bars_one_colour_per_region_and_flags_hatched(saved, tmp_path):
     share = np.full((2, 6), 0.1)
     flagged = np.zeros((2, 6), bool)
     flagged[1, 4] = True
-    plots.plot_shortcut(tmp_path / "s.png", ["x", "y"], regions, share, share + 0.1, flagged, "t")
+    plots.plot_shortcut(tmp_path / "s.png", ["x", "y"], regions, {"m": (share, share + 0.1, flagged)}, "t")
     bars = saved[0].axes[0].patches
     assert len(bars) == 12
     faces = {mcolors.to_hex(b.get_facecolor()[:3]) for b in bars}
@@ -120,8 +120,8 @@ def _every_figure(tmp_path):
     plots.plot_randomization(tmp_path / "r.png", steps, {
         m: ({"spearman_abs": [0.9, 0.5, 0.2], "ssim": [0.8, 0.4, 0.1]}, {"spearman_abs": 0.1},
             {0: 0.55, 2: 0.1}) for m in ("a", "b", "c", "d", "e")}, "t")
-    plots.plot_shortcut(tmp_path / "s.png", ["x", "y"], ["r0", "r1"], np.full((2, 2), 0.3),
-                        np.full((2, 2), 0.5), np.zeros((2, 2), bool), "t")
+    plots.plot_shortcut(tmp_path / "s.png", ["x", "y"], ["r0", "r1"], {
+        m: (np.full((2, 2), 0.3), np.full((2, 2), 0.5), np.zeros((2, 2), bool)) for m in "abcd"}, "t")
     plots.plot_group_bars(tmp_path / "g.png", ["gini"], {"correct": [(0.5, 0.4, 0.6, 10)]}, "t")
 
 

@@ -211,29 +211,44 @@ def plot_shortcut(
     path: Path,
     classes: list[str],
     regions: list[str],
-    share: np.ndarray,
-    threshold: np.ndarray,
-    flagged: np.ndarray,
+    panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     title: str,
 ) -> str:
-    """Bars: attribution share per class and region, one colour per region; ticks: the flag
-    threshold; a flagged bar is edged red and hatched."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(classes) * len(regions) + 2), 3.4))
+    """One panel per method (``panels``: label -> (share, threshold, flagged), each classes ×
+    regions), side by side on one scale. Bars: attribution share per class and region, one
+    colour per region; ticks: the flag threshold; a flagged bar is edged red and hatched."""
+    labels = list(panels) or [""]
+    ncols = min(len(labels), 3)
+    nrows = -(-len(labels) // ncols)
+    each = max(2.6, 0.35 * len(classes) * len(regions) + 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(10.5, each * ncols + 1.6), 2.6 * nrows + 0.6),
+                             squeeze=False, sharey=True, layout="constrained")
     width = 0.8 / max(1, len(regions))
     xs = np.arange(len(classes))
-    for r, region in enumerate(regions):
-        pos = xs + r * width
-        bars = ax.bar(pos, share[:, r], width=width, color=_PALETTE[r % len(_PALETTE)],
-                      label=region, alpha=0.85)
-        for c, bar in enumerate(bars):
-            if flagged[c, r]:
-                bar.set(edgecolor="C3", hatch="///", linewidth=1.5)
-        ax.scatter(pos, threshold[:, r], marker="_", color="k", s=120, zorder=3)
-    ax.set_xticks(xs + width * (len(regions) - 1) / 2, classes, rotation=20, ha="right")
-    ax.set(ylabel="share of |attribution|", ylim=(0, 1))
-    ax.legend(fontsize=SMALL, title="black tick: flag threshold;\nred hatch: flagged",
-              title_fontsize=SMALL, **_OUTSIDE)
-    ax.set_title(title, fontsize=10)
+    for ax, label in zip(axes.ravel(), labels, strict=False):
+        if label not in panels:
+            continue
+        share, threshold, flagged = panels[label]
+        for r, region in enumerate(regions):
+            pos = xs + r * width
+            bars = ax.bar(pos, share[:, r], width=width, color=_PALETTE[r % len(_PALETTE)],
+                          label=region, alpha=0.85)
+            for c, bar in enumerate(bars):
+                if flagged[c, r]:
+                    bar.set(edgecolor="C3", hatch="///", linewidth=1.5)
+            ax.scatter(pos, threshold[:, r], marker="_", color="k", s=120, zorder=3)
+        ax.set_xticks(xs + width * (len(regions) - 1) / 2, classes, rotation=20, ha="right",
+                      fontsize=SMALL)
+        ax.set_ylim(0, 1)
+        ax.set_title(label, fontsize=9)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    axes[0, 0].set_ylabel("share of |attribution|")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside right upper", fontsize=SMALL,
+                   title="black tick: flag threshold;\nred hatch: flagged", title_fontsize=SMALL)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
