@@ -103,7 +103,12 @@ def test_click_opens_the_side_by_side_view_of_that_image(browser, small):
     # each map has its colour bar: its own scale, and the sign key where it is signed
     keys = page.eval_on_selector_all("#ex-panels .ex-key", "ks => ks.map(k => k.textContent)")
     assert len(keys) == 2 and "red raises" in keys[1] and keys[1].count("0") >= 1
-    assert page.eval_on_selector(".ex-overlay", "o => o.src.slice(0, 15)") == "data:image/webp"
+    # the map is drawn in colour over the photo, clear where it is weak
+    page.wait_for_function("[...document.querySelectorAll('.ex-overlay')].every(c => c.dataset.drawn)")
+    alphas = page.eval_on_selector(".ex-overlay", """c => { const d = c.getContext('2d')
+        .getImageData(0, 0, c.width, c.height).data; const a = [];
+        for (let k = 3; k < d.length; k += 4) a.push(d[k]); return [Math.min(...a), Math.max(...a)]; }""")
+    assert alphas[0] < 64 and alphas[1] > 200
     ids = page.eval_on_selector_all("#ex-grid .ex-tile", "ts => ts.map(t => t.dataset.id)")
     page.keyboard.press("ArrowRight")
     assert page.locator("#ex-id").text_content() == ids[4]
@@ -125,7 +130,8 @@ def test_a_wrong_prediction_shows_the_true_class_map_too(browser, small):
     assert captions == ["original", "saliency", f"saliency · true class {wrong['true']}",
                         "integrated_gradients", f"integrated_gradients · true class {wrong['true']}"]
     # the true-class panel shows its own map, not the predicted class's
-    overlays = page.eval_on_selector_all("#ex-panels .ex-overlay", "os => os.map(o => o.src)")
+    page.wait_for_function("[...document.querySelectorAll('.ex-overlay')].every(c => c.dataset.drawn)")
+    overlays = page.eval_on_selector_all("#ex-panels .ex-overlay", "os => os.map(o => o.toDataURL())")
     assert overlays[0] != overlays[1] and overlays[2] != overlays[3]
 
 

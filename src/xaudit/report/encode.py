@@ -1,5 +1,5 @@
-"""Images for the explorer as small compressed files: JPEG for photos, WebP with alpha for
-the maps laid over them, PNG for the mask outline. Returned as base64 text."""
+"""Images for the explorer as small compressed files: JPEG for photos, grey WebP for the
+maps (coloured by the page's script), PNG for the mask outline. Returned as base64 text."""
 
 from __future__ import annotations
 
@@ -42,30 +42,25 @@ def map_scale(attr: np.ndarray) -> float:
     return float(np.percentile(a, CLIP_PERCENTILE)) or float(a.max()) or 1.0
 
 
-def _colours(attr: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(RGB uint8, strength in [0, 1]): signed on blue–white–red centred at 0, else |map| on
-    inferno; scaled by the map's own ``map_scale``."""
+def colour_map(attr: np.ndarray, signed: bool, side: int, quality: int = 85) -> str:
+    """A map in colour as an opaque JPEG (a thumbnail where no photo is at hand): signed on
+    blue–white–red centred at 0, else |map| on inferno; scaled by its own ``map_scale``."""
     a = np.nan_to_num(np.asarray(attr, dtype=np.float64))
     s = np.clip(a / map_scale(a), -1, 1)
     rgba = colormaps["bwr"]((s + 1) / 2) if signed else colormaps["inferno"](np.abs(s))
-    return (rgba[..., :3] * 255).astype(np.uint8), np.abs(s)
-
-
-def colour_map(attr: np.ndarray, signed: bool, side: int, quality: int = 85) -> str:
-    """A 2-D map in colour as an opaque JPEG (a thumbnail where no photo is at hand)."""
-    rgb, _ = _colours(attr, signed)
+    rgb = (rgba[..., :3] * 255).astype(np.uint8)
     return _b64(_fit(Image.fromarray(rgb), side, Image.Resampling.BILINEAR), "JPEG",
                 quality=quality, optimize=True)
 
 
-def overlay(attr: np.ndarray, signed: bool, side: int, quality: int = 80) -> str:
-    """A map to lay over its photo, as WebP whose opacity is the map's strength: where the
-    map is weak the photo shows through unchanged, instead of the whole photo darkening."""
-    rgb, strength = _colours(attr, signed)
-    alpha = (np.sqrt(strength) * 255).astype(np.uint8)  # √: mid values stay visible
-    img = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
-    return _b64(_fit(img, side, Image.Resampling.BILINEAR), "WEBP", quality=quality,
-                alpha_quality=70, method=4)
+def coded_map(attr: np.ndarray, side: int, quality: int = 80) -> str:
+    """A map as one grey WebP: 0 at 128, ±``map_scale`` at 0 and 255. The page's script
+    colours it (signed, or |map|) and makes weak areas transparent, so one small image per
+    map serves both views (a colour image with alpha per view was 5-10 times the bytes)."""
+    a = np.nan_to_num(np.asarray(attr, dtype=np.float64))
+    code = np.rint((np.clip(a / map_scale(a), -1, 1) + 1) * 127.5).astype(np.uint8)
+    return _b64(_fit(Image.fromarray(code, "L"), side, Image.Resampling.BILINEAR), "WEBP",
+                quality=quality, method=4)
 
 
 def outline(mask: np.ndarray, side: int, colour: tuple[int, int, int] = (0, 230, 64)) -> str:

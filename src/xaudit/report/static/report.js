@@ -186,12 +186,47 @@
     return key;
   }
 
-  function panel(title, base, overlay, maskB64, method, signed, scale) {
+  // Colour scales as the figures draw them: matplotlib's inferno (nine stops, interpolated)
+  // for |map|, blue–white–red for a signed map.
+  var INFERNO = [[0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
+    [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164]];
+  function inferno(t) {
+    var x = t * (INFERNO.length - 1), i = Math.min(INFERNO.length - 2, Math.floor(x)), f = x - i;
+    return [0, 1, 2].map(function (c) { return INFERNO[i][c] + f * (INFERNO[i + 1][c] - INFERNO[i][c]); });
+  }
+  function bwr(s) {  // s in [-1, 1]
+    return s < 0 ? [255 * (1 + s), 255 * (1 + s), 255] : [255, 255 * (1 - s), 255 * (1 - s)];
+  }
+  // A grey-coded map (128 = 0, 0 and 255 = ∓ its scale) drawn in colour on a canvas, its
+  // opacity the map's strength (√, so mid values stay visible): weak areas stay clear.
+  function colourMap(b64, signed, title) {
+    var canvas = el("canvas", "ex-overlay");
+    canvas.setAttribute("aria-label", title + " map");
+    var img = new Image();
+    img.onload = function () {
+      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      var ctx = canvas.getContext("2d");
+      ctx.drawImage(img, 0, 0);
+      var px = ctx.getImageData(0, 0, canvas.width, canvas.height), d = px.data;
+      for (var k = 0; k < d.length; k += 4) {
+        var s = Math.max(-1, Math.min(1, (d[k] - 127.5) / 127.5));
+        var rgb = signed ? bwr(s) : inferno(Math.abs(s));
+        d[k] = rgb[0]; d[k + 1] = rgb[1]; d[k + 2] = rgb[2];
+        d[k + 3] = 255 * Math.sqrt(Math.abs(s));
+      }
+      ctx.putImageData(px, 0, 0);
+      canvas.dataset.drawn = "1";
+    };
+    img.src = webp(b64);
+    return canvas;
+  }
+
+  function panel(title, base, coded, maskB64, method, signed, scale) {
     var box = el("figure", "ex-panel");
     var stack = el("div", "ex-stack");
     if (base) { var img = el("img"); img.src = base; img.alt = title; stack.appendChild(img); }
-    if (overlay) {
-      var ov = el("img", "ex-overlay"); ov.src = overlay; ov.alt = title + " map";
+    if (coded) {
+      var ov = colourMap(coded, signed, title);
       ov.style.opacity = opacity.value / 100; stack.appendChild(ov);
     }
     if (maskB64) {
@@ -202,7 +237,7 @@
     var cap = el("figcaption", null, title);
     if (method) cap.dataset.method = method;
     box.appendChild(cap);
-    if (overlay) box.appendChild(colourKey(signed, scale));
+    if (coded) box.appendChild(colourKey(signed, scale));
     return box;
   }
 
@@ -219,8 +254,8 @@
     methods.forEach(function (m) {
       var mode = m.signed && modes[m.label] === "signed" ? 1 : 0;
       var own = im.m[m.label];
-      var box = panel(m.label + (mode ? " (signed)" : ""), base, webp(own[mode]), im.k,
-        m.label, !!mode, own[2]);
+      var box = panel(m.label + (mode ? " (signed)" : ""), base, own[0], im.k,
+        m.label, !!mode, own[1]);
       if (m.signed) {
         var toggle = el("button", "ex-mode", mode ? "show |map|" : "show signed");
         toggle.type = "button";
@@ -243,7 +278,7 @@
       var truth = im.tm && im.tm[m.label];
       if (truth) {  // a wrong prediction: the true class's map beside the predicted class's
         var tbox = panel(m.label + " · true class " + im.true + (mode ? " (signed)" : ""),
-          base, webp(truth[mode]), im.k, null, !!mode, truth[2]);
+          base, truth[0], im.k, null, !!mode, truth[1]);
         tbox.classList.add("ex-true");
         panels.appendChild(tbox);
       }
