@@ -378,14 +378,16 @@ def build_context(run_dir: str | Path, originals=None) -> dict:
 
 
 def replaced_figures(names: list[str], explorer: dict | None) -> set[str]:
-    """Figures of maps the explorer shows better: the per-image and per-class galleries, and
-    the localization overlays once the explorer holds the images localization scored."""
+    """Figures another one repeats: the highest-loss images where a figure shows them with
+    their maps; the per-image and per-class galleries of maps, and the localization overlays
+    once the explorer holds the images localization scored."""
+    out = {"top_losses.png"} if "top_losses_maps.png" in names else set()
     if explorer is None:
-        return set()
-    out = {n for n in names if n.startswith(EXPLAIN_PREFIXES)}
+        return out & set(names)
+    out |= {n for n in names if n.startswith(EXPLAIN_PREFIXES)}
     if explorer["audited"].get("localization"):
         out |= {n for n in names if n.startswith("audit_localization")}
-    return out
+    return out & set(names)
 
 
 def _explorer(run: RunDir, summary: dict, originals) -> dict | None:

@@ -38,6 +38,19 @@
     });
   });
 
+  // The controls' rows of the grid fold away behind one button (shown only with the script,
+  // so that without it every row stays visible); the controls line above sums them up.
+  var gridTable = $("#top-grid"), toggle = $("#toggle-controls");
+  if (gridTable && toggle) {
+    gridTable.classList.add("js");
+    toggle.hidden = false;
+    var label = toggle.textContent;
+    toggle.addEventListener("click", function () {
+      var hide = gridTable.classList.toggle("hide-controls");
+      toggle.textContent = hide ? label : "hide the controls' rows";
+    });
+  }
+
   // ------------------------------------------------------------ explorer
   var block = document.getElementById("explorer-data");
   var root = document.getElementById("explorer");
