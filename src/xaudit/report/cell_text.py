@@ -71,11 +71,12 @@ def no_nan(text: str) -> str:
 def _yardstick(e: dict) -> str:
     """Where the threshold of a one-sample rule comes from, read from the rule's own words."""
     rule = str(e.get("rule") or "")
-    level = re.search(r"random-pair level \(mean ([0-9.]+)\)", rule)
+    level = re.search(r"random-pair level \(mean (-?[0-9.]+|nan)\)", rule)
+    value = no_nan(level.group(1)).replace("-0.00", "0.00") if level else ""
     if level and "half-way" in rule:
-        return f"half-way between the random-pair level ({level.group(1)}) and 1"
+        return f"half-way between the random-pair level ({value}) and 1"
     if level:
-        return f"the random-pair level ({level.group(1)}: its maps of different images)"
+        return f"the random-pair level ({value}: its maps of different images)"
     return f"{fmt(e.get('threshold'))}"
 
 
