@@ -71,6 +71,11 @@ def test_the_demo_answer_is_on_the_first_screen(browser, demo):
     page = open_report(browser, demo, 1400, 900)
     for sel in ("#headline", "#verdict-lines"):
         assert page.eval_on_selector(sel, "e => e.getBoundingClientRect().bottom") < FIRST_SCREEN_PX
+    # the controls' rows are folded behind one button, and all there when it is pressed
+    controls = page.locator("#top-grid tr.control")
+    assert controls.count() == 5 and not controls.first.is_visible()
+    page.locator("#toggle-controls").click()
+    assert all(controls.nth(k).is_visible() for k in range(5))
 
 
 def test_every_demo_verdict_is_one_click_from_its_maps(browser, demo):
