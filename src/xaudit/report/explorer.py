@@ -22,9 +22,9 @@ from . import encode
 
 STATIC = Path(__file__).parent / "static"
 THUMB_SIDE = 72
-# Larger runs get smaller panels, so the page stays a size a browser opens quickly.
-VIEW_SIDE, VIEW_SIDE_LARGE, LARGE_RUN = 224, 112, 200
-MAP_SIDE = 192  # the viewer's panel: a map needs no more pixels than it is shown at
+# The viewer's panels are 192 px: no image needs more pixels than it is shown at. Larger
+# runs get smaller panels, so the page stays a size a browser opens quickly.
+VIEW_SIDE, VIEW_SIDE_LARGE, LARGE_RUN = 192, 112, 200
 # Per-image audit values shown in the viewer: (audit table, column, label).
 IMAGE_AUDIT_VALUES = (
     ("localization", "pointing_game", "pointing-game hit"),
@@ -202,13 +202,13 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
         }
         for m in methods:
             lab = m["label"]
-            entry["m"][lab] = [encode.coded_map(maps[lab][i], min(side, MAP_SIDE)),
+            entry["m"][lab] = [encode.coded_map(maps[lab][i], side),
                                encode.map_scale(maps[lab][i])]
             if (lab, row["id"]) in values:
                 entry["a"][lab] = values[(lab, row["id"])]
             if row["id"] in true_maps.get(lab, {}):
                 tmap = true_maps[lab][row["id"]]
-                entry["tm"][lab] = [encode.coded_map(tmap, min(side, MAP_SIDE)),
+                entry["tm"][lab] = [encode.coded_map(tmap, side),
                                     encode.map_scale(tmap)]
         images.append(entry)
     note = "; ".join(n for n in (note, left_out) if n) or None
