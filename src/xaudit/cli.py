@@ -289,11 +289,31 @@ def _main() -> None:
             sys.exit(1)
         if STATE["debug"]:
             raise
+        if _out_of_memory(err):
+            _say_out_of_memory()
+            sys.exit(1)
         console.print(
             f"error: {type(err).__name__}: {one_line(err)} (run with --debug for the traceback)",
             style="red", highlight=False, markup=False, soft_wrap=True,
         )
         sys.exit(1)
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Host memory (MemoryError) or accelerator memory (torch's OutOfMemoryError) ran out."""
+    return isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+
+
+def _say_out_of_memory() -> None:
+    from .interrupts import current_stage
+
+    stage = current_stage()
+    where = f" during the {stage} stage" if stage else ""
+    console.print(f"error: out of memory{where}: the images, batches or model are too large for "
+                  "this machine", style="red", highlight=False, markup=False, soft_wrap=True)
+    console.print("hint: lower model.image_size (the pixels per image grow with its square), "
+                  "train.batch_size, evaluate.batch_size or explain.memory_budget_mb; finished "
+                  "stages are kept", highlight=False, markup=False, soft_wrap=True)
 
 
 def _is_click(err: BaseException, name: str) -> bool:

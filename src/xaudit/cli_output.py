@@ -74,6 +74,15 @@ def reporter(console: Console) -> Iterator[tuple]:
             yield attach_epoch(plain.progress, plain.epoch), plain.log
 
 
+def _f1_classes(summary: dict) -> str:
+    """" over K of N classes" when some class had no test image to average over."""
+    counted = (summary.get("test") or {}).get("macro_f1_classes")
+    classes = (summary.get("dataset") or {}).get("classes") or []
+    if isinstance(counted, int) and 0 < len(classes) and counted < len(classes):
+        return f" over {counted} of {len(classes)} classes"
+    return ""
+
+
 def closing_block(run_dir: Path, seconds: float) -> list[str]:
     """The lines that end a run, read from the run's summary.json."""
     path = run_dir / "summary.json"
@@ -86,7 +95,7 @@ def closing_block(run_dir: Path, seconds: float) -> list[str]:
     if isinstance(test.get("accuracy"), int | float):
         f1 = test.get("macro_f1")
         lines.append(f"test accuracy {100 * test['accuracy']:.1f}% on {test.get('n', '?')} images"
-                     + (f", macro F1 {f1:.3f}" if isinstance(f1, int | float) else ""))
+                     + (f", macro F1 {f1:.3f}{_f1_classes(summary)}" if isinstance(f1, int | float) else ""))
     audits = summary.get("audits")
     if isinstance(audits, dict):
         verdict_lines = audits.get("verdict_lines") or {}
@@ -124,6 +133,8 @@ def answer_lines(audits: dict, verdict_lines: dict) -> list[str]:
                    "cannot tell a map that ignores the model from an explanation")
     elif controls:
         rejected = sum(states.get(m) == "do not trust" for m in controls)
-        out.append(f"  controls: none of {len(controls)} trusted, as it must be ({rejected} "
-                   "rejected, the rest undecided); their lines are in summary.json")
+        how = ("all rejected" if rejected == len(controls) else
+               f"{rejected} rejected, {len(controls) - rejected} undecided")
+        out.append(f"  controls: none of {len(controls)} trusted, as it must be ({how}); their "
+                   "lines are in summary.json")
     return out

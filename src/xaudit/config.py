@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from .yaml_safe import load_yaml
 # --------------------------------------------------------------------------- ranges
 
 MAX_SIDE = 4096  # pixels; a 100000-pixel side would need 30 GB per decoded image
+MAX_EPOCHS = 10_000  # an epoch a second would still take three hours: more is a typo, not a plan
 MAX_SEED = 2**32 - 1  # numpy's limit; torch takes more, but one range for every library
 
 
@@ -106,7 +109,7 @@ class AugmentConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = ranged(5, ge=1)
+    epochs: int = ranged(5, ge=1, le=MAX_EPOCHS)
     lr: float = ranged(1e-3, gt=0)
     batch_size: int = ranged(32, ge=1)
     weight_decay: float = ranged(0.0, ge=0)
@@ -414,13 +417,26 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"recipe file not found: {path}")
+            raise ConfigError(_not_a_recipe_file(path))
         raw = load_yaml(_read_recipe_text(path), str(path)) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
     raw.update(data)
     raw = apply_overrides(raw, overrides or [])
     return validate(from_dict(Recipe, raw))
+
+
+def _not_a_recipe_file(path: Path) -> str:
+    """What ``path`` is instead of a readable recipe file, in words."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"recipe file not found: {echo(str(path))}"
+    except OSError as err:  # a link loop, no permission on a folder above it
+        return f"recipe {echo(str(path))}: cannot read ({err.strerror or type(err).__name__})"
+    what = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    return f"recipe {echo(str(path))}: not a regular file ({what}); a recipe is a YAML file"
 
 
 def _read_recipe_text(path: Path) -> str:

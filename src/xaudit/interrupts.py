@@ -42,6 +42,11 @@ def finished(stage: str) -> None:
     _STATE.update(stage=stage, finished=True)
 
 
+def current_stage() -> str | None:
+    """The stage running now, or None between stages."""
+    return None if _STATE["finished"] else _STATE["stage"]  # type: ignore[return-value]
+
+
 def message(err: Interrupted, command: str = "xaudit run") -> str:
     stage = _STATE["stage"]
     if not stage:

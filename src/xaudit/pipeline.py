@@ -27,6 +27,7 @@ from .explain.engine import select_ids
 from .interrupts import entering, finished
 from .lock import run_lock
 from .models import Classifier
+from .models.memory import check_fits
 from .models.sources import build_classifier, check_code_trusted, recipe_preprocessing
 from .run import STAGES, RunDir, dependents, read_csv, stage_fingerprints
 from .stages.explain import Where
@@ -206,6 +207,10 @@ class Pipeline:
         bundle, store = self.dataset(), self.store()
         clf = self.classifier() if self.recipe.train.skip else build_classifier(
             self.recipe.model, bundle.classes, False, self.recipe.seed, self.trust_code)
+        r = self.recipe
+        check_fits(clf.module, clf.preprocessing.image_size,
+                   {"train.batch_size": (r.train.batch_size, r.model.mode == "finetune" and not r.train.skip),
+                    "evaluate.batch_size": (r.evaluate.batch_size, False)}, self.device)
         t0 = time.perf_counter()
         clf, cache = train_stage(clf, bundle, store, self.recipe, self.run, self.device,
                                  self.progress, self.log)

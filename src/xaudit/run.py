@@ -271,8 +271,21 @@ def read_csv(path: str | Path, root: str | Path | None = None) -> list[dict[str,
         text = read_inside(path, root).decode("utf-8")
     except UnicodeDecodeError:
         raise XauditError(f"{path}: not UTF-8 text") from None
-    rows = csv.DictReader(io.StringIO(text, newline=""))
-    return [{_csv_unescape(k): _csv_unescape(v) for k, v in row.items()} for row in rows]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    out = []
+    try:
+        for row in reader:
+            # DictReader fills a short row with None and files a long one's rest under None:
+            # a table xaudit wrote is rectangular, so either means the file was damaged.
+            if None in row or None in row.values():
+                given = (len(row) - 1 + len(row[None]) if None in row
+                         else sum(v is not None for v in row.values()))
+                raise XauditError(f"{path}: line {reader.line_num} has {given} fields where the "
+                                  f"header names {len(reader.fieldnames or [])}; the table is damaged")
+            out.append({_csv_unescape(k): _csv_unescape(v) for k, v in row.items()})
+    except csv.Error as err:
+        raise XauditError(f"{path}: not a readable table ({err})") from None
+    return out
 
 
 def fingerprint(obj: Any) -> str:

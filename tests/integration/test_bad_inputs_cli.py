@@ -194,7 +194,7 @@ def two_classes(root: Path) -> None:
         (one_class, [], "imgs: found 1 class (only); a classifier needs at least 2 classes"),
         (all_bad, [], "no usable images left in the train split (see skipped.csv for the reasons)"),
         (two_classes, ["data.classes=[a, zebra]"], "data.classes: ['zebra'] not found. Classes present: a, b"),
-        (two_classes, ["train.epochs=0"], "train.epochs: must be at least 1, got 0"),
+        (two_classes, ["train.epochs=0"], "train.epochs: must be in [1, 10000], got 0"),
         (two_classes, ["data.max_image_pixels=-5"], "data.max_image_pixels: must be at least 1, got -5"),
     ],
     ids=["one class", "every image bad", "unknown class asked for", "out of range", "negative limit"],

@@ -332,3 +332,33 @@ def test_report_does_not_embed_a_symlinked_figure(tmp_path):
 
     assert base64.b64encode(secret.read_bytes())[:40].decode() not in html
     assert "Not embedded: figures/grid_extra.png is a symbolic link" in html
+
+
+# ----------------------------------------------------------------- what the console says
+
+
+@pytest.mark.heavy
+def test_skipped_files_and_a_class_without_test_images_are_said_on_the_console(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    write_png(data / "c" / "only.png", class_image(2, np.random.default_rng(3), 16))
+    (data / "a" / "notes.png").write_text("not an image\n")
+    res = xaudit(run_args(tmp_path, data))
+    assert res.returncode == 0, res.stderr
+    out = res.stdout + res.stderr
+    assert ("warning: 1 file(s) skipped (1 not an image (text content)): one row each in "
+            "tables/skipped.csv") in out
+    assert "warning: 1 class(es) with no test image: 'c'; test metrics leave it out " \
+           "(macro F1 over 2 of 3 classes)" in out
+    assert "macro F1" in out and "over 2 of 3 classes" in out.split("done in")[-1]
+
+
+@pytest.mark.heavy
+def test_a_run_that_cannot_fit_in_memory_is_refused_naming_the_key(tmp_path):
+    data = image_folder(tmp_path / "imgs")
+    res = xaudit(run_args(tmp_path, data, "r", "model.image_size=1024", "model.resize_size=1024",
+                          "model.mode=finetune", "train.batch_size=100000"))
+    line = one_error(res)
+    assert line.startswith("error: train.batch_size 100000 at model.image_size 1024: a batch's "
+                           "gradient pass needs at least "), line
+    assert "images per batch fit" in line
+    assert not (tmp_path / "r" / "model" / "model.json").exists()  # refused before training

@@ -32,8 +32,10 @@ def test_literal_lists_allowed_values():
 
 
 def test_out_of_range_values_rejected():
-    with pytest.raises(ConfigError, match="train.epochs: must be at least 1"):
+    with pytest.raises(ConfigError, match=r"train.epochs: must be in \[1, 10000\], got 0"):
         load_recipe(train={"epochs": 0})
+    with pytest.raises(ConfigError, match=r"train.epochs: must be in \[1, 10000\], got 1000000000000000000000"):
+        load_recipe(train={"epochs": 10**21})
     with pytest.raises(ConfigError, match="data.splits"):
         load_recipe(data={"splits": {"train": 0.5, "val": 0.1, "test": 0.1}})
     with pytest.raises(ConfigError, match="name"):
@@ -83,3 +85,20 @@ def test_from_dict_rejects_non_mapping():
 def test_missing_recipe_file():
     with pytest.raises(ConfigError, match="recipe file not found"):
         load_recipe("/nonexistent/recipe.yaml")
+
+
+def test_a_recipe_path_that_is_no_file_says_what_it_is(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.yaml")
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    (tmp_path / "dir.yaml").mkdir()
+    expected = {
+        "fifo.yaml": "not a regular file (a FIFO)",
+        "loop.yaml": "cannot read (Too many levels of symbolic links)",
+        "dir.yaml": "not a regular file (a folder)",
+    }
+    for name, what in expected.items():
+        with pytest.raises(ConfigError) as info:
+            load_recipe(tmp_path / name)
+        assert what in str(info.value) and "not found" not in str(info.value)

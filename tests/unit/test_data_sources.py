@@ -193,3 +193,18 @@ def test_a_dataset_root_that_cannot_be_listed_is_one_clear_error(folder_dataset,
         with pytest.raises(DataError, match=rf"^data\.path: cannot list {folder_dataset} \(Permission "
                                             r"denied\); xaudit needs a folder it can read$"):
             load_dataset(cfg(source=source, path=str(folder_dataset), label_regex=r"^(\w+)_"), seed=0)
+
+
+def test_link_loops_and_dangling_links_get_their_own_reasons(tmp_path):
+    from xaudit.data.folder import _scan_files
+
+    root = tmp_path / "data"
+    write_png(root / "a" / "0.png", class_image(0, np.random.default_rng(0)))
+    (root / "a" / "loop.png").symlink_to(root / "a" / "loop.png")
+    (root / "a" / "dangling.png").symlink_to(tmp_path / "missing.png")
+    images, skipped = _scan_files(root)
+    assert [p.name for p in images] == ["0.png"]
+    assert {r["file"].rsplit("/", 1)[-1]: r["reason"] for r in skipped} == {
+        "loop.png": "symbolic link loop (the link leads back to itself)",
+        "dangling.png": "broken symbolic link (its target does not exist)",
+    }

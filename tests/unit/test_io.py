@@ -77,6 +77,19 @@ def test_truncated_png(tmp_path):
     assert reason_of(data[: len(data) // 2]) == "truncated image data"
 
 
+def test_png_bad_header_checksum_is_named_not_truncated():
+    data = bytearray(encode(Image.fromarray(noise(16, 16)), "PNG"))
+    data[29] ^= 0xFF  # the IHDR chunk's CRC: every byte is there, the checksum is wrong
+    assert reason_of(bytes(data)) == "corrupt image data (PNG checksum mismatch in its IHDR chunk)"
+
+
+def test_header_cut_off_is_truncated():
+    png = encode(Image.fromarray(noise(16, 16)), "PNG")
+    assert reason_of(png[:20]) == "truncated image data"  # ends inside IHDR
+    jpeg = encode(Image.fromarray(noise(16, 16)), "JPEG")
+    assert reason_of(jpeg[:20]) == "truncated image data"
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

@@ -104,7 +104,7 @@ def test_non_utf8_recipe_names_the_file(tmp_path):
         ("train.augment.rotation=.nan", "train.augment.rotation: must be in [0, 180], got nan"),
         ("train.augment.rotation=.inf", "train.augment.rotation: must be in [0, 180], got inf"),
         ("train.lr=.nan", "train.lr: must be greater than 0, got nan"),
-        ("train.epochs=0", "train.epochs: must be at least 1, got 0"),
+        ("train.epochs=0", "train.epochs: must be in [1, 10000], got 0"),
         ("train.patience=0", "train.patience: must be at least 1, got 0"),
         ("train.augment.crop_scale_min=0", "train.augment.crop_scale_min: must be in (0, 1], got 0.0"),
         ("data.synthetic.shortcut_size=0.5", "data.synthetic.shortcut_size: must be in (0, 0.3], got 0.5"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -39,6 +40,11 @@ def _visible(p: Path) -> bool:
 def _special_reason(f: Path, root: Path, follow_symlinks: bool) -> str | None:
     """Why ``f`` (a listed entry that is not a plain file inside ``root``) is refused, or None."""
     if f.is_symlink() and not f.exists():
+        try:
+            os.stat(f)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "symbolic link loop (the link leads back to itself)"
         return "broken symbolic link (its target does not exist)"
     if not follow_symlinks and not f.resolve().is_relative_to(root.resolve()):
         return "symbolic link leading outside the dataset folder (data.follow_symlinks: true follows it)"

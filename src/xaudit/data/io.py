@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from .diagnose import HEAD_BYTES, decode_reason, unidentified_reason
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -45,17 +46,6 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-# Leading bytes of formats we read: a file that starts like one of them but cannot be opened
-# is a broken image (usually a cut-off download), not some other kind of file.
-_SIGNATURES = (
-    b"\xff\xd8\xff",  # JPEG
-    b"\x89PNG\r\n\x1a\n",
-    b"GIF87a",
-    b"GIF89a",
-    b"II*\x00",  # TIFF, little-endian
-    b"MM\x00*",  # TIFF, big-endian
-    b"RIFF",  # WebP
-)
 # What PIL raises on corrupt data; Warning: its warnings on corrupt chunks where they are errors.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Warning)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -190,35 +180,14 @@ def _open(source: str | Path | bytes, name: str) -> Iterator[Image.Image]:
                 img = Image.open(fp)
             except UnidentifiedImageError:
                 fp.seek(0)
-                raise BadImageError(name, _not_an_image_reason(fp.read(512))) from None
+                raise BadImageError(name, unidentified_reason(fp.read(HEAD_BYTES))) from None
             except (Image.DecompressionBombError, Image.DecompressionBombWarning):
                 raise  # turned into BadImageError by _bomb_errors_as_ours
             except _DECODE_ERRORS as err:
-                raise BadImageError(name, _decode_reason(err)) from err
+                raise BadImageError(name, decode_reason(err)) from err
             yield img
     finally:
         fp.close()
-
-
-def _not_an_image_reason(head: bytes) -> str:
-    if head.startswith(_SIGNATURES):
-        return "truncated image data"
-    stripped = head.lstrip().lower()
-    if stripped.startswith((b"<!doctype html", b"<html")):
-        return "not an image (an HTML page: a failed download?)"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "not an image (unrecognised binary content)"
-    if all(c.isprintable() or c in "\r\n\t" for c in text):
-        return "not an image (text content)"
-    return "not an image (unrecognised binary content)"
-
-
-def _decode_reason(err: Exception) -> str:
-    if "truncated" in str(err).lower():
-        return "truncated image data"
-    return f"corrupt image data ({type(err).__name__}: {err})"
 
 
 # --------------------------------------------------------------------------- decompression bomb
@@ -297,7 +266,7 @@ def _load(img: Image.Image, name: str) -> None:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise  # turned into BadImageError by _bomb_errors_as_ours
     except _DECODE_ERRORS as err:
-        raise BadImageError(name, _decode_reason(err)) from err
+        raise BadImageError(name, decode_reason(err)) from err
 
 
 def _orient(img: Image.Image, original: Image.Image | None = None) -> Image.Image:

@@ -24,8 +24,8 @@ def _preprocessing(run: RunDir, summary: dict):
     from ..data.transforms import Preprocessing
 
     meta_path = run.model_dir / "model.json"
-    p = read_json(meta_path)["preprocessing"] if meta_path.is_file() else summary.get("model") or {}
     try:
+        p = read_json(meta_path)["preprocessing"] if meta_path.is_file() else summary.get("model") or {}
         return Preprocessing(int(p["image_size"]), int(p["resize_size"]), tuple(p["mean"]),
                              tuple(p["std"]))
     except (KeyError, TypeError, ValueError):

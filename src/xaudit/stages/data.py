@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from ..data.base import DatasetBundle, Record
 from ..data.checks import cross_split_pairs, leakage_message
 from ..data.coverage import check_empty_classes
 from ..data.transforms import DecodedStore, Preprocessing, require_records
-from ..errors import DataError
+from ..errors import DataError, shown
 from ..registry import did_you_mean
 from ..run import RunDir, write_csv
 
@@ -63,7 +64,36 @@ def decode(bundle: DatasetBundle, pre: Preprocessing, data_cfg, need_train: bool
     if need_train:
         require_records(bundle.splits["train"], "the train split")
     require_records(bundle.splits["test"], "the test split")
+    for line in data_warnings(bundle, skipped_csv.name):
+        log(f"warning: {line}")
     return store
+
+
+def data_warnings(bundle: DatasetBundle, skipped_name: str) -> list[str]:
+    """What a user must hear before trusting the numbers: files skipped, classes dropped,
+    classes that no validation or test image represents."""
+    lines = []
+    if bundle.skipped:
+        reasons = Counter(str(r["reason"]) for r in bundle.skipped).most_common()
+        listed = "; ".join(f"{n} {shown(reason)}" for reason, n in reasons[:3])
+        more = f"; {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+        lines.append(f"{len(bundle.skipped)} file(s) skipped ({listed}{more}): one row each in "
+                     f"tables/{skipped_name}")
+    dropped = bundle.info.get("dropped_classes")
+    if dropped:
+        lines.append(dropped["message"])
+    n = len(bundle.classes)
+    for split, effect in (("val", "validation loss and early stopping leave it out"),
+                          ("test", "test metrics leave it out")):
+        if split == "val" and not bundle.splits["val"]:
+            continue  # no validation split at all is a choice, not a gap
+        present = {r.label for r in bundle.splits[split]}
+        missing = [c for i, c in enumerate(bundle.classes) if i not in present]
+        if missing:
+            names = ", ".join(repr(shown(c)) for c in missing[:5]) + (" …" if len(missing) > 5 else "")
+            tail = f" (macro F1 over {n - len(missing)} of {n} classes)" if split == "test" else ""
+            lines.append(f"{len(missing)} class(es) with no {split} image: {names}; {effect}{tail}")
+    return lines
 
 
 def write_dataset_tables(run: RunDir, bundle: DatasetBundle, store: DecodedStore, source: str,
