@@ -32,3 +32,26 @@ def test_a_not_informative_cell_gives_the_audits_reason():
          "note": "maps of different images already agree at 0.63: the map hardly depends on the image"}
     assert cell_words(e) == "cannot decide here: " + e["note"]
     assert "undefined" in cell_words({**e, "note": "a value of nan"})
+
+
+def test_the_contents_bar_counts_methods_and_controls_apart_with_every_status(tmp_path):
+    from xaudit.report.answer import answer
+    from xaudit.run import RunDir
+
+    def entry(method, audit, status, metric="m"):
+        return {"method": method, "audit": audit, "metric": metric, "status": status,
+                "score": 0.5, "ci": [0.4, 0.6], "n": 6}
+
+    cells = [entry("ig", "faithfulness", "fail"), entry("ig", "localization", "pass"),
+             entry("ig", "complexity", ""), entry("sal", "faithfulness", "inconclusive"),
+             entry("sal", "localization", "not tested"), entry("sal", "complexity", ""),
+             entry("control: edge", "faithfulness", "fail"),
+             entry("control: edge", "localization", "pass"),
+             entry("control: edge", "complexity", "not informative")]
+    summary = {"explanations": {"ig": {}, "sal": {}}, "test": {},
+               "audits": {"scorecard": cells, "controls": ["control: edge"]}}
+    badges = answer(RunDir(tmp_path), summary)["badges"]
+    assert {k: v for k, v in badges["methods"].items() if v} == {
+        "pass": 1, "fail": 1, "inconclusive": 1, "not tested": 1, "no rule": 2}
+    assert {k: v for k, v in badges["controls"].items() if v} == {
+        "pass": 1, "fail": 1, "not informative": 1}
