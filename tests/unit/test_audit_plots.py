@@ -148,3 +148,13 @@ def test_randomization_is_one_figure_of_every_method(saved, tmp_path):
     assert sorted(ax.get_title() for ax in fig.axes if ax.axison) == ["a", "b", "c", "d", "e"]
     ruled = [line for line in fig.axes[0].lines if line.get_label() == "spearman_abs (ruled)"]
     assert list(ruled[0].get_ydata()) == [0.9, 0.5, 0.2]
+
+
+def test_four_curve_panels_wrap_into_two_rows_within_the_column(saved, tmp_path):
+    xs = np.linspace(0, 1, 11)
+    few = {f"m{i}": np.linspace(1, 0, 11) for i in range(3)}
+    plots.plot_curves(tmp_path / "f.png", [(t, "x", xs, few) for t in "abcd"], "t")
+    fig = saved[0]
+    assert fig.get_figwidth() <= 10.5 and len(fig.legends) == 1
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c", "d"]
+    assert {ax.get_subplotspec().get_gridspec().get_geometry() for ax in fig.axes} == {(2, 2)}

@@ -149,10 +149,12 @@ def plot_curves(
     most = max((len(c) for *_, c in panels), default=0)
     many = most > _LEGEND_IN_AXES
     legend_in = 0.2 * -(-most // 4)  # the legend's rows below the panels
+    ncols = len(panels) if len(panels) <= 2 else 2  # more panels wrap, within the column
+    nrows = -(-len(panels) // ncols)
     # Constrained layout keeps the figure title clear of the panel titles.
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4 + legend_in),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.2 + legend_in),
                              squeeze=False, layout="constrained")
-    for ax, (panel_title, xlabel, xs, curves) in zip(axes[0], panels, strict=True):
+    for ax, (panel_title, xlabel, xs, curves) in zip(axes.ravel(), panels, strict=False):
         for i, (method, ys) in enumerate(curves.items()):
             ref = "(reference)" in method
             if not many:
@@ -163,6 +165,8 @@ def plot_curves(
                 ax.plot(xs, ys, label=method, color=plt.get_cmap("tab20")(i % 20),
                         ls=("-", "--", "-.")[(i // 20) % 3], lw=1.2)
         ax.set(title=panel_title, xlabel=xlabel, ylabel="class score", ylim=(-0.02, 1.02))
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
     # One legend below the panels: where methods differ the curves are close, and a legend
     # inside an axes covers them.
     handles, labels = axes[0, 0].get_legend_handles_labels()

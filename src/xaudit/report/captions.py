@@ -28,6 +28,10 @@ CAPTIONS = {
                                  "Spearman(|map|), compared image by image (their mean is drawn).",
     "audit_label_randomization": "Maps of the model trained on shuffled labels: they should not "
                                  "resemble the real model's.",
+    "audit_faithfulness": "Top: score as the most relevant pixels are removed (deletion, lower "
+                          "is better) or added (insertion, higher is better); bottom: ROAD, "
+                          "removing the most (MoRF) and least (LeRF) relevant pixels first, a "
+                          "larger gap is more faithful.",
     "audit_faithfulness_deletion": "Score as the most relevant pixels are removed (deletion, "
                                    "lower is better) or added (insertion, higher is better).",
     "audit_faithfulness_road": "ROAD: score after removing the most (MoRF) and least (LeRF) "
