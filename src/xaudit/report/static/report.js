@@ -211,7 +211,7 @@
     return s < 0 ? [255 * (1 + s), 255 * (1 + s), 255] : [255, 255 * (1 - s), 255 * (1 - s)];
   }
   // A grey-coded map (128 = 0, 0 and 255 = ∓ its scale) drawn in colour on a canvas, its
-  // opacity the map's strength (√, so mid values stay visible): weak areas stay clear.
+  // opacity the map's strength: weak areas (a gradient's noise floor) leave the photo clear.
   function colourMap(b64, signed, title) {
     var canvas = el("canvas", "ex-overlay");
     canvas.setAttribute("aria-label", title + " map");
@@ -225,7 +225,7 @@
         var s = Math.max(-1, Math.min(1, (d[k] - 127.5) / 127.5));
         var rgb = signed ? bwr(s) : inferno(Math.abs(s));
         d[k] = rgb[0]; d[k + 1] = rgb[1]; d[k + 2] = rgb[2];
-        d[k + 3] = 255 * Math.sqrt(Math.abs(s));
+        d[k + 3] = 255 * Math.abs(s);
       }
       ctx.putImageData(px, 0, 0);
       canvas.dataset.drawn = "1";
