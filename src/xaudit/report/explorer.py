@@ -127,10 +127,16 @@ def _rows(run: RunDir, labels: list[str]) -> tuple[list[dict], str | None]:
 
 
 def _audited_only(run: RunDir, labels: list[str], explained: set[str]) -> dict[str, dict]:
-    """``{id: {label: ids stored}}`` of the images a method audit scored that were not
-    explained (the audits' per-image tables list them)."""
+    """``{id: {label: ids stored}}`` of the test images a method audit scored that were not
+    explained (the audits' per-image tables list them; the model-level screens, which also
+    read training images, decide no method and are left out)."""
+    from ..audit.registry import model_level_audits
+
+    model_level = set(model_level_audits())
     ids: dict[str, None] = {}
     for path in sorted(run.tables.glob("audit_*.csv")):
+        if path.stem[len("audit_"):] in model_level:
+            continue
         for r in read_csv(path):
             if r.get("id") and r.get("method") in labels and r["id"] not in explained:
                 ids[r["id"]] = None
