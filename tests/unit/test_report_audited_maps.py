@@ -53,3 +53,19 @@ def test_the_explorer_says_which_audited_images_it_cannot_show(tmp_path):
     short = build_context(root)["explorer"]
     assert short["n"] == 12 - AUDITED_ONLY
     assert short["note"].startswith(f"{AUDITED_ONLY} audited images are not in the explorer")
+
+
+def test_the_localization_figure_gives_way_to_the_explorer_holding_its_images(tmp_path):
+    import json
+
+    from tests.browser.synthetic_run import write_run
+    from xaudit.report import figures as F
+    from xaudit.report import render_report
+
+    root = write_run(tmp_path / "run", n_test=12)
+    F.confusion_matrix(np.eye(3, dtype=int), ["a", "b", "c"], root / "figures/audit_localization.png")
+    summary = json.loads((root / "summary.json").read_text())
+    summary["audits"]["sections"] = [{"title": "Localization", "figures": ["audit_localization.png"]}]
+    (root / "summary.json").write_text(json.dumps(summary))
+    html = render_report(root).read_text(encoding="utf-8")
+    assert "<h3>Localization</h3>" in html and 'alt="audit_localization.png"' not in html

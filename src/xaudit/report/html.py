@@ -295,6 +295,8 @@ def _audits(run: RunDir, summary: dict, figures: dict[str, dict],
         sec_figures, sec_tables = [], []
         for name in sec.get("figures") or []:
             name = _plain_name(name, "figures")
+            if name in replaced:  # shown better by the explorer
+                continue
             if name not in figures and (run.figures / name).is_symlink():
                 raise XauditError(f"figures/{name} in {run.root} is a symbolic link: a report embeds "
                                   "only plain files")
@@ -303,8 +305,7 @@ def _audits(run: RunDir, summary: dict, figures: dict[str, dict],
                     f"no figures/{name} in {run.root} (listed by audit {title!r}): {hint}",
                     hint=hint,
                 )
-            if name not in replaced:
-                sec_figures.append(figures[name])
+            sec_figures.append(figures[name])
         for name in sec.get("tables") or []:
             name = _plain_name(name, "tables")
             rows = _optional_table(run, name)
