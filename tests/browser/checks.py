@@ -11,13 +11,14 @@ from xaudit.report.explorer import IMAGE_AUDIT_VALUES
 from xaudit.run import read_csv
 
 
-def scored(run: Path) -> dict[tuple[str, str], set[str]]:
-    """``{(method, audit): ids}`` of the explained methods, from the audits' per-image tables."""
+def scored(run: Path, explained_only: bool = True) -> dict[tuple[str, str], set[str]]:
+    """``{(method, audit): ids}`` from the audits' per-image tables: of the explained methods,
+    or of every row (the controls' too: their cells link to the images they scored)."""
     methods = set(json.loads((run / "summary.json").read_text())["explanations"])
     out: dict[tuple[str, str], set[str]] = {}
     for path in sorted((run / "tables").glob("audit_*.csv")):
         for r in read_csv(path):
-            if r.get("method") in methods and r.get("id"):
+            if (r.get("method") in methods or not explained_only) and r.get("id"):
                 out.setdefault((r["method"], path.stem[len("audit_"):]), set()).add(r["id"])
     return out
 
@@ -29,7 +30,7 @@ def tile_ids(page) -> list[str]:
 def check_cell_links(page, run: Path) -> int:
     """Every grid cell of a method with per-image rows links to exactly the images it scored;
     returns the number of links followed."""
-    expected = scored(run)
+    expected = scored(run, explained_only=False)
     cells = page.eval_on_selector_all(
         "#top-grid td[data-method]", "tds => tds.map(td => [td.dataset.method, td.dataset.audit,"
         " !!td.querySelector('.imgs')])")
@@ -40,6 +41,8 @@ def check_cell_links(page, run: Path) -> int:
         if not ids:
             continue
         cell = f"#top-grid td[data-method='{method}'][data-audit='{audit}'] .imgs"
+        if not page.locator(cell).is_visible():  # a control's row, folded away
+            page.locator("#toggle-controls").click()
         page.locator(cell).click()
         assert sorted(tile_ids(page)) == sorted(ids), (method, audit)
         page.locator("#ex-cell-clear").click()
