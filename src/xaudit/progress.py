@@ -20,6 +20,13 @@ from typing import TextIO
 # run_audits logs "audit 3/8 model_randomization" as each audit starts, followed by
 # " — ~1,632 model evaluations, ~46 s planned" when the plan has an estimate.
 AUDIT_LINE = re.compile(r"^audit (\d+)/(\d+) (\S+)(?: — (.+))?$")
+_PLANNED = re.compile(r"~((?:\d+ h )?(?:\d+ min )?(?:\d+ s)?|\d+ h \d+ min) planned")
+_UNITS = {"h": 3600, "min": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a duration as ``fmt_duration`` writes it ("1 min 05 s", "2 h 03 min")."""
+    return float(sum(int(n) * _UNITS[u] for n, u in re.findall(r"(\d+) (h|min|s)\b", text)))
 
 
 def fmt_duration(seconds: float) -> str:
@@ -75,6 +82,7 @@ class PlainReporter:
         # The last step announced by a log line ("explaining 8 images with X", an audit's
         # start): what is running again once a progress step inside it has finished.
         self.context = ""
+        self.planned: dict[str, float] = {}  # a step's planned seconds, from its log line
         self.last_line = self.t0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -97,6 +105,9 @@ class PlainReporter:
         match = AUDIT_LINE.match(message)
         if match:
             self.context = f"audit {match[1]}/{match[2]} {match[3]}"
+            planned = _PLANNED.search(match[4] or "")
+            if planned:
+                self.planned[self.context] = parse_duration(planned[1])
             self._running(self.context)
         elif ":" not in message:
             # A line without a colon announces a step ("decoding 360 train images"); lines
@@ -123,8 +134,22 @@ class PlainReporter:
         while not self._stop.wait(min(self.heartbeat, 5.0)):
             now = time.perf_counter()
             if self.current and now - self.last_line >= self.heartbeat:
-                self.line(f"still running: {self.current} "
-                          f"({fmt_duration(now - self.current_since)} so far)")
+                self.line(f"still running: {self.current} ({self._time_left(now)})")
+
+    def _time_left(self, now: float) -> str:
+        """Time so far and left: from a progress step's rate, else from the plan's estimate
+        (and saying so when the step has run past it)."""
+        spent = now - self.current_since
+        so_far = f"{fmt_duration(spent)} so far"
+        step = self.steps.get(self.current)
+        if step is not None and step.rate_and_left():
+            return so_far + step.rate_and_left()
+        planned = self.planned.get(self.current)
+        if planned is None:
+            return so_far + ", time left unknown"
+        if spent < planned:
+            return f"{so_far}, ~{fmt_duration(planned - spent)} left of ~{fmt_duration(planned)} planned"
+        return f"{so_far}, past the ~{fmt_duration(planned)} planned"
 
     def __enter__(self) -> PlainReporter:
         self._thread = threading.Thread(target=self._beat, daemon=True)

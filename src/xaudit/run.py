@@ -330,6 +330,12 @@ class RunDir:
         return self.root / "maps_true_class"
 
     @property
+    def audited_maps(self) -> Path:
+        """The trained model's maps of the audited test images the explain stage did not
+        explain, one folder a method: the report's explorer shows every audited image."""
+        return self.root / "maps_audited"
+
+    @property
     def top_losses_maps(self) -> Path:
         """One method's maps of the highest-loss test images that were not explained."""
         return self.root / "maps_top_losses"

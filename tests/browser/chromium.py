@@ -60,7 +60,8 @@ def screenshots(report: Path, out_dir: Path, widths=(1400, 820)) -> list[Path]:
                 wrong = page.locator(".ex-tile.wrong")
                 (wrong if wrong.count() else page.locator(".ex-tile")).first.click()
                 page.wait_for_selector("#ex-viewer:not([hidden])")
-                page.wait_for_timeout(300)
+                page.wait_for_function(  # the maps are coloured on canvases once decoded
+                    "[...document.querySelectorAll('.ex-overlay')].every(c => c.dataset.drawn)")
                 written.append(out_dir / "report-explorer.png")
                 page.screenshot(path=str(written[-1]))
             page.close()

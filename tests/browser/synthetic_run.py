@@ -1,6 +1,10 @@
 """A finished run folder written directly (no training): 32 px images with masks, stored maps
 of two methods, predictions, audit tables and a summary whose scorecard comes from real
-``Cell`` objects. Fast enough for 2,000 images; the report renders from it as from any run."""
+``Cell`` objects. Fast enough for 2,000 images; the report renders from it as from any run.
+
+As in a real run, the audits' pool and the explained images overlap only in part: the last
+``AUDITED_ONLY`` test images were audited, not explained, and their maps are where the audit
+stage keeps them (``maps_audited/``)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from xaudit.run import write_csv, write_json
 CLASSES = ["healthy", "rust", "spot"]
 METHODS = ("saliency", "integrated_gradients")  # unsigned, signed
 SIZE = 32
+AUDITED_ONLY = 3
 
 
 def _write_images(root: Path, n_test: int, rng: np.random.Generator) -> list[tuple[str, int]]:
@@ -68,22 +73,29 @@ def write_run(root: Path, n_test: int = 12, seed: int = 0) -> Path:
                      "true_idx": label, "pred_idx": pred, "correct": int(pred == label),
                      "prob": prob, "loss": float(-np.log(prob if pred == label else 1 - prob))})
     write_csv(root / "tables/predictions.csv", rows, list(rows[0]))
+    extra = AUDITED_ONLY if n_test > 2 * AUDITED_ONLY else 0
+    explained = rows[:len(rows) - extra]
     write_csv(root / "tables/explained_images.csv",
-              [{k: r[k] for k in ("id", "true", "pred", "prob", "correct")} for r in rows])
+              [{k: r[k] for k in ("id", "true", "pred", "prob", "correct")} for r in explained])
     write_csv(root / "tables/metrics_per_class.csv",
               [{"class": c, "precision": 0.8, "recall": 0.8, "f1": 0.8, "support": 1} for c in CLASSES])
     targets = np.array([r["pred_idx"] for r in rows], dtype=np.int64)
+    n_explained = len(explained)
     for method in METHODS:
         maps = rng.normal(size=(len(ids), SIZE, SIZE)).astype(np.float32)
         if method == "saliency":
             maps = np.abs(maps)
-        folder = root / "maps" / method
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file({"maps": maps, "targets": targets}, str(folder / "chunk_00000.safetensors"))
-        write_json(folder / "index.json", {"label": method, "chunks": [
-            {"file": "chunk_00000.safetensors", "ids": ids}]})
-        # The true class's maps of the wrong predictions, as the explain stage stores them.
-        wrong = [r for r in rows if not r["correct"]]
+        for where, part in (("maps", slice(0, n_explained)), ("maps_audited", slice(n_explained, None))):
+            if not ids[part]:
+                continue
+            folder = root / where / method
+            folder.mkdir(parents=True, exist_ok=True)
+            save_file({"maps": maps[part].copy(), "targets": targets[part].copy()},
+                      str(folder / "chunk_00000.safetensors"))
+            write_json(folder / "index.json", {"label": method, "chunks": [
+                {"file": "chunk_00000.safetensors", "ids": ids[part]}]})
+        # The true class's maps of the explained wrong predictions, as the explain stage stores them.
+        wrong = [r for r in explained if not r["correct"]]
         folder = root / "maps_true_class" / method
         folder.mkdir(parents=True, exist_ok=True)
         save_file({"maps": maps[[ids.index(r["id"]) for r in wrong]][:, ::-1].copy(),
@@ -91,7 +103,7 @@ def write_run(root: Path, n_test: int = 12, seed: int = 0) -> Path:
                   str(folder / "chunk_00000.safetensors"))
         write_json(folder / "index.json", {"label": method, "chunks": [
             {"file": "chunk_00000.safetensors", "ids": [r["id"] for r in wrong]}]})
-    audited = ids[: min(6, len(ids))]
+    audited = ids[:3] + ids[n_explained:] if extra else ids[: min(6, len(ids))]
     loc = [{"method": m, "id": i, "pointing_game": float(k % 2), "auroc": 0.5 + 0.05 * k}
            for m in METHODS for k, i in enumerate(audited)]
     write_csv(root / "tables/audit_localization.csv", loc)

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+from tests.browser.checks import check_audit_values, check_cell_links, tile_ids
 from tests.browser.chromium import open_report
-from tests.browser.synthetic_run import write_run
+from tests.browser.measure import measure_page
+from tests.browser.synthetic_run import AUDITED_ONLY, write_run
 from xaudit.audit.verdict_lines import fmt
 from xaudit.report import render_report
 from xaudit.run import read_csv
@@ -59,7 +61,8 @@ def test_top_grid_cells_equal_summary_json(browser, small):
 
 
 def test_filters_change_the_visible_count(browser, small):
-    rows = read_csv(small.parent / "tables/explained_images.csv")
+    # every test image of this run is explained or audited: the explorer holds them all
+    rows = read_csv(small.parent / "tables/predictions.csv")
     page = open_report(browser, small)
 
     def visible() -> int:
@@ -97,6 +100,15 @@ def test_click_opens_the_side_by_side_view_of_that_image(browser, small):
     page.fill("#ex-opacity", "20")
     page.dispatch_event("#ex-opacity", "input")
     assert page.eval_on_selector(".ex-overlay", "o => o.style.opacity") == "0.2"
+    # each map has its colour bar: its own scale, and the sign key where it is signed
+    keys = page.eval_on_selector_all("#ex-panels .ex-key", "ks => ks.map(k => k.textContent)")
+    assert len(keys) == 2 and "red raises" in keys[1] and keys[1].count("0") >= 1
+    # the map is drawn in colour over the photo, clear where it is weak
+    page.wait_for_function("[...document.querySelectorAll('.ex-overlay')].every(c => c.dataset.drawn)")
+    alphas = page.eval_on_selector(".ex-overlay", """c => { const d = c.getContext('2d')
+        .getImageData(0, 0, c.width, c.height).data; const a = [];
+        for (let k = 3; k < d.length; k += 4) a.push(d[k]); return [Math.min(...a), Math.max(...a)]; }""")
+    assert alphas[0] < 64 and alphas[1] > 200
     ids = page.eval_on_selector_all("#ex-grid .ex-tile", "ts => ts.map(t => t.dataset.id)")
     page.keyboard.press("ArrowRight")
     assert page.locator("#ex-id").text_content() == ids[4]
@@ -118,7 +130,8 @@ def test_a_wrong_prediction_shows_the_true_class_map_too(browser, small):
     assert captions == ["original", "saliency", f"saliency · true class {wrong['true']}",
                         "integrated_gradients", f"integrated_gradients · true class {wrong['true']}"]
     # the true-class panel shows its own map, not the predicted class's
-    overlays = page.eval_on_selector_all("#ex-panels .ex-overlay", "os => os.map(o => o.src)")
+    page.wait_for_function("[...document.querySelectorAll('.ex-overlay')].every(c => c.dataset.drawn)")
+    overlays = page.eval_on_selector_all("#ex-panels .ex-overlay", "os => os.map(o => o.toDataURL())")
     assert overlays[0] != overlays[1] and overlays[2] != overlays[3]
 
 
@@ -136,7 +149,7 @@ def test_a_scorecard_cell_links_to_the_images_behind_it(browser, small):
     assert page.locator("#ex-count").get_attribute("data-count") == str(len(audited))
     assert page.locator("#ex-cell-label").text_content() == "saliency · localization"
     page.locator("#ex-cell-clear").click()
-    total = len(read_csv(small.parent / "tables/explained_images.csv"))
+    total = len(read_csv(small.parent / "tables/explained_images.csv")) + AUDITED_ONLY
     assert page.locator("#ex-grid .ex-tile").count() == total
     assert page.locator("#ex-cell").is_hidden()
     assert page.errors == []
@@ -196,3 +209,34 @@ def test_the_csp_runs_only_the_pages_own_script(browser, small, tmp_path):
     page.wait_for_timeout(500)
     assert page.get_attribute("body", "data-ready") is None
     assert any("Content Security Policy" in e for e in errors)
+
+
+def test_every_grid_cell_links_to_the_images_it_scored(browser, small):
+    page = open_report(browser, small)
+    assert check_cell_links(page, small.parent) == 2  # the localization cell of each method
+    assert page.errors == []
+
+
+def test_audited_images_not_explained_are_in_the_explorer_with_their_values(browser, small):
+    page = open_report(browser, small)
+    explained = {r["id"] for r in read_csv(small.parent / "tables/explained_images.csv")}
+    extra = [i for i in tile_ids(page) if i not in explained]
+    assert len(extra) == AUDITED_ONLY
+    assert check_audit_values(page, small.parent) == 2 * 6  # 6 audited images, 2 methods
+    page.locator(f".ex-tile[data-id='{extra[0]}']").click()
+    assert "audited, not in the explained selection" in page.locator("#ex-facts").text_content()
+    assert page.errors == []
+
+
+def test_headline_and_action_are_on_the_first_screen(browser, small):
+    page = open_report(browser, small)
+    for sel in ("#headline", "#verdict-lines"):
+        assert page.eval_on_selector(sel, "e => e.getBoundingClientRect().bottom") < 900, sel
+
+
+@pytest.mark.parametrize("width", [1400, 820])
+def test_nothing_overflows_the_page(browser, small, width):
+    page = open_report(browser, small, width=width)
+    m = measure_page(page)
+    assert m["scroll_width"] <= m["width"] and m["overflowing"] == [], m
+    assert m["errors"] == []

@@ -182,7 +182,7 @@ def test_beans_randomization_table_has_both_spearman_columns(beans):
     html = (run / "report.html").read_text()
     assert "<caption>audit_model_randomization</caption>" in html
     assert "<th>spearman_abs</th>" in html and "<th>spearman_signed</th>" in html
-    assert embedded(run, "audit_model_randomization_integrated_gradients.png")
+    assert embedded(run, "audit_model_randomization.png")
 
 
 # --------------------------------------------------------------------------- PlantVillage (seed 000)
@@ -355,8 +355,10 @@ def test_imagenet_occlusion_at_two_windows_for_right_and_wrong(imagenet):
     assert large.shape[0] == small.shape[0] == 2
     assert large.shape[-2:] == small.shape[-2:] == (224, 224)
     assert not torch.allclose(large, small)
-    for label in ex:  # correct next to wrong, per method
-        assert embedded(run, f"cvi_{label}.png")
+    for label in ex:  # correct next to wrong, per method: drawn, and shown by the explorer
+        assert (run / "figures" / f"cvi_{label}.png").is_file()
+        assert not embedded(run, f"cvi_{label}.png")
+    assert 'id="maps-in-explorer"' in (run / "report.html").read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- smoking (seed 004)

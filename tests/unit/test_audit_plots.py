@@ -43,7 +43,7 @@ def test_shortcut_bars_one_colour_per_region_and_flags_hatched(saved, tmp_path):
     share = np.full((2, 6), 0.1)
     flagged = np.zeros((2, 6), bool)
     flagged[1, 4] = True
-    plots.plot_shortcut(tmp_path / "s.png", ["x", "y"], regions, share, share + 0.1, flagged, "t")
+    plots.plot_shortcut(tmp_path / "s.png", ["x", "y"], regions, {"m": (share, share + 0.1, flagged)}, "t")
     bars = saved[0].axes[0].patches
     assert len(bars) == 12
     faces = {mcolors.to_hex(b.get_facecolor()[:3]) for b in bars}
@@ -92,7 +92,7 @@ def test_many_curves_get_distinct_styles_and_one_legend_outside(saved, tmp_path)
     assert {mcolors.to_hex(lines[f"control: c{i}"].get_color()) for i in range(5)} == {"#8c8c8c"}
     few = {k: curves[k] for k in list(curves)[:5]}
     plots.plot_curves(tmp_path / "d.png", [("a", "x", xs, few)], "t")
-    assert saved[1].axes[0].get_legend() is not None and not saved[1].legends
+    assert saved[1].axes[0].get_legend() is None and len(saved[1].legends) == 1
 
 
 def test_many_methods_wrap_overlays_and_bars_into_rows(saved, tmp_path):
@@ -109,3 +109,52 @@ def test_many_methods_wrap_overlays_and_bars_into_rows(saved, tmp_path):
     axes = saved[1].axes
     assert len(axes) == 3 and sum(len(ax.get_xticklabels()) for ax in axes) == 40
     assert len({ax.get_xlim() for ax in axes}) == 1  # every row on one scale
+
+
+def _every_figure(tmp_path):
+    xs, steps = np.linspace(0, 1, 11), ["fc", "layer4", "all"]
+    few = {f"m{i}": np.linspace(1, 0, 11) * (1 - i / 10) for i in range(4)}
+    plots.plot_curves(tmp_path / "c.png", [("a", "x", xs, few), ("b", "x", xs, few)], "t")
+    plots.plot_convergence(tmp_path / "v.png", [8, 16], {"riemann": [0.2, 0.1]},
+                           {"riemann": [0.9, 1.0]}, 0.05, "t")
+    plots.plot_randomization(tmp_path / "r.png", steps, {
+        m: ({"spearman_abs": [0.9, 0.5, 0.2], "ssim": [0.8, 0.4, 0.1]}, {"spearman_abs": 0.1},
+            {0: 0.55, 2: 0.1}) for m in ("a", "b", "c", "d", "e")}, "t")
+    plots.plot_shortcut(tmp_path / "s.png", ["x", "y"], ["r0", "r1"], {
+        m: (np.full((2, 2), 0.3), np.full((2, 2), 0.5), np.zeros((2, 2), bool)) for m in "abcd"}, "t")
+    plots.plot_group_bars(tmp_path / "g.png", ["gini"], {"correct": [(0.5, 0.4, 0.6, 10)]}, "t")
+
+
+def test_no_text_under_8_pt_and_no_legend_on_the_data(saved, tmp_path):
+    _every_figure(tmp_path)
+    for fig in saved:
+        fig.canvas.draw()
+        texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text"))
+                 if t.get_text()]
+        assert texts and min(t.get_fontsize() for t in texts) >= plots.SMALL
+        renderer = fig.canvas.get_renderer()
+        legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+        assert legends
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                if ax.axison:
+                    assert not box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+
+
+def test_randomization_is_one_figure_of_every_method(saved, tmp_path):
+    _every_figure(tmp_path)
+    fig = saved[2]
+    assert sorted(ax.get_title() for ax in fig.axes if ax.axison) == ["a", "b", "c", "d", "e"]
+    ruled = [line for line in fig.axes[0].lines if line.get_label() == "spearman_abs (ruled)"]
+    assert list(ruled[0].get_ydata()) == [0.9, 0.5, 0.2]
+
+
+def test_four_curve_panels_wrap_into_two_rows_within_the_column(saved, tmp_path):
+    xs = np.linspace(0, 1, 11)
+    few = {f"m{i}": np.linspace(1, 0, 11) for i in range(3)}
+    plots.plot_curves(tmp_path / "f.png", [(t, "x", xs, few) for t in "abcd"], "t")
+    fig = saved[0]
+    assert fig.get_figwidth() <= 10.5 and len(fig.legends) == 1
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c", "d"]
+    assert {ax.get_subplotspec().get_gridspec().get_geometry() for ax in fig.axes} == {(2, 2)}

@@ -82,3 +82,20 @@ def test_an_audit_line_with_its_plan_is_still_an_audit_line():
         rep.log("audit 3/8 model_randomization — ~1,632 model evaluations, ~46 s planned")
         time.sleep(0.3)
     assert "still running: audit 3/8 model_randomization (" in out.getvalue()
+
+
+def test_still_running_lines_say_the_time_left():
+    from xaudit.progress import parse_duration
+
+    assert parse_duration("1 min 05 s") == 65 and parse_duration("2 h 03 min") == 7380
+    out = io.StringIO()
+    with PlainReporter(out, heartbeat=0.05) as rep:
+        rep.log("audit 2/8 faithfulness — ~1,632 model evaluations, ~2 min 00 s planned")
+        time.sleep(0.3)
+    beats = [line for line in out.getvalue().splitlines() if "still running" in line]
+    assert beats and "left of ~2 min 00 s planned" in beats[0]
+    out = io.StringIO()
+    with PlainReporter(out, heartbeat=0.05) as rep:
+        rep.log("audit 2/8 complexity — ~10 model evaluations, ~0 s planned")
+        time.sleep(0.3)
+    assert "past the ~0 s planned" in out.getvalue()

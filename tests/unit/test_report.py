@@ -17,6 +17,7 @@ from xaudit.errors import XauditError
 from xaudit.report import figures as F
 from xaudit.report import map_figures as M
 from xaudit.report import render_report
+from xaudit.report.captions import display_width
 from xaudit.report.html import build_context, csv_table, fmt_number
 from xaudit.run import write_csv, write_json
 
@@ -41,8 +42,12 @@ def _map(seed: int, size: int = 32) -> np.ndarray:
 
 
 def _png_size(path: Path) -> tuple[int, int]:
+    """The size a figure is shown at in the report: drawn at 2x, its pixels halved."""
     with Image.open(path) as im:
-        return im.size
+        w, h = im.size
+    shown = display_width(path.read_bytes())
+    assert shown == w // 2, "figures are drawn at 2x and say so in their pHYs"
+    return shown, h // 2
 
 
 # ---------------------------------------------------------------- scale_map ----------------------
@@ -152,7 +157,7 @@ def test_explanation_panel_with_degenerate_maps_and_hard_titles(tmp_path, strict
     for mode in ("signed", "absolute", "both"):
         out = M.explanation_panel(_image(1), maps, HARD_TITLE, tmp_path / f"p_{mode}.png", mode)
         assert out == tmp_path / f"p_{mode}.png"
-        assert _png_size(out)[0] <= 1400
+        assert _png_size(out)[0] <= 1050
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files
 
 
@@ -171,10 +176,10 @@ def test_a_never_negative_method_gets_no_signed_overlay(tmp_path, monkeypatch):
     assert len(drawn) == 4  # unknown: every method may be signed
 
 
-def test_wide_panels_stay_within_1400_px(tmp_path):
+def test_wide_panels_stay_within_the_column(tmp_path):
     maps = {f"method_{i}": _map(i) for i in range(10)}
     w, _ = _png_size(M.explanation_panel(_image(0), maps, "t", tmp_path / "wide.png"))
-    assert 1000 < w <= 1400
+    assert 900 < w <= 1050
 
 
 def test_many_methods_wrap_into_blocks_of_rows(tmp_path, monkeypatch):
@@ -188,7 +193,7 @@ def test_many_methods_wrap_into_blocks_of_rows(tmp_path, monkeypatch):
     blocks = -(-23 // per_row)
     assert {g for g, _, _ in grids} == {(2 * blocks, 1 + per_row)}  # signed + absolute per block
     assert sorted(t for _, t, m in grids if m == "signed") == sorted(maps)  # every method, once
-    assert w <= 1400 and w / (1 + per_row) >= 190  # overlays stay readable
+    assert w <= 1050 and w / (1 + per_row) >= 140  # overlays stay readable
     _, h_few = _png_size(M.explanation_panel(_image(0), dict(list(maps.items())[:5]), "t",
                                              tmp_path / "few.png"))
     assert h > 3 * h_few
@@ -227,7 +232,7 @@ def test_every_figure_function_writes_a_png(tmp_path, strict_warnings):
     ]
     for out in outs:
         assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert _png_size(out)[0] <= 1400
+        assert _png_size(out)[0] <= 1050
 
 
 def test_figure_inputs_are_checked():

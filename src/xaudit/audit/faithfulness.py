@@ -291,26 +291,21 @@ def faithfulness(
             if not (beats_del and beats_ins):  # no informative image: not shown better either
                 summary["flagged_no_better_than_edge"].append(label)
 
+    # One figure for the family: deletion and insertion above, ROAD below.
     figures = [
         plots.plot_curves(
-            figures_dir / "audit_faithfulness_deletion_insertion.png",
+            figures_dir / "audit_faithfulness.png",
             [
                 (f"deletion (to {deletion_baseline})", "fraction of pixels removed", fractions,
                  {k: v["deletion"] for k, v in curves.items()}),
                 ("insertion (into blur)", "fraction of pixels inserted", fractions,
                  {k: v["insertion"] for k, v in curves.items()}),
+                ("ROAD most relevant first", "fraction imputed (noisy linear)",
+                 np.asarray(percentages), {k: v["morf"] for k, v in curves.items()}),
+                ("ROAD least relevant first", "fraction imputed (noisy linear)",
+                 np.asarray(percentages), {k: v["lerf"] for k, v in curves.items()}),
             ],
-            f"Deletion / insertion, mean over {n} test images ({score})",
-        ),
-        plots.plot_curves(
-            figures_dir / "audit_faithfulness_road.png",
-            [
-                ("ROAD most relevant first", "fraction imputed", np.asarray(percentages),
-                 {k: v["morf"] for k, v in curves.items()}),
-                ("ROAD least relevant first", "fraction imputed", np.asarray(percentages),
-                 {k: v["lerf"] for k, v in curves.items()}),
-            ],
-            "ROAD with noisy linear imputation",
+            f"Faithfulness: mean curves over {n} test images ({score})",
         ),
     ]
     summary["n_images"] = n

@@ -96,19 +96,28 @@ def _planned(entry: dict | None) -> str:
 
 
 def plan_text(plan: dict) -> str:
-    """One line: the estimated cost of each audit, the slowest first."""
+    """One line: the audits that cost something, the slowest first, and the total in minutes;
+    the free ones (no model evaluation, under a second) only counted."""
     def part(name: str, entry: dict) -> str:
         if entry["model_evals"] is None:
             return f"{name} (cost unknown)"
-        secs = f" ~{entry['seconds']:.0f} s" if entry["seconds"] is not None else ""
+        secs = f" ~{fmt_duration(entry['seconds'])}" if entry["seconds"] is not None else ""
         return f"{name} ~{entry['model_evals']:,} evals{secs}"
 
+    def free(entry: dict) -> bool:
+        return entry["model_evals"] == 0 and (entry["seconds"] or 0) < 1
+
     items = sorted(plan["audits"].items(), key=lambda kv: -(kv[1]["seconds"] or 0))
+    costly = [(n, e) for n, e in items if not free(e)]
+    n_free = len(items) - len(costly)
     known = [e["seconds"] for e in plan["audits"].values() if e["seconds"] is not None]
     total = sum(known) + (plan["maps"]["seconds"] or 0)
     rate = 1 / plan["seconds_per_forward"] if plan["seconds_per_forward"] else None
-    return (f"audit plan (estimated{f', {rate:.0f} forwards/s' if rate else ''}): "
-            + "; ".join(part(n, e) for n, e in items)
-            + f"; shared maps ~{plan['maps']['model_evals']:,} evals; total ~{total:.0f} s")
-
-
+    parts = [part(n, e) for n, e in costly]
+    if plan["maps"]["model_evals"]:
+        parts.append(f"shared maps ~{plan['maps']['model_evals']:,} evals")
+    if n_free:
+        parts.append(f"{n_free} more at no model cost")
+    when = f"{round(total / 60)} min" if total >= 90 else fmt_duration(total)
+    return (f"audit plan, about {when}"
+            f"{f' at {rate:.0f} forwards/s' if rate else ''}: " + "; ".join(parts))

@@ -1,4 +1,7 @@
-"""Audit figures: matplotlib (Agg), one function per figure, each writes one PNG."""
+"""Audit figures: matplotlib (Agg), one function per figure, each writes one PNG.
+
+Drawn at 2x (``DPI``; the report shows them at 100 CSS px per inch, from the PNG's pHYs),
+with no text under 8 pt (11 px) and legends outside the data."""
 
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ _PALETTE = ("C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8", "C9")
 _LEGEND_IN_AXES = 10
 _OVERLAY_METHODS_PER_ROW = 10
 _BARS_PER_ROW = 16
+DPI = 200  # 2x of the 100 px per inch the report shows a figure at
+SMALL = 8  # the smallest font, in points: 11 px in the report
+_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0}
 
 
 def _save(fig, path: Path) -> str:
@@ -26,7 +32,7 @@ def _save(fig, path: Path) -> str:
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=90, bbox_inches="tight", format="png")
+            fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format="png")
     finally:
         plt.close(fig)
     return path.name
@@ -54,12 +60,12 @@ def plot_convergence(
     ax1.set(xscale="log", yscale="log", xlabel="n_steps", ylabel="|delta| / |f(x) - f(b)|")
     ax1.set_xticks(steps, [str(s) for s in steps])
     ax1.xaxis.set_minor_formatter(NullFormatter())  # log-axis minor labels collide with ours
-    ax1.legend(fontsize=7)
     for rule, values in corr.items():
         ax2.plot(steps, values, marker="o", label=rule)
     ax2.set(xscale="log", xlabel="n_steps", ylabel="Spearman with finest map", ylim=(-0.05, 1.05))
     ax2.set_xticks(steps, [str(s) for s in steps])
     ax2.xaxis.set_minor_formatter(NullFormatter())
+    ax2.legend(*ax1.get_legend_handles_labels(), fontsize=SMALL, **_OUTSIDE)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -72,8 +78,8 @@ def plot_similarity_matrix(path: Path, names: list[str], matrix: np.ndarray, tit
     signed = finite.size > 0 and finite.min() < 0
     cmap, vmin = ("RdBu_r", -1.0) if signed else ("viridis", 0.0)
     im = ax.imshow(matrix, vmin=vmin, vmax=1, cmap=cmap)
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    ax.set_yticks(range(len(names)), names)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=SMALL)
+    ax.set_yticks(range(len(names)), names, fontsize=SMALL)
     for i in range(len(names)):
         for j in range(len(names)):
             if np.isfinite(matrix[i, j]):
@@ -88,46 +94,45 @@ def plot_similarity_matrix(path: Path, names: list[str], matrix: np.ndarray, tit
 
 def plot_randomization(
     path: Path,
-    image: np.ndarray,
-    strip: list[tuple[str, np.ndarray]],
     steps: list[str],
-    curves: dict[str, list[float]],
-    random_pair: dict[str, float],
+    methods: dict[str, tuple[dict[str, list[float]], dict[str, float], dict[int, float]]],
     title: str,
-    thresholds: dict[int, float | None] | None = None,
 ) -> str:
-    """Top: one image's map as blocks are randomised; bottom: similarity with the random-pair
-    line, and the rules' thresholds (``thresholds``: step index -> the Spearman(|map|) the
-    mean must stay below) as black bars."""
-    n = len(strip) + 1
-    fig = plt.figure(figsize=(max(8, 1.3 * n), 5.2))
-    grid = fig.add_gridspec(2, n, height_ratios=[1, 1.6])
-    ax = fig.add_subplot(grid[0, 0])
-    ax.imshow(np.clip(image, 0, 1))
-    ax.set_title("image", fontsize=7)
-    ax.axis("off")
-    for k, (label, m) in enumerate(strip, start=1):
-        ax = fig.add_subplot(grid[0, k])
-        ax.imshow(_map_image(m), cmap="magma", vmin=0, vmax=1)
-        ax.set_title(label, fontsize=6)
-        ax.axis("off")
-    ax = fig.add_subplot(grid[1, :])
+    """One figure for every method: a panel each (up to four a row) of its mean similarity to
+    the trained model's map as blocks are randomised, the random-pair level (dotted) and the
+    rules' yardsticks for Spearman(|map|) (black bars). ``methods``: label -> (curves,
+    random-pair level per metric, step index -> the yardstick)."""
+    labels = list(methods)
+    nrows = max(1, -(-len(labels) // 4))
+    ncols = max(1, -(-len(labels) // nrows))  # rows as even as they can be
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.45 * ncols + 0.4, 2.5 * nrows + 0.9),
+                             squeeze=False, sharey=True, layout="constrained")
     xs = np.arange(len(steps))
-    for i, (metric, values) in enumerate(curves.items()):
-        ruled = metric == "spearman_abs"  # the rules' metric: drawn on top, thicker
-        line = ax.plot(xs, values, marker="o", label=metric + (" (ruled)" if ruled else ""),
-                       color=f"C{i}", lw=2.4 if ruled else 1.2, zorder=3 if ruled else 2)[0]
-        if metric in random_pair and np.isfinite(random_pair[metric]):
-            ax.axhline(random_pair[metric], color=line.get_color(), ls=":", lw=1)
-    marks = [(k, t) for k, t in (thresholds or {}).items() if t is not None and np.isfinite(t)]
-    if marks:
-        ax.scatter([k for k, _ in marks], [t for _, t in marks], marker="_", s=900, lw=2.5,
-                   color="black", zorder=4, label="pass below (spearman_abs)")
-    ax.set_xticks(xs, steps, rotation=30, ha="right", fontsize=7)
-    ax.set(ylabel="similarity to trained-model map", ylim=(-0.3, 1.05))
-    ax.set_xlim(-0.4, len(steps) - 0.6)
-    ax.legend(fontsize=7, title="dotted: random pair", title_fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), borderaxespad=0, markerscale=0.5)
+    for ax, label in zip(axes.ravel(), labels, strict=False):
+        curves, random_pair, thresholds = methods[label]
+        for i, (metric, values) in enumerate(curves.items()):
+            ruled = metric == "spearman_abs"  # the rules' metric: drawn on top, thicker
+            line = ax.plot(xs, values, marker="o", ms=3, color=f"C{i}", lw=2.2 if ruled else 1.0,
+                           zorder=3 if ruled else 2,
+                           label=metric + (" (ruled)" if ruled else ""))[0]
+            if metric in random_pair and np.isfinite(random_pair[metric]):
+                ax.axhline(random_pair[metric], color=line.get_color(), ls=":", lw=1)
+        marks = [(k, t) for k, t in thresholds.items() if t is not None and np.isfinite(t)]
+        if marks:
+            ax.scatter([k for k, _ in marks], [t for _, t in marks], marker="_", s=300, lw=2.5,
+                       color="black", zorder=4, label="pass below (spearman_abs)")
+        ax.set_title(label, fontsize=9)
+        ax.set_xticks(xs, steps, rotation=45, ha="right", fontsize=SMALL)
+        ax.set_ylim(-0.3, 1.05)
+        ax.tick_params(axis="y", labelsize=SMALL)
+    for ax in axes.ravel()[len(labels):]:
+        ax.set_axis_off()
+    for ax in axes[:, 0]:
+        ax.set_ylabel("similarity to trained map", fontsize=SMALL)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(4, len(names)),
+                   fontsize=SMALL, title="dotted: random-pair level", title_fontsize=SMALL)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -139,16 +144,17 @@ def plot_curves(
 ) -> str:
     """Side-by-side mean curves; each panel: (title, xlabel, x values, {method: y values}).
 
-    Up to ``_LEGEND_IN_AXES`` curves get a legend in each panel; more (a run of every method)
-    get 20 colours times line styles, controls in grey, and one legend below the panels, so
-    neither the legend hides the curves nor a colour names two of them."""
+    One legend below the panels; past ``_LEGEND_IN_AXES`` curves (a run of every method) they
+    get 20 colours times line styles, controls in grey, so no colour names two of them."""
     most = max((len(c) for *_, c in panels), default=0)
     many = most > _LEGEND_IN_AXES
-    legend_in = 0.17 * -(-most // 4) if many else 0.0  # the legend's rows below the panels
+    legend_in = 0.2 * -(-most // 4)  # the legend's rows below the panels
+    ncols = len(panels) if len(panels) <= 2 else 2  # more panels wrap, within the column
+    nrows = -(-len(panels) // ncols)
     # Constrained layout keeps the figure title clear of the panel titles.
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4 + legend_in),
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows + 0.2 + legend_in),
                              squeeze=False, layout="constrained")
-    for ax, (panel_title, xlabel, xs, curves) in zip(axes[0], panels, strict=True):
+    for ax, (panel_title, xlabel, xs, curves) in zip(axes.ravel(), panels, strict=False):
         for i, (method, ys) in enumerate(curves.items()):
             ref = "(reference)" in method
             if not many:
@@ -159,12 +165,14 @@ def plot_curves(
                 ax.plot(xs, ys, label=method, color=plt.get_cmap("tab20")(i % 20),
                         ls=("-", "--", "-.")[(i // 20) % 3], lw=1.2)
         ax.set(title=panel_title, xlabel=xlabel, ylabel="class score", ylim=(-0.02, 1.02))
-        if not many:
-            ax.legend(fontsize=7)
-    if many:
-        handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    # One legend below the panels: where methods differ the curves are close, and a legend
+    # inside an axes covers them.
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)),
-                   fontsize=7)
+                   fontsize=SMALL)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
@@ -196,7 +204,7 @@ def plot_overlays(
                 row[j].imshow(_map_image(m[i]), cmap="magma", vmin=0, vmax=1)
                 row[j].contour(masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.6)
                 if i == 0 or len(blocks) > 1:
-                    row[j].set_title(method, fontsize=7)
+                    row[j].set_title(method, fontsize=SMALL)
             for ax in row:
                 ax.axis("off")
     fig.suptitle(title, fontsize=10)
@@ -207,28 +215,44 @@ def plot_shortcut(
     path: Path,
     classes: list[str],
     regions: list[str],
-    share: np.ndarray,
-    threshold: np.ndarray,
-    flagged: np.ndarray,
+    panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
     title: str,
 ) -> str:
-    """Bars: attribution share per class and region, one colour per region; ticks: the flag
-    threshold; a flagged bar is edged red and hatched."""
-    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(classes) * len(regions) + 2), 3.4))
+    """One panel per method (``panels``: label -> (share, threshold, flagged), each classes ×
+    regions), side by side on one scale. Bars: attribution share per class and region, one
+    colour per region; ticks: the flag threshold; a flagged bar is edged red and hatched."""
+    labels = list(panels) or [""]
+    ncols = min(len(labels), 3)
+    nrows = -(-len(labels) // ncols)
+    each = max(2.6, 0.35 * len(classes) * len(regions) + 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(min(10.5, each * ncols + 1.6), 2.6 * nrows + 0.6),
+                             squeeze=False, sharey=True, layout="constrained")
     width = 0.8 / max(1, len(regions))
     xs = np.arange(len(classes))
-    for r, region in enumerate(regions):
-        pos = xs + r * width
-        bars = ax.bar(pos, share[:, r], width=width, color=_PALETTE[r % len(_PALETTE)],
-                      label=region, alpha=0.85)
-        for c, bar in enumerate(bars):
-            if flagged[c, r]:
-                bar.set(edgecolor="C3", hatch="///", linewidth=1.5)
-        ax.scatter(pos, threshold[:, r], marker="_", color="k", s=120, zorder=3)
-    ax.set_xticks(xs + width * (len(regions) - 1) / 2, classes, rotation=20, ha="right")
-    ax.set(ylabel="share of |attribution|", ylim=(0, 1))
-    ax.legend(fontsize=7, title="black tick: flag threshold; red hatch: flagged", title_fontsize=7)
-    ax.set_title(title, fontsize=10)
+    for ax, label in zip(axes.ravel(), labels, strict=False):
+        if label not in panels:
+            continue
+        share, threshold, flagged = panels[label]
+        for r, region in enumerate(regions):
+            pos = xs + r * width
+            bars = ax.bar(pos, share[:, r], width=width, color=_PALETTE[r % len(_PALETTE)],
+                          label=region, alpha=0.85)
+            for c, bar in enumerate(bars):
+                if flagged[c, r]:
+                    bar.set(edgecolor="C3", hatch="///", linewidth=1.5)
+            ax.scatter(pos, threshold[:, r], marker="_", color="k", s=120, zorder=3)
+        ax.set_xticks(xs + width * (len(regions) - 1) / 2, classes, rotation=20, ha="right",
+                      fontsize=SMALL)
+        ax.set_ylim(0, 1)
+        ax.set_title(label, fontsize=9)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    axes[0, 0].set_ylabel("share of |attribution|")
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside right upper", fontsize=SMALL,
+                   title="black tick: flag threshold;\nred hatch: flagged", title_fontsize=SMALL)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 
@@ -257,9 +281,9 @@ def plot_group_bars(
             n = max((v[3] for v in groups[name]), default=0)
             ax.bar(xs + g * width, np.nan_to_num(mean), width=width, label=f"{name} (n = {n})",
                    yerr=err.reshape(2, -1), capsize=3, error_kw={"lw": 1}, color=f"C{g}")
-        ax.set_xticks(xs + width * (len(groups) - 1) / 2, part, rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(xs + width * (len(groups) - 1) / 2, part, rotation=30, ha="right", fontsize=SMALL)
         if len(starts) > 1:  # every row on one scale, so bars are as wide in the last row
             ax.set_xlim(-0.6, per_row - 0.4 + width * (len(groups) - 1))
-    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].legend(fontsize=SMALL, **_OUTSIDE)
     axes[0, 0].set_title(title, fontsize=10)
     return _save(fig, path)

@@ -30,7 +30,6 @@ from .base import (
     left_out_text,
     over_budget,
     register_audit,
-    safe_name,
     skipped,
     stratified,
     trained_maps,
@@ -207,7 +206,6 @@ def model_randomization(
     rows: list[dict] = []
     cost = {e.label: [0.0, 0] for e in methods}
     curves_of: dict[str, list[dict[str, np.ndarray]]] = {e.label: [] for e in methods}
-    strips: dict[str, list] = {e.label: [] for e in methods}
     final: dict[str, Tensor] = {}  # the fully randomized model's maps, for eMPRT
     # One randomized copy per step, shared by every method: the copy is the costly part.
     done: dict[tuple, dict] = {}  # a one-block copy, cascading or independent, is one copy
@@ -229,7 +227,6 @@ def model_randomization(
             sims = similarities(refs[label], m.maps)
             if mode == "cascading":
                 curves_of[label].append(sims)
-                strips[label].append((steps[depths.index(d)][2], m.maps[0].numpy()))
                 if d == depths[-1]:
                     final[label] = m.maps
             for i, image_id in enumerate(images.ids):
@@ -237,6 +234,7 @@ def model_randomization(
                              "id": image_id, **{k: float(v[i]) for k, v in sims.items()}})
         del model
     cells, figures = [], []
+    drawn: dict[str, tuple] = {}
     for explainer in methods:
         label = explainer.label
         pair = pairs[label]
@@ -256,13 +254,11 @@ def model_randomization(
         if not is_control(label):  # a control's curves are in the table and the summary
             bars = {index: line["spearman_abs"] if how == "level"
                     else (1.0 + line["spearman_abs"]) / 2 for _, index, _, how in ruled}
-            figures.append(plots.plot_randomization(
-                figures_dir / f"audit_model_randomization_{safe_name(label)}.png",
-                images.pixels[0].permute(1, 2, 0).numpy(),
-                [("trained", refs[label][0].numpy()), *strips[label]],
-                [s[2] for s in steps], curves, line,
-                f"{label}: cascading randomization {order.replace('_', '-')}", bars,
-            ))
+            drawn[label] = (curves, line, bars)
+    if drawn:  # one figure for the family: every method's curves side by side
+        figures.append(plots.plot_randomization(
+            figures_dir / "audit_model_randomization.png", [s[2] for s in steps], drawn,
+            f"Cascading randomization {order.replace('_', '-')}: mean similarity per method"))
     for label, why in summary["skipped_methods"].items():
         # Ruled like the cells it stands for, so that the verdict counts it as not tested.
         cells.append(Cell(label, "model_randomization", "cascade_final_spearman_abs", np.array([]),

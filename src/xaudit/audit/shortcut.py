@@ -24,7 +24,6 @@ from .base import (
     Cell,
     no_extra_cost,
     register_audit,
-    safe_name,
     skipped,
     stratified,
     trained_maps,
@@ -106,6 +105,7 @@ def shortcut(
         note = ""
     start = time.perf_counter()
     rows, cells, figures = [], [], []
+    drawn: dict[str, tuple] = {}
     flagged_classes: set[str] = set()
     detail: dict = {}
     for explainer in inp.explainers:
@@ -161,11 +161,13 @@ def shortcut(
                           np.asarray(image_values), False, None,
                           "model-level screen: flags go to the verdict, not to the method",
                           costs[0], costs[1]))
+        drawn[explainer.label] = (share, thresh, flags)
+        axes = (class_names, region_names, screened)
+    if drawn:  # one figure for the family, a panel per method
+        class_names, region_names, screened = axes
         figures.append(plots.plot_shortcut(
-            figures_dir / f"audit_shortcut_{safe_name(explainer.label)}.png",
-            class_names, region_names, share, thresh, flags,
-            f"{explainer.label}: attribution share per region ({screened} images)",
-        ))
+            figures_dir / "audit_shortcut.png", class_names, region_names, drawn,
+            f"Attribution share per region ({screened} images)"))
     rule = (f"a class is flagged when, on its {('training' if 'train' in splits else 'test')} "
             f"images, a region holds a share of |attribution| ≥ area + {margin:g}·(1 − area), or "
             f"≥ 2·area and {gap:g} more than on its test images")

@@ -12,10 +12,12 @@ from ..audit.controls import is_control
 from ..audit.registry import model_level_audits
 from ..audit.verdict_lines import fmt, reason
 from ..run import RunDir, read_csv
+from .cell_text import cell_words, no_nan
 
 # The status that decides a family's cell first: any failure, then doubt, then a pass.
 STATUS_ORDER = ("fail", "inconclusive", "not tested", "not informative", "pass")
-# Fewer audited images than this and the report warns that intervals are wide.
+# Every status a grid cell can show, in the order the contents bar counts them.
+BADGE_ORDER = ("pass", "fail", "inconclusive", "not informative", "not tested", "no rule")
 
 
 def _entries(run: RunDir, audits: dict) -> tuple[list[dict], str | None]:
@@ -70,26 +72,10 @@ def grid_cell(entries: list[dict]) -> dict:
         "value": fmt(e.get("score")),
         "interval": f"[{fmt(lo)}, {fmt(hi)}]" if lo is not None and hi is not None else "",
         "n": n,
-        "why": _short_why(e, lo, hi),
-        "reason": reason(e),
+        "why": cell_words(e),
+        "reason": no_nan(reason(e)),
         "ruled": sum(1 for x in entries if x.get("status")),
     }
-
-
-def _short_why(e: dict, lo: float | None, hi: float | None) -> str:
-    """The cell's "why" beside its numbers: the metric and the yardstick that decided it."""
-    metric, status, against = str(e.get("metric")), e.get("status") or "", e.get("against")
-    if not status:
-        return f"{metric}: {e.get('rule', '')}"
-    if status in ("not tested", "not informative"):
-        return f"{metric}: {status}"
-    if against is None:
-        return f"{metric}: {status}"
-    yardstick = "the threshold" if against == "threshold" else against
-    word = {"pass": "beats", "fail": "not better than"}.get(status, "undecided against")
-    if e.get("check") == "controls" and status == "pass":
-        return f"{metric}: beats every control"
-    return f"{metric}: {word} {yardstick}"
 
 
 def _methods(summary: dict, entries: list[dict]) -> list[str]:
@@ -126,14 +112,16 @@ def answer(run: RunDir, summary: dict) -> dict:
     families = list(dict.fromkeys(e["audit"] for e in entries if e["audit"] not in model_level))
     methods = _methods(summary, entries)
     rows = []
-    counts = {"pass": 0, "fail": 0, "inconclusive": 0, "not tested": 0, "not informative": 0}
+    # Counted apart: a control failing a check is good news, a method failing one is not.
+    counts = {"methods": dict.fromkeys(BADGE_ORDER, 0), "controls": dict.fromkeys(BADGE_ORDER, 0)}
     for method in methods:
         cells = []
         for family in families:
             own = [e for e in entries if e["method"] == method and e["audit"] == family]
             cell = grid_cell(own) if own else None
-            if cell and cell["status"] in counts:
-                counts[cell["status"]] += 1
+            if cell:
+                side = counts["controls" if is_control(method) else "methods"]
+                side[cell["status"]] = side.get(cell["status"], 0) + 1
             cells.append(cell)
         rows.append({"method": method, "cells": cells, "control": is_control(method)})
     lines_by_method = audits.get("verdict_lines") or {}

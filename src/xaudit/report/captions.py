@@ -1,4 +1,5 @@
-"""One caption per report figure: what to look for in it."""
+"""How the report shows a figure: one caption per figure (what to look for in it), and the
+width a figure drawn at 2x is shown at."""
 
 from __future__ import annotations
 
@@ -21,18 +22,22 @@ CAPTIONS = {
                          "should sit below the tolerance line.",
     "audit_baseline_sensitivity": "Agreement of the maps between baselines: low values mean the "
                                   "map depends on the chosen baseline.",
-    "audit_model_randomization": "Similarity to the trained model's map as layers are "
-                                 "randomized: it should fall to the random-pair line (dotted); "
-                                 "the black bars are the rules' yardsticks for Spearman(|map|), "
-                                 "compared image by image (their mean is drawn).",
+    "audit_model_randomization": "Each method's similarity to its trained-model map as layers "
+                                 "are randomized: it should fall to the random-pair level "
+                                 "(dotted); the black bars are the rules' yardsticks for "
+                                 "Spearman(|map|), compared image by image (their mean is drawn).",
     "audit_label_randomization": "Maps of the model trained on shuffled labels: they should not "
                                  "resemble the real model's.",
+    "audit_faithfulness": "Top: score as the most relevant pixels are removed (deletion, lower "
+                          "is better) or added (insertion, higher is better); bottom: ROAD, "
+                          "removing the most (MoRF) and least (LeRF) relevant pixels first, a "
+                          "larger gap is more faithful.",
     "audit_faithfulness_deletion": "Score as the most relevant pixels are removed (deletion, "
                                    "lower is better) or added (insertion, higher is better).",
     "audit_faithfulness_road": "ROAD: score after removing the most (MoRF) and least (LeRF) "
                                "relevant pixels; a larger gap is more faithful.",
     "audit_localization": "Maps with the evidence mask outlined: mass inside the outline is "
-                          "what localization measures.",
+                          "what localization measures (the explorer shows every scored image).",
     "audit_shortcut": "Share of the map in each image region (one colour per region): a bar "
                       "above its black tick, hatched red, flags a possible shortcut.",
     "audit_correctness": "Map statistics of correct and of wrong predictions side by side, with "
@@ -43,3 +48,22 @@ CAPTIONS = {
 def caption_of(name: str) -> str:
     hits = [p for p in CAPTIONS if name.startswith(p)]
     return CAPTIONS[max(hits, key=len)] if hits else ""
+
+
+def display_width(png: bytes) -> int | None:
+    """The CSS width of a figure drawn at 2x (or more): its pixels over the scale its pHYs
+    chunk records (100 px per inch is 1x), so its text shows at the size it was drawn for;
+    None (natural size) for a figure at 1x or without a recorded resolution."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        return None
+    width = int.from_bytes(png[16:20], "big")
+    pos = 8
+    while pos + 8 <= len(png):
+        size, kind = int.from_bytes(png[pos:pos + 4], "big"), png[pos + 4:pos + 8]
+        if kind == b"pHYs" and size == 9 and png[pos + 16] == 1:  # unit: metre
+            scale = round(int.from_bytes(png[pos + 8:pos + 12], "big") * 0.0254 / 100)
+            return width // scale if scale >= 2 else None
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + size
+    return None

@@ -1,5 +1,5 @@
-"""Images for the explorer as small compressed files: JPEG for photos and colour maps, PNG
-where transparency is needed (the mask outline). Returned as base64 text."""
+"""Images for the explorer as small compressed files: JPEG for photos, grey WebP for the
+maps (coloured by the page's script), PNG for the mask outline. Returned as base64 text."""
 
 from __future__ import annotations
 
@@ -35,18 +35,32 @@ def photo(pixels: np.ndarray, side: int, quality: int = 85) -> str:
                 quality=quality, optimize=True)
 
 
+def map_scale(attr: np.ndarray) -> float:
+    """The value a map's colours top out at: its 99th percentile of |attribution| (its
+    largest |value| where that is 0; 1 for an all-zero map)."""
+    a = np.abs(np.nan_to_num(np.asarray(attr, dtype=np.float64)))
+    return float(np.percentile(a, CLIP_PERCENTILE)) or float(a.max()) or 1.0
+
+
 def colour_map(attr: np.ndarray, signed: bool, side: int, quality: int = 85) -> str:
-    """A 2-D map in colour: signed on a blue–white–red scale centred at 0, else |map| on
-    inferno; scaled by its own 99th percentile of |attribution|."""
+    """A map in colour as an opaque JPEG (a thumbnail where no photo is at hand): signed on
+    blue–white–red centred at 0, else |map| on inferno; scaled by its own ``map_scale``."""
     a = np.nan_to_num(np.asarray(attr, dtype=np.float64))
-    scale = float(np.percentile(np.abs(a), CLIP_PERCENTILE)) or float(np.abs(a).max()) or 1.0
-    if signed:
-        rgba = colormaps["bwr"]((np.clip(a / scale, -1, 1) + 1) / 2)
-    else:
-        rgba = colormaps["inferno"](np.clip(np.abs(a) / scale, 0, 1))
-    arr = (rgba[..., :3] * 255).astype(np.uint8)
-    return _b64(_fit(Image.fromarray(arr), side, Image.Resampling.BILINEAR), "JPEG",
+    s = np.clip(a / map_scale(a), -1, 1)
+    rgba = colormaps["bwr"]((s + 1) / 2) if signed else colormaps["inferno"](np.abs(s))
+    rgb = (rgba[..., :3] * 255).astype(np.uint8)
+    return _b64(_fit(Image.fromarray(rgb), side, Image.Resampling.BILINEAR), "JPEG",
                 quality=quality, optimize=True)
+
+
+def coded_map(attr: np.ndarray, side: int, quality: int = 80) -> str:
+    """A map as one grey WebP: 0 at 128, ±``map_scale`` at 0 and 255. The page's script
+    colours it (signed, or |map|) and makes weak areas transparent, so one small image per
+    map serves both views (a colour image with alpha per view was 5-10 times the bytes)."""
+    a = np.nan_to_num(np.asarray(attr, dtype=np.float64))
+    code = np.rint((np.clip(a / map_scale(a), -1, 1) + 1) * 127.5).astype(np.uint8)
+    return _b64(_fit(Image.fromarray(code, "L"), side, Image.Resampling.BILINEAR), "WEBP",
+                quality=quality, method=4)
 
 
 def outline(mask: np.ndarray, side: int, colour: tuple[int, int, int] = (0, 230, 64)) -> str:

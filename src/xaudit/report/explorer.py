@@ -22,8 +22,9 @@ from . import encode
 
 STATIC = Path(__file__).parent / "static"
 THUMB_SIDE = 72
-# Larger runs get smaller panels, so the page stays a size a browser opens quickly.
-VIEW_SIDE, VIEW_SIDE_LARGE, LARGE_RUN = 224, 112, 200
+# The viewer's panels are 192 px: no image needs more pixels than it is shown at. Larger
+# runs get smaller panels, so the page stays a size a browser opens quickly.
+VIEW_SIDE, VIEW_SIDE_LARGE, LARGE_RUN = 192, 112, 200
 # Per-image audit values shown in the viewer: (audit table, column, label).
 IMAGE_AUDIT_VALUES = (
     ("localization", "pointing_game", "pointing-game hit"),
@@ -97,23 +98,57 @@ def cell_images(run: RunDir, ids: list[str]) -> dict[str, list[int]]:
     return {key: sorted(found) for key, found in out.items()}
 
 
-def _rows(run: RunDir) -> list[dict]:
+def _rows(run: RunDir, labels: list[str]) -> tuple[list[dict], str | None]:
+    """The explained images, then the audited images the explain stage did not explain (their
+    maps kept by the audit stage for every method), and a note on audited images left out."""
     path = run.table("explained_images")
     if not path.is_file():
-        return []
+        return [], None
     explained = read_csv(path)
     pred_path = run.table("predictions")
     preds = {r["id"]: r for r in read_csv(pred_path)} if pred_path.is_file() else {}
+    audited = _audited_only(run, labels, {r["id"] for r in explained})
+    kept = [i for i in audited if all(i in ids for ids in audited[i].values()) and i in preds]
+    note = None
+    if len(kept) < len(audited):
+        note = (f"{len(audited) - len(kept)} audited images are not in the explorer: the audit "
+                "stage kept no map of them for every method (a resumed audit); "
+                f"`xaudit audit {run.root}` keeps them")
     out = []
-    for r in explained:
+    for r in [*explained, *(preds[i] for i in kept)]:
         p = preds.get(r["id"], {})
         out.append({
             "id": r["id"], "true": r["true"], "pred": r["pred"],
             "correct": r["correct"] in ("1", "True", "true"),
             "prob": float(r["prob"]), "loss": float(p["loss"]) if p.get("loss") else None,
-            "split": p.get("split", "test"),
+            "split": p.get("split", "test"), "audited_only": r["id"] in audited,
         })
-    return out
+    return out, note
+
+
+def _audited_only(run: RunDir, labels: list[str], explained: set[str]) -> dict[str, dict]:
+    """``{id: {label: ids stored}}`` of the test images a method audit scored that were not
+    explained (the audits' per-image tables list them; the model-level screens, which also
+    read training images, decide no method and are left out)."""
+    from ..audit.registry import model_level_audits
+
+    model_level = set(model_level_audits())
+    ids: dict[str, None] = {}
+    for path in sorted(run.tables.glob("audit_*.csv")):
+        if path.stem[len("audit_"):] in model_level:
+            continue
+        for r in read_csv(path):
+            if r.get("id") and r.get("method") in labels and r["id"] not in explained:
+                ids[r["id"]] = None
+    stored = {lab: _stored_ids(run.audited_maps, lab) for lab in labels}
+    return {i: stored for i in ids}
+
+
+def _stored_ids(root: Path, label: str) -> set[str]:
+    index = root / safe_name(label) / "index.json"
+    if not index.is_file():
+        return set()
+    return {i for c in read_map_index(index, label, root)["chunks"] for i in c["ids"]}
 
 
 def _class_names(run: RunDir, summary: dict) -> list[str]:
@@ -128,8 +163,8 @@ Loader = Callable[[RunDir, dict, list[str]], dict]
 
 def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None) -> dict | None:
     """The explorer's data, or None when the run explained no image."""
-    rows = _rows(run)
     labels = [str(k) for k in summary.get("explanations") or {}]
+    rows, left_out = _rows(run, labels)
     if not rows or not labels:
         return None
     if originals is None:
@@ -145,8 +180,14 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
     values = image_audit_values(run)
     methods, maps, targets = [], {}, {}
     true_maps = _true_class_maps(run, summary, rows)
+    explained = [r["id"] for r in rows if not r["audited_only"]]
+    extra = [r["id"] for r in rows if r["audited_only"]]
     for label in labels:
-        maps[label], targets[label] = load_maps(run, label, ids)
+        # the explained images' maps, then the audited ones' the audit stage kept
+        parts = [load_maps(run, label, ids_, root) for ids_, root in
+                 ((explained, None), (extra, run.audited_maps)) if ids_]
+        maps[label] = np.concatenate([m for m, _ in parts])
+        targets[label] = np.concatenate([t for _, t in parts])
         # Signed view only where the maps take both signs (not saliency's |gradient|, not
         # Grad-CAM after its ReLU).
         methods.append({"label": label, "signed": bool((maps[label] < 0).any())})
@@ -167,15 +208,16 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
         }
         for m in methods:
             lab = m["label"]
-            entry["m"][lab] = [encode.colour_map(maps[lab][i], False, side),
-                               encode.colour_map(maps[lab][i], True, side) if m["signed"] else ""]
+            entry["m"][lab] = [encode.coded_map(maps[lab][i], side),
+                               encode.map_scale(maps[lab][i])]
             if (lab, row["id"]) in values:
                 entry["a"][lab] = values[(lab, row["id"])]
             if row["id"] in true_maps.get(lab, {}):
                 tmap = true_maps[lab][row["id"]]
-                entry["tm"][lab] = [encode.colour_map(tmap, False, side),
-                                    encode.colour_map(tmap, True, side) if m["signed"] else ""]
+                entry["tm"][lab] = [encode.coded_map(tmap, side),
+                                    encode.map_scale(tmap)]
         images.append(entry)
+    note = "; ".join(n for n in (note, left_out) if n) or None
     return {"methods": methods, "images": images, "note": note, "side": side,
             "cells": cell_images(run, ids)}
 
@@ -183,7 +225,7 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
 def _true_class_maps(run: RunDir, summary: dict, rows: list[dict]) -> dict[str, dict]:
     """{method: {id: map}} of the true class for the wrong predictions the explain stage
     explained that way (none for runs that explain another target)."""
-    wrong = [r["id"] for r in rows if not r["correct"]]
+    wrong = [r["id"] for r in rows if not r["correct"] and not r["audited_only"]]
     out: dict[str, dict] = {}
     for label in summary.get("explanations_true_class") or {}:
         if wrong and (run.true_class_maps / safe_name(label) / "index.json").is_file():

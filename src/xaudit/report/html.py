@@ -23,7 +23,7 @@ from markupsafe import Markup
 from ..errors import XauditError
 from ..run import RunDir, atomic_write_text, read_csv, read_inside, read_json
 from .answer import answer
-from .captions import caption_of
+from .captions import caption_of, display_width
 from .explorer import explorer_payload, payload_json, static_text
 from .formats import fmt_number, fmt_value  # noqa: F401  (re-exported)
 from .known_truth import known_truth_table
@@ -129,7 +129,7 @@ def _optional_table(run: RunDir, name: str) -> list[dict[str, str]] | None:
 def _figure(run: RunDir, name: str) -> dict:
     data = read_inside(run.figures / name, run.figures)
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return {"name": name, "uri": uri, "caption": caption_of(name)}
+    return {"name": name, "uri": uri, "caption": caption_of(name), "width": display_width(data)}
 
 
 # ---------------------------------------------------------------- sections -----------------------
@@ -236,7 +236,8 @@ def _method_of(stem: str, labels: list[str]) -> str | None:
 
 
 def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> dict | None:
-    """Cost table and explanation figures (``taken``: figures already shown by an audit)."""
+    """Cost table and explanation figures (``taken``: figures already shown by an audit, or
+    replaced by the explorer)."""
     costs = summary.get("explanations") or {}
     names = [n for n in figures if n.startswith(EXPLAIN_PREFIXES) and n not in taken]
     if not costs and not names and not summary.get("explanations_refused"):
@@ -273,7 +274,9 @@ def _explanations(summary: dict, figures: dict[str, dict], taken: set[str]) -> d
     }
 
 
-def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict | None, list]:
+def _audits(run: RunDir, summary: dict, figures: dict[str, dict],
+            replaced: set[str] = frozenset()) -> tuple[dict | None, list]:
+    """The verdict and one section per audit (``replaced``: figures the explorer shows)."""
     audits = summary.get("audits")
     if not isinstance(audits, dict):
         return None, []
@@ -292,6 +295,8 @@ def _audits(run: RunDir, summary: dict, figures: dict[str, dict]) -> tuple[dict 
         sec_figures, sec_tables = [], []
         for name in sec.get("figures") or []:
             name = _plain_name(name, "figures")
+            if name in replaced:  # shown better by the explorer
+                continue
             if name not in figures and (run.figures / name).is_symlink():
                 raise XauditError(f"figures/{name} in {run.root} is a symbolic link: a report embeds "
                                   "only plain files")
@@ -340,8 +345,12 @@ def build_context(run_dir: str | Path, originals=None) -> dict:
     recipe_text = _load_recipe_text(run)
     summary = _load_summary(run)
     names, refused = embeddable_figures(run)
-    figures = {name: _figure(run, name) for name in names}
-    verdict, audit_sections = _audits(run, summary, figures)
+    explorer = _explorer(run, summary, originals)
+    # The explorer shows every explained (and audited) image with every method's map: the
+    # static galleries of the same maps would repeat it, several megabytes over.
+    replaced = replaced_figures(names, explorer)
+    figures = {name: _figure(run, name) for name in names if name not in replaced}
+    verdict, audit_sections = _audits(run, summary, figures, replaced)
     model, train = summary.get("model"), summary.get("train")
     context = {
         "header": _header(summary),
@@ -357,22 +366,40 @@ def build_context(run_dir: str | Path, originals=None) -> dict:
         "explanations": _explanations(
             summary, figures, {f["name"] for f in _walk_figures(audit_sections)}
         ),
+        "in_explorer": len(replaced),
         "audits": audit_sections,
         "recipe": recipe_text,
         "answer": answer(run, summary),
         "known_truth": known_truth_table(summary),
-        "explorer": _explorer(run, summary, originals),
+        "explorer": explorer,
     }
-    used = {f["name"] for f in _walk_figures(context)}
+    used = {f["name"] for f in _walk_figures(context)} | replaced
     context["other_figures"] = [figures[n] for n in names if n not in used]
     return context
+
+
+def replaced_figures(names: list[str], explorer: dict | None) -> set[str]:
+    """Figures another one repeats: the highest-loss images where a figure shows them with
+    their maps; the per-image and per-class galleries of maps, and the localization overlays
+    once the explorer holds the images localization scored."""
+    out = {"top_losses.png"} if "top_losses_maps.png" in names else set()
+    if explorer is None:
+        return out & set(names)
+    out |= {n for n in names if n.startswith(EXPLAIN_PREFIXES)}
+    if explorer["audited"].get("localization"):
+        out |= {n for n in names if n.startswith("audit_localization")}
+    return out & set(names)
 
 
 def _explorer(run: RunDir, summary: dict, originals) -> dict | None:
     payload = explorer_payload(run, summary, originals)
     if payload is None:
         return None
-    return {"n": len(payload["images"]), "note": payload["note"],
+    audited: dict[str, int] = {}
+    for key, members in payload["cells"].items():
+        audit = key.split("\t")[1]
+        audited[audit] = max(audited.get(audit, 0), len(members))
+    return {"n": len(payload["images"]), "note": payload["note"], "audited": audited,
             "json": Markup(payload_json(payload))}
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import XauditError
 from .figures import (
     MODES,
+    SMALL,
     _check_lengths,
     _colorbar,
     _grid,
@@ -95,7 +96,7 @@ def method_grid(
     mappable = None
     for ax, image, attr, title in zip(axes.ravel(), images, maps, titles, strict=False):
         mappable, _ = draw_overlay(ax, image, attr, mode)
-        ax.set_title(_short_lines(title, 24, 2), fontsize=7)
+        ax.set_title(_short_lines(title, 24, 2), fontsize=SMALL)
     for ax in axes.ravel()[len(images):]:
         ax.set_axis_off()
     _colorbar(fig, mappable, axes, mode)
@@ -127,7 +128,7 @@ def correct_vs_incorrect(
             if r < len(items):
                 image, attr, title = items[r]
                 _show_image(axes[r, 0], image)
-                axes[r, 0].set_ylabel(_short_lines(title, 20, 2), fontsize=7)
+                axes[r, 0].set_ylabel(_short_lines(title, 20, 2), fontsize=SMALL)
                 mappable, _ = draw_overlay(axes[r, 1], image, attr, mode)
             else:
                 axes[r, 0].set_axis_off()

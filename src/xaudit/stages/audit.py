@@ -216,11 +216,29 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
     # the stored maps of the images the rounds did audit (later pools may go unused)
     audited = {i for look in (summary.get("rounds") or {}).get("looks") or [] for i in look["ids"]}
     summary["reused_maps"] = sum(i in audited for _, i in reused_keys)
+    _keep_audited_maps(inp, run, [i for i in inp.splits["test"].ids if i in audited])
     run.update_summary(audits=summary)
     if not summary.get("undecided"):
         # kept while a verdict is open: `xaudit audit` with more rounds continues from them
         clear_audit_state(run)
     return summary
+
+
+def _keep_audited_maps(inp: AuditInput, run, audited: list[str]) -> None:
+    """Store the trained model's maps of the audited images the explain stage did not keep,
+    so that each verdict's images can be looked at in the report. Maps the audits did not
+    compute in this process (reloaded from a checkpoint) are not kept: the report says so."""
+    test = inp.splits["test"]
+    position = {image_id: k for k, image_id in enumerate(test.ids)}
+    for e in inp.explainers:
+        store = MapStore(run.audited_maps, e.label)
+        store.reset()
+        explained = MapStore(run.maps, e.label).done_ids()
+        ids = [i for i in audited if i not in explained and ("maps", e.label, "test", i) in inp.cache]
+        if ids:
+            maps = torch.cat([inp.cache[("maps", e.label, "test", i)].attributions for i in ids])
+            targets = test.targets[[position[i] for i in ids]]
+            store.write_chunk(ids, maps, targets, None)
 
 
 def _stored_ids(root: Path, explainers, upstream: str, target: str, fast: FastPath) -> dict[str, set[str]]:

@@ -38,6 +38,19 @@
     });
   });
 
+  // The controls' rows of the grid fold away behind one button (shown only with the script,
+  // so that without it every row stays visible); the controls line above sums them up.
+  var gridTable = $("#top-grid"), toggle = $("#toggle-controls");
+  if (gridTable && toggle) {
+    gridTable.classList.add("js");
+    toggle.hidden = false;
+    var label = toggle.textContent;
+    toggle.addEventListener("click", function () {
+      var hide = gridTable.classList.toggle("hide-controls");
+      toggle.textContent = hide ? label : "hide the controls' rows";
+    });
+  }
+
   // ------------------------------------------------------------ explorer
   var block = document.getElementById("explorer-data");
   var root = document.getElementById("explorer");
@@ -46,6 +59,7 @@
   var images = data.images, methods = data.methods;
   var jpeg = function (b64) { return "data:image/jpeg;base64," + b64; };
   var png = function (b64) { return "data:image/png;base64," + b64; };
+  var webp = function (b64) { return "data:image/webp;base64," + b64; };
   var grid = $("#ex-grid"), count = $("#ex-count");
   var filters = {
     true: $("#ex-true"), pred: $("#ex-pred"), correct: $("#ex-correct"), split: $("#ex-split")
@@ -87,10 +101,14 @@
     img.dataset.index = i;
     if (observer) observer.observe(img); else img.src = jpeg(im.t);
     tile.appendChild(img);
-    tile.appendChild(el("span", "ex-cap", (im.correct ? "" : "✗ ") + im.true + " → " + im.pred));
+    // true and predicted class on lines of their own, so neither is cut off
+    tile.appendChild(el("span", "ex-cap", (im.correct ? "" : "✗ ") + im.true));
+    tile.appendChild(el("span", "ex-cap", "→ " + im.pred));
     tile.appendChild(el("span", "ex-cap num", "p " + im.prob.toFixed(2) +
       (im.loss === null ? "" : " · loss " + im.loss.toFixed(2))));
-    tile.title = im.id;
+    if (im.audited_only) { tile.classList.add("audited"); tile.appendChild(el("span", "ex-cap tag", "audited")); }
+    tile.title = im.id + " · true " + im.true + " · predicted " + im.pred +
+      (im.audited_only ? " · audited, not in the explained selection" : "");
     tile.addEventListener("click", function () { openViewer(i); });
     return tile;
   });
@@ -165,12 +183,63 @@
   var viewer = $("#ex-viewer"), panels = $("#ex-panels"), opacity = $("#ex-opacity");
   var outline = $("#ex-outline"), current = -1, modes = {};
 
-  function panel(title, base, overlay, maskB64) {
+  function fmtScale(v) { return Math.abs(v) >= 0.01 && Math.abs(v) < 1000 ? v.toPrecision(3) : v.toExponential(1); }
+
+  // The colour bar of one map: its scale (the map's own 99th percentile of |attribution|)
+  // and, for a signed map, which colour raises and which lowers the explained class.
+  function colourKey(signed, scale) {
+    var key = el("div", "ex-key" + (signed ? " signed" : ""));
+    key.appendChild(el("span", "ex-ramp"));
+    var ticks = el("div", "ex-ticks num");
+    (signed ? ["−" + fmtScale(scale), "0", "+" + fmtScale(scale)] : ["0", fmtScale(scale)])
+      .forEach(function (t) { ticks.appendChild(el("span", null, t)); });
+    key.appendChild(ticks);
+    key.appendChild(el("div", "ex-sign", signed ? "red raises the class score, blue lowers it"
+      : "|attribution|, brighter = stronger"));
+    return key;
+  }
+
+  // Colour scales as the figures draw them: matplotlib's inferno (nine stops, interpolated)
+  // for |map|, blue–white–red for a signed map.
+  var INFERNO = [[0, 0, 4], [31, 12, 72], [85, 15, 109], [136, 34, 106], [186, 54, 85],
+    [227, 89, 51], [249, 140, 10], [249, 201, 50], [252, 255, 164]];
+  function inferno(t) {
+    var x = t * (INFERNO.length - 1), i = Math.min(INFERNO.length - 2, Math.floor(x)), f = x - i;
+    return [0, 1, 2].map(function (c) { return INFERNO[i][c] + f * (INFERNO[i + 1][c] - INFERNO[i][c]); });
+  }
+  function bwr(s) {  // s in [-1, 1]
+    return s < 0 ? [255 * (1 + s), 255 * (1 + s), 255] : [255, 255 * (1 - s), 255 * (1 - s)];
+  }
+  // A grey-coded map (128 = 0, 0 and 255 = ∓ its scale) drawn in colour on a canvas, its
+  // opacity the map's strength: weak areas (a gradient's noise floor) leave the photo clear.
+  function colourMap(b64, signed, title) {
+    var canvas = el("canvas", "ex-overlay");
+    canvas.setAttribute("aria-label", title + " map");
+    var img = new Image();
+    img.onload = function () {
+      canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+      var ctx = canvas.getContext("2d");
+      ctx.drawImage(img, 0, 0);
+      var px = ctx.getImageData(0, 0, canvas.width, canvas.height), d = px.data;
+      for (var k = 0; k < d.length; k += 4) {
+        var s = Math.max(-1, Math.min(1, (d[k] - 127.5) / 127.5));
+        var rgb = signed ? bwr(s) : inferno(Math.abs(s));
+        d[k] = rgb[0]; d[k + 1] = rgb[1]; d[k + 2] = rgb[2];
+        d[k + 3] = 255 * Math.abs(s);
+      }
+      ctx.putImageData(px, 0, 0);
+      canvas.dataset.drawn = "1";
+    };
+    img.src = webp(b64);
+    return canvas;
+  }
+
+  function panel(title, base, coded, maskB64, method, signed, scale) {
     var box = el("figure", "ex-panel");
     var stack = el("div", "ex-stack");
-    var img = el("img"); img.src = base; img.alt = title; stack.appendChild(img);
-    if (overlay) {
-      var ov = el("img", "ex-overlay"); ov.src = overlay; ov.alt = title + " map";
+    if (base) { var img = el("img"); img.src = base; img.alt = title; stack.appendChild(img); }
+    if (coded) {
+      var ov = colourMap(coded, signed, title);
       ov.style.opacity = opacity.value / 100; stack.appendChild(ov);
     }
     if (maskB64) {
@@ -178,7 +247,10 @@
       mk.hidden = !outline.checked; stack.appendChild(mk);
     }
     box.appendChild(stack);
-    box.appendChild(el("figcaption", null, title));
+    var cap = el("figcaption", null, title);
+    if (method) cap.dataset.method = method;
+    box.appendChild(cap);
+    if (coded) box.appendChild(colourKey(signed, scale));
     return box;
   }
 
@@ -187,14 +259,16 @@
     $("#ex-id").textContent = im.id;
     $("#ex-facts").textContent = "true " + im.true + " · predicted " + im.pred +
       " (p " + im.prob.toFixed(2) + ")" + (im.correct ? "" : " · misclassified") +
-      " · maps explain the class: " + im.target;
+      " · maps explain the class: " + im.target +
+      (im.audited_only ? " · audited, not in the explained selection" : "");
     panels.textContent = "";
     var base = im.o ? jpeg(im.o) : "";
     if (base) panels.appendChild(panel("original", base, null, im.k));
     methods.forEach(function (m) {
       var mode = m.signed && modes[m.label] === "signed" ? 1 : 0;
-      var box = panel(m.label + (mode ? " (signed)" : ""), base || jpeg(im.m[m.label][0]),
-        jpeg(im.m[m.label][mode]), im.k);
+      var own = im.m[m.label];
+      var box = panel(m.label + (mode ? " (signed)" : ""), base, own[0], im.k,
+        m.label, !!mode, own[1]);
       if (m.signed) {
         var toggle = el("button", "ex-mode", mode ? "show |map|" : "show signed");
         toggle.type = "button";
@@ -217,7 +291,7 @@
       var truth = im.tm && im.tm[m.label];
       if (truth) {  // a wrong prediction: the true class's map beside the predicted class's
         var tbox = panel(m.label + " · true class " + im.true + (mode ? " (signed)" : ""),
-          base || jpeg(truth[0]), jpeg(truth[mode]), im.k);
+          base, truth[0], im.k, null, !!mode, truth[1]);
         tbox.classList.add("ex-true");
         panels.appendChild(tbox);
       }
