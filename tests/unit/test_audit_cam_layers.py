@@ -77,7 +77,7 @@ def test_candidates_are_the_default_and_the_blocks_below_it():
 
 def test_a_layer_that_scrambles_positions_loses_to_the_layer_below(tmp_path):
     result = run(scramble=True, figures=tmp_path)
-    assert result.figures == ["cam_layers_grad_cam.png"] and (tmp_path / result.figures[0]).is_file()
+    assert result.figures == ["audit_cam_layers.png"] and (tmp_path / result.figures[0]).is_file()
     s = result.summary["methods"]["grad_cam"]
     default, early = s["layers"]
     assert (default["layer"], early["layer"]) == ("late", "early")

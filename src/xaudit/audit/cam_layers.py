@@ -38,7 +38,6 @@ from .base import (
 )
 from .curves import adaptive_reveal, interval_tolerance, relevance_ranks
 from .draws import image_seeds
-from .helpers import safe_name
 from .maps import class_scores
 from .plots import plot_group_bars
 from .stats import ALPHA, holm, paired
@@ -121,12 +120,14 @@ def cam_layers(inp: AuditInput, figures_dir: Path, n_images: int | None = None, 
             per_layer[name], maps_of[name] = curve.auc, maps.flatten(1).numpy()
         summary["methods"][explainer.label] = _compare(per_layer, maps_of, alpha, images.ids, rows,
                                                        explainer.label)
-    for label, s in summary["methods"].items():
+    if summary["methods"]:  # one figure for the audit: every CAM method's layers side by side
+        entries = [(label, c) for label, s in summary["methods"].items() for c in s["layers"]]
+        many = len(summary["methods"]) > 1
+        labels = [f"{label}: {c['layer']}" if many else c["layer"] for label, c in entries]
         groups = {"deletion AUC (lower = more faithful)": [
-            (c["deletion_auc"], *c["deletion_ci"], c["n"]) for c in s["layers"]]}
-        figures.append(plot_group_bars(figures_dir / f"cam_layers_{safe_name(label)}.png",
-                                       [c["layer"] for c in s["layers"]], groups,
-                                       f"{label}: deletion AUC by layer (95% intervals)"))
+            (c["deletion_auc"], *c["deletion_ci"], c["n"]) for _, c in entries]}
+        figures.append(plot_group_bars(figures_dir / "audit_cam_layers.png", labels, groups,
+                                       "Deletion AUC by CAM layer, default first (95% intervals)"))
     text = ("Each CAM method at its default layer (first) and at the blocks below it. "
             "Agreement is the rank correlation of a layer's map with the default layer's, per "
             "image; deletion AUC is the faithfulness audit's curve (lower = more faithful), "

@@ -40,6 +40,9 @@ CAPTIONS = {
                           "what localization measures (the explorer shows every scored image).",
     "audit_shortcut": "Share of the map in each image region (one colour per region): a bar "
                       "above its black tick, hatched red, flags a possible shortcut.",
+    "audit_cam_layers": "Deletion AUC of each CAM method at its default layer (first) and the "
+                        "blocks below it, with 95% intervals: a lower bar is a more faithful "
+                        "layer; the text says whether one is shown better than the default.",
     "audit_correctness": "Map statistics of correct and of wrong predictions side by side, with "
                          "95% intervals: overlapping intervals are no evidence of a difference.",
 }
