@@ -3,6 +3,7 @@ and read back by the report's explorer, exactly the maps the audits scored."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -44,12 +45,21 @@ def test_the_explorer_says_which_audited_images_it_cannot_show(tmp_path):
     import shutil
 
     from tests.browser.synthetic_run import AUDITED_ONLY, write_run
+    from xaudit.report.explorer import explorer_payload
     from xaudit.report.html import build_context
 
     root = write_run(tmp_path / "run", n_test=12)
     full = build_context(root)["explorer"]
     assert full["n"] == 12 and full["note"] is None
+    # One method without maps of the audited images (decided in an earlier round): the images
+    # stay, each with the maps it has, and no map of that method.
     shutil.rmtree(root / "maps_audited" / "saliency")
+    summary = json.loads((root / "summary.json").read_text())
+    payload = explorer_payload(RunDir(root), summary, originals=lambda *a: {})
+    extra = [im for im in payload["images"] if im["audited_only"]]
+    assert len(payload["images"]) == 12 and len(extra) == AUDITED_ONLY
+    assert all("saliency" not in im["m"] and "integrated_gradients" in im["m"] for im in extra)
+    shutil.rmtree(root / "maps_audited")  # no map of them at all: left out, and said so
     short = build_context(root)["explorer"]
     assert short["n"] == 12 - AUDITED_ONLY
     assert short["note"].startswith(f"{AUDITED_ONLY} audited images are not in the explorer")

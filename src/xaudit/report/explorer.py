@@ -99,8 +99,9 @@ def cell_images(run: RunDir, ids: list[str]) -> dict[str, list[int]]:
 
 
 def _rows(run: RunDir, labels: list[str]) -> tuple[list[dict], str | None]:
-    """The explained images, then the audited images the explain stage did not explain (their
-    maps kept by the audit stage for every method), and a note on audited images left out."""
+    """The explained images, then the audited images the explain stage did not explain (with
+    the maps the audit stage kept of them: a method decided in an earlier round has none of a
+    later round's images), and a note on audited images left out."""
     path = run.table("explained_images")
     if not path.is_file():
         return [], None
@@ -108,11 +109,11 @@ def _rows(run: RunDir, labels: list[str]) -> tuple[list[dict], str | None]:
     pred_path = run.table("predictions")
     preds = {r["id"]: r for r in read_csv(pred_path)} if pred_path.is_file() else {}
     audited = _audited_only(run, labels, {r["id"] for r in explained})
-    kept = [i for i in audited if all(i in ids for ids in audited[i].values()) and i in preds]
+    kept = [i for i in audited if any(i in ids for ids in audited[i].values()) and i in preds]
     note = None
     if len(kept) < len(audited):
         note = (f"{len(audited) - len(kept)} audited images are not in the explorer: the audit "
-                "stage kept no map of them for every method (a resumed audit); "
+                "stage kept no map of them (a resumed audit); "
                 f"`xaudit audit {run.root}` keeps them")
     out = []
     for r in [*explained, *(preds[i] for i in kept)]:
@@ -183,23 +184,26 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
     explained = [r["id"] for r in rows if not r["audited_only"]]
     extra = [r["id"] for r in rows if r["audited_only"]]
     for label in labels:
-        # the explained images' maps, then the audited ones' the audit stage kept
-        parts = [load_maps(run, label, ids_, root) for ids_, root in
-                 ((explained, None), (extra, run.audited_maps)) if ids_]
-        maps[label] = np.concatenate([m for m, _ in parts])
-        targets[label] = np.concatenate([t for _, t in parts])
+        # the explained images' maps, then those of the audited ones the audit stage kept
+        kept = _stored_ids(run.audited_maps, label)
+        parts = [(ids_, *load_maps(run, label, ids_, root)) for ids_, root in
+                 ((explained, None), ([i for i in extra if i in kept], run.audited_maps)) if ids_]
+        maps[label] = {i: m for ids_, ms, _ in parts for i, m in zip(ids_, ms, strict=True)}
+        targets[label] = {i: t for ids_, _, ts in parts for i, t in zip(ids_, ts, strict=True)}
         # Signed view only where the maps take both signs (not saliency's |gradient|, not
         # Grad-CAM after its ReLU).
-        methods.append({"label": label, "signed": bool((maps[label] < 0).any())})
+        methods.append({"label": label,
+                        "signed": bool(any((m < 0).any() for m in maps[label].values()))})
     images = []
-    for i, row in enumerate(rows):
+    for row in rows:
         pic = pictures.get(row["id"])
-        t = int(targets[labels[0]][i])
+        own = [lab for lab in labels if row["id"] in maps[lab]]
+        t = int(targets[own[0]][row["id"]])
         entry = {
             **row,
             "target": classes[t] if 0 <= t < len(classes) else str(t),
             "t": encode.photo(pic.pixels, THUMB_SIDE, 80) if pic else
-                 encode.colour_map(maps[labels[0]][i], False, THUMB_SIDE, 80),
+                 encode.colour_map(maps[own[0]][row["id"]], False, THUMB_SIDE, 80),
             "o": encode.photo(pic.pixels, side) if pic else "",
             "k": encode.outline(pic.mask, side) if pic is not None and pic.mask is not None else "",
             "m": {},
@@ -208,8 +212,9 @@ def explorer_payload(run: RunDir, summary: dict, originals: Loader | None = None
         }
         for m in methods:
             lab = m["label"]
-            entry["m"][lab] = [encode.coded_map(maps[lab][i], side),
-                               encode.map_scale(maps[lab][i])]
+            if row["id"] in maps[lab]:  # else the method was decided before this image's round
+                entry["m"][lab] = [encode.coded_map(maps[lab][row["id"]], side),
+                                   encode.map_scale(maps[lab][row["id"]])]
             if (lab, row["id"]) in values:
                 entry["a"][lab] = values[(lab, row["id"])]
             if row["id"] in true_maps.get(lab, {}):

@@ -267,6 +267,13 @@
     methods.forEach(function (m) {
       var mode = m.signed && modes[m.label] === "signed" ? 1 : 0;
       var own = im.m[m.label];
+      if (!own) {  // an audited image of a later round than the one that decided this method
+        var none = el("figure", "ex-panel ex-none");
+        none.appendChild(el("figcaption", null, m.label + ": not audited on this image (its " +
+          "verdict was decided in an earlier round)"));
+        panels.appendChild(none);
+        return;
+      }
       var box = panel(m.label + (mode ? " (signed)" : ""), base, own[0], im.k,
         m.label, !!mode, own[1]);
       if (m.signed) {
