@@ -386,6 +386,13 @@ def test_the_plan_prices_a_method_whose_pool_maps_were_all_stored():
     specs = resolve_specs([{"name": "model_randomization"}])
     entry = cost_plan(inp, specs, 4, [])["audits"]["model_randomization"]
     assert entry["model_evals"] == 4 * (audit_params("model_randomization")["max_steps"] + 1)
+    # only the first image stored: the try measures another image without caching its map,
+    # so the audits later compute the rest in their own batches, as without a try
+    inp = audit_input(model, [_Slow()], images)
+    inp.cache[("maps", "slow_gradient", "test", images.ids[0])] = Maps(torch.zeros(1, 1, 16, 16), 0.0, 0.0)
+    assert refused_methods(inp) == {}
+    assert not any(("maps", "slow_gradient", "test", i) in inp.cache for i in images.ids[1:])
+    assert cost_plan(inp, specs, 4, [])["audits"]["model_randomization"]["model_evals"] == entry["model_evals"]
 
 
 def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch):

@@ -64,7 +64,7 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
 
 def measured_map(inp: AuditInput, label: str):
     """A map of ``label`` whose cost was measured here (``refused_methods``' try): a pool
-    image's map computed by the audits, else the try's on a pool whose maps were all stored."""
+    image's map computed by the audits, else the try's where the first pool map was stored."""
     for image_id in inp.splits["test"].ids:
         m = inp.cache.get(("maps", label, "test", image_id))
         if m is not None and m.model_evals > 0:
