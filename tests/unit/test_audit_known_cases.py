@@ -368,33 +368,6 @@ def test_the_plan_prices_each_methods_evaluations_at_its_own_rate():
     assert entry["seconds"] >= 0.95 * 4 * steps * 0.05
 
 
-def test_the_plan_prices_a_method_whose_pool_maps_were_all_stored():
-    """Maps stored by the explain stage cost the audits nothing, yet model randomization
-    recomputes maps on randomized copies: the plan must still know what a map costs."""
-    from xaudit.audit.plan import cost_plan
-    from xaudit.audit.runner import refused_methods, resolve_specs
-    from xaudit.audit.types import Maps
-
-    torch.manual_seed(0)
-    model = TinyNet()
-    images = images_for(model, n=4, size=16)
-    inp = audit_input(model, [_Slow()], images)
-    for image_id in images.ids:  # every pool map at hand, as the stage puts them
-        inp.cache[("maps", "slow_gradient", "test", image_id)] = Maps(torch.zeros(1, 1, 16, 16), 0.0, 0.0)
-    assert refused_methods(inp) == {}
-    assert inp.cache[("maps", "slow_gradient", "test", images.ids[0])].model_evals == 0  # left as stored
-    specs = resolve_specs([{"name": "model_randomization"}])
-    entry = cost_plan(inp, specs, 4, [])["audits"]["model_randomization"]
-    assert entry["model_evals"] == 4 * (audit_params("model_randomization")["max_steps"] + 1)
-    # only the first image stored: the try measures another image without caching its map,
-    # so the audits later compute the rest in their own batches, as without a try
-    inp = audit_input(model, [_Slow()], images)
-    inp.cache[("maps", "slow_gradient", "test", images.ids[0])] = Maps(torch.zeros(1, 1, 16, 16), 0.0, 0.0)
-    assert refused_methods(inp) == {}
-    assert not any(("maps", "slow_gradient", "test", i) in inp.cache for i in images.ids[1:])
-    assert cost_plan(inp, specs, 4, [])["audits"]["model_randomization"]["model_evals"] == entry["model_evals"]
-
-
 def test_the_plan_prices_road_solves_which_are_no_model_evaluations(monkeypatch):
     """Faithfulness's ROAD fills cost time but no evaluation: the plan adds their timing, per
     image, scored map (the methods and its two own references), order and percentage set."""

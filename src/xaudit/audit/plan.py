@@ -22,7 +22,7 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
     test = inp.splits["test"]
     per_map, per_eval = {}, {}
     for e in inp.explainers:
-        m = measured_map(inp, e.label)
+        m = inp.cache.get(("maps", e.label, "test", test.ids[0])) if len(test) else None
         per_map[e.label] = float(m.model_evals) if m is not None else 0.0
         per_eval[e.label] = m.seconds / m.model_evals if m is not None and m.model_evals else 0.0
     forward = _forward_seconds(inp) if len(test) else None
@@ -60,16 +60,6 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
     return {"seconds_per_forward": None if forward is None else round(forward, 5),
             "audits": audits,
             "maps": {"model_evals": int(round(shared)), "seconds": round(shared_seconds, 1)}}
-
-
-def measured_map(inp: AuditInput, label: str):
-    """A map of ``label`` whose cost was measured here (``refused_methods``' try): a pool
-    image's map computed by the audits, else the try's where the first pool map was stored."""
-    for image_id in inp.splits["test"].ids:
-        m = inp.cache.get(("maps", label, "test", image_id))
-        if m is not None and m.model_evals > 0:
-            return m
-    return inp.cache.get(("cost", label))
 
 
 def _forward_seconds(inp: AuditInput, n: int = 4) -> float:

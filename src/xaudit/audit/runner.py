@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ConfigError, MethodRefused, echo
 from ..progress import fmt_duration
 from .controls import control_explainers
-from .maps import compute_maps, trained_maps
+from .maps import trained_maps
 from .plan import cost_plan, plan_text
 from .registry import AUDITS, INFO, validate_audit_specs
 from .sequential import Rounds, audit_seed, not_tested_cells  # noqa: F401  (re-exported)
@@ -159,18 +159,7 @@ def refused_methods(inp: AuditInput) -> dict[str, str]:
         return out
     for explainer in inp.explainers:
         try:
-            if ("maps", explainer.label, "test", test.ids[0]) not in inp.cache:
-                trained_maps(inp, explainer, "test", test.subset([0]), whole=False)
-            else:
-                # A stored map of the explain stage costs the audits nothing, so it tells the
-                # plan nothing: measure on a pool image whose map is not at hand, without
-                # caching it (the audits' own batches, and their costs, stay as they are).
-                todo = [i for i, image_id in enumerate(test.ids)
-                        if ("maps", explainer.label, "test", image_id) not in inp.cache] or [0]
-                k = todo[0]
-                inp.cache[("cost", explainer.label)] = compute_maps(
-                    explainer, inp.model, test.x[k:k + 1], test.targets[k:k + 1], inp.ctx,
-                    fast=inp.fast)
+            trained_maps(inp, explainer, "test", test.subset([0]), whole=False)
         except MethodRefused as err:
             out[explainer.label] = str(err)
     return out
