@@ -12,7 +12,8 @@ from .types import AuditInput
 
 def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list) -> dict:
     """Each audit's estimated model evaluations and seconds, from its registered cost and the
-    methods' measured cost per map (the one-image try of ``refused_methods``).
+    methods' measured cost per map (the one-image try of ``refused_methods``, or, where that
+    map was reused from the explain stage, ``inp.map_costs``).
 
     Seconds price each method's explanations at that method's own measured seconds per
     evaluation (a backward pass costs several forwards) and the rest (deletion curves,
@@ -23,8 +24,11 @@ def cost_plan(inp: AuditInput, specs: list[dict], n_images: int, controls: list)
     per_map, per_eval = {}, {}
     for e in inp.explainers:
         m = inp.cache.get(("maps", e.label, "test", test.ids[0])) if len(test) else None
-        per_map[e.label] = float(m.model_evals) if m is not None else 0.0
-        per_eval[e.label] = m.seconds / m.model_evals if m is not None and m.model_evals else 0.0
+        evals, seconds = (m.model_evals, m.seconds) if m is not None else (0.0, 0.0)
+        if not evals and e.label in inp.map_costs:  # a reused map: priced where it was made
+            evals, seconds = inp.map_costs[e.label]
+        per_map[e.label] = float(evals)
+        per_eval[e.label] = seconds / evals if evals else 0.0
     forward = _forward_seconds(inp) if len(test) else None
     audits: dict[str, dict] = {}
     for spec in specs:

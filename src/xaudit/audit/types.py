@@ -67,6 +67,9 @@ class AuditInput:
     fast: FastPath = field(default_factory=FastPath)
     # Maps of the trained model, computed once and shared by the audits of one run.
     cache: dict = field(default_factory=dict, repr=False)
+    # label -> (model evaluations, seconds) per map, measured where maps put in ``cache`` at
+    # no cost were computed (the explain stage): what the plan prices such a method at.
+    map_costs: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -186,6 +186,7 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         fast=fast,
     )
     reused_keys = _reuse_stored_maps(inp, where.run.maps, stored)
+    inp.map_costs = _explain_costs(where.run.summary().get("explanations") or {}, stored)
     reused = len(reused_keys)
     where.log(f"auditing {len(inp.explainers)} methods on {len(pools[0]) if pools else 0} test images"
               + (f" (up to {len(pools)} rounds from a pool of {len(test_records)})"
@@ -271,6 +272,18 @@ def _reuse_stored_maps(inp: AuditInput, root: Path,
             inp.cache[("maps", e.label, "test", image_id)] = Maps(data["maps"][j][None, None], 0.0, 0.0)
             reused.append((e.label, image_id))
     return reused
+
+
+def _explain_costs(explanations: dict, stored: dict[str, set[str]]) -> dict[str, tuple[float, float]]:
+    """``{label: (model evaluations, seconds)}`` per map as the explain stage measured them,
+    for the methods whose stored maps the audits reuse (the plan prices those at this)."""
+    out = {}
+    for label in stored:
+        info = explanations.get(label) or {}
+        n = info.get("n_images") or 0
+        if n and isinstance(info.get("model_evals"), (int, float)) and isinstance(info.get("seconds"), (int, float)):
+            out[label] = (info["model_evals"] / n, info["seconds"] / n)
+    return out
 
 
 def state_key(audit_fp: str, run) -> str:
