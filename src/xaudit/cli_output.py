@@ -114,11 +114,11 @@ def closing_block(run_dir: Path, seconds: float) -> list[str]:
 
 
 def answer_lines(audits: dict, verdict_lines: dict) -> list[str]:
-    """The verdict's headline, one line per method (with the minutes an open one needs),
-    and the controls in one line: rejected, as they must be, or the alarm."""
-    text = str(audits.get("verdict") or "")
-    head = text.split(". ")[0].rstrip(".") + "." if text else ""
-    states = audits.get("states") or {}
+    """The answer block: the verdict's headline, one line per method (with the minutes an open
+    one needs), and the controls in one line, as the report's first screen says them."""
+    from .headline import controls_sentence, headline
+
+    head = headline(audits)
     undecided = audits.get("undecided") or {}
     out = [f"verdict: {head}" if head else "verdict:"]
     for method, line in verdict_lines.items():
@@ -126,15 +126,8 @@ def answer_lines(audits: dict, verdict_lines: dict) -> list[str]:
             continue
         est = (undecided.get(method) or {}).get("estimated_seconds")
         out.append(f"  {line}" + (f" (about {fmt_duration(float(est))})" if est else ""))
-    controls = [m for m in verdict_lines if str(m).startswith("control: ")]
-    fooled = [m for m in controls if states.get(m) == "trusted"]
-    if fooled:
-        out.append(f"  WARNING: {', '.join(fooled)} passed every check: on this data the audits "
-                   "cannot tell a map that ignores the model from an explanation")
-    elif controls:
-        rejected = sum(states.get(m) == "do not trust" for m in controls)
-        how = ("all rejected" if rejected == len(controls) else
-               f"{rejected} rejected, {len(controls) - rejected} undecided")
-        out.append(f"  controls: none of {len(controls)} trusted, as it must be ({how}); their "
-                   "lines are in summary.json")
+    controls, alarm = controls_sentence(audits)
+    if controls:
+        out.append("  " + (controls.replace("Warning:", "WARNING:", 1) if alarm
+                           else controls[:-1] + "; their lines are in summary.json."))
     return out

@@ -85,7 +85,7 @@ def _check_terminal(chunks: list[tuple[float, str]], text: str, run: Path) -> No
     for method, line in summary["audits"]["verdict_lines"].items():
         if not method.startswith("control: "):  # the controls are summed up in one line
             assert line in " ".join(text.split()), line
-    assert "controls: none of 5 trusted" in text
+    assert "Negative controls: none of 5 trusted" in text
     assert f"report: {run / 'report.html'}" in text.replace("\n", "")
 
 
@@ -103,7 +103,7 @@ def _check_log(stderr: str, run: Path) -> None:
                if not m.startswith("control: ")]
     shown = [ln.strip() for ln in lines if ln.startswith("  ")]
     assert [ln.split(" (about ")[0] for ln in shown[: len(methods)]] == methods
-    assert shown[len(methods)].startswith("controls: none of 5 trusted")
+    assert shown[len(methods)].startswith("Negative controls: none of 5 trusted")
     assert any(ln.startswith("time per stage: ") and "audit" in ln for ln in lines)
 
 

@@ -11,6 +11,7 @@ import math
 from ..audit.controls import is_control
 from ..audit.registry import model_level_audits
 from ..audit.verdict_lines import fmt, reason
+from ..headline import controls_sentence, headline, open_sentence
 from ..run import RunDir, read_csv
 from .cell_text import cell_words, no_nan
 
@@ -127,51 +128,17 @@ def answer(run: RunDir, summary: dict) -> dict:
     lines_by_method = audits.get("verdict_lines") or {}
     lines = [str(lines_by_method[m]) for m in methods if m in lines_by_method and not is_control(m)]
     return {
-        "headline": _headline(audits),
-        "controls": _controls_line(audits),
+        "headline": headline(audits),
+        "controls": controls_sentence(audits)[0],
         "facts": facts,
         "grid": {"families": families, "rows": rows},
         "lines": lines,
         "trusted": [str(t) for t in audits.get("trusted") or []],
         "note": note,
-        "warning": _open_line(audits),
+        "warning": open_sentence(audits),
         "model_audits": _model_audits(audits),
         "badges": counts,
     }
-
-
-def _headline(audits: dict) -> str:
-    """The verdict's first sentence: what to trust, what not."""
-    text = str(audits.get("verdict") or "")
-    return text.split(". ")[0].rstrip(".") + "." if text else ""
-
-
-def _controls_line(audits: dict) -> str:
-    """The negative controls in one line: none trusted, as it must be, or the alarm."""
-    states = audits.get("states") or {}
-    controls = [m for m in audits.get("controls") or [] if m in states]
-    if not controls:
-        return ""
-    fooled = [m for m in controls if states[m] == "trusted"]
-    if fooled:
-        return (f"Warning: {', '.join(fooled)} passed every check: on this data the audits cannot "
-                "tell a map that ignores the model from an explanation.")
-    rejected = sum(states[m] == "do not trust" for m in controls)
-    return (f"Negative controls: none of {len(controls)} trusted, as it must be ({rejected} "
-            "rejected, the rest undecided).")
-
-
-def _open_line(audits: dict) -> str | None:
-    """What would decide the methods still open: images, time and the command."""
-    open_ = {m: e for m, e in (audits.get("undecided") or {}).items() if not is_control(m)}
-    if not open_:
-        return None
-    need = max((e.get("images_to_decide") or 0) for e in open_.values())
-    seconds = sum(e.get("estimated_seconds") or 0 for e in open_.values())
-    command = next((e["command"] for e in open_.values() if e.get("command")), "")
-    return (f"{len(open_)} method(s) undecided: about {need} images would decide them"
-            + (f", about {max(1, round(seconds / 60))} min" if seconds else "")
-            + (f" — run {command}" if command else "") + ".")
 
 
 def _model_audits(audits: dict) -> list[str]:
