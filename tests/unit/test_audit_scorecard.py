@@ -244,9 +244,13 @@ def test_inconclusive_methods_are_not_trusted_and_get_a_short_line():
     lines = method_lines(cells, a, {})
     assert lines["sure"] == ("sure: trusted — passed all 2 checks (faithfulness, "
                              "model_randomization), each against every negative control")
-    assert lines["unsure"].startswith("unsure: undecided — faithfulness: m 0.575 (margin to ≥ 0.5: ")
-    assert lines["unsure"].endswith("images would decide it")
-    assert lines["bad"].startswith("bad: do not trust — localization: auroc 0.11")
+    assert lines["unsure"].startswith("unsure: undecided — faithfulness: m: too close to 0.5 to say "
+                                      "(margin 0.075 [")
+    assert lines["unsure"].count("images would decide") == 1
+    assert lines["unsure"].endswith("], n=4); about 84 images would decide it")
+    assert lines["bad"].startswith("bad: do not trust — localization: map as a lesion detector "
+                                   "(AUROC): not above 0.5 (margin -0.39 [")
+    assert "nan" not in " ".join(lines.values())
 
 
 def test_convergence_failure_names_the_step_count_that_fixes_it():

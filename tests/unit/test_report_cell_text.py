@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xaudit.report.cell_text import cell_words
+from xaudit.audit.cell_text import cell_words
 
 RULE = ("Spearman(|map|) after re-initialising down to classifier minus half-way between the "
         "image's random-pair level (mean {}) and 1: no more than 0, paired per image")

@@ -130,7 +130,10 @@ def test_a_method_no_better_than_a_control_fails_against_that_control():
     row = {r["method"]: r for r in scorecard_rows(cells, a)}["m"]
     assert row["status"] == "fail" and row["against"].startswith("control: ")
     line = method_lines(cells, a, {})["m"]
-    assert line.startswith("m: do not trust — faithfulness: deletion_auc: not better than control:")
+    # in words: what the metric measures, the control by what it is, the paired difference
+    assert line.startswith("m: do not trust — faithfulness: class score as its top pixels are "
+                           "deleted: no better than ")
+    assert line.endswith("], n=40)") and "control:" not in line
 
 
 def test_unpaired_noise_would_hide_what_pairing_shows():

@@ -7,54 +7,23 @@ the CLI, summary.json and the report say the same thing, also when read back fro
 
 from __future__ import annotations
 
-import math
-
+from .cell_text import cell_words
 from .controls import is_control
 from .judge import Assessment
 from .scorecard import cell_summary
 from .types import Cell
 
 
-def fmt(value: float | None) -> str:
-    """A number in 3 significant digits (or a dash when undefined)."""
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    return f"{value:.3g}"
-
-
-def _name(label: str | None) -> str:
-    return "the threshold" if label == "threshold" else str(label)
-
-
 def reason(e: dict) -> str:
-    """Why a cell has its status, in one line, from its summary entry."""
-    metric, status, n = str(e.get("metric")), e.get("status") or "", int(e.get("n") or 0)
-    if status in ("not tested", "not informative"):
-        return f"{metric}: {status}" + (f" — {e['note']}" if e.get("note") else "")
-    if not status:
-        return f"{metric} {fmt(e.get('score'))} (n={n}): {e.get('rule', '')}"
-    against = e.get("against")
-    if against is None:  # an entry without its test (a scorecard read back from an old CSV)
-        return f"{metric} {fmt(e.get('score'))} (n={n}): {status}"
-    lo, hi = (e.get("effect_ci") or [None, None])[:2]
-    effect = f"{fmt(e.get('effect'))} [{fmt(lo)}, {fmt(hi)}]"
-    m = int(e.get("n_paired") or n)
-    delta = fmt(e.get("delta"))
-    if e.get("check") == "controls":
-        if status == "pass":
-            return (f"{metric}: beats every negative control; by least {_name(against)}, "
-                    f"difference {effect}, n={m}")
-        if status == "fail":
-            return (f"{metric}: not better than {_name(against)} by the smallest difference "
-                    f"that matters ({delta}): difference {effect}, n={m}")
-        return f"{metric}: against {_name(against)} difference {effect} on n={m}: undecided"
-    side = "≥" if e.get("higher_is_better") else "≤"
-    where = f"{metric} {fmt(e.get('score'))} (margin to {side} {fmt(e.get('threshold'))}: {effect}"
-    if status == "pass":
-        return f"{where}, n={m}): shown on the right side"
-    if status == "fail":
-        return f"{where}, n={m}): shown on the wrong side (smallest difference {delta})"
-    return f"{where}, n={m}): undecided"
+    """Why a cell has its status, in words, from its summary entry; a tested one with the
+    number of images its test paired."""
+    n = int(e.get("n_paired") or e.get("n") or 0)
+    tested = e.get("status") in ("pass", "fail", "inconclusive") and e.get("against") is not None
+    # the images that would decide it are said once, by the method's line
+    text = cell_words({**e, "images_to_decide": None})
+    if tested and n and text.endswith(")"):
+        text = f"{text[:-1]}, n={n})"
+    return text
 
 
 def _remedy(cell: Cell, summary: dict) -> str:

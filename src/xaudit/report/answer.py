@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 
+from ..audit.cell_text import cell_words, fmt, no_nan
 from ..audit.controls import is_control
 from ..audit.registry import model_level_audits
-from ..audit.verdict_lines import fmt, reason
+from ..audit.verdict_lines import reason
 from ..headline import controls_sentence, headline, open_sentence
 from ..run import RunDir, read_csv
-from .cell_text import cell_words, no_nan
 
 # The status that decides a family's cell first: any failure, then doubt, then a pass.
 STATUS_ORDER = ("fail", "inconclusive", "not tested", "not informative", "pass")

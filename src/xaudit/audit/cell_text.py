@@ -1,4 +1,5 @@
-"""A grid cell in words: what the rule found, against which yardstick, with no raw formula.
+"""A scorecard cell in words: what the rule found, against which yardstick, with no raw
+formula; the report's grid cells and the verdict's lines (CLI and report) both say this.
 
 Made from a scorecard entry of summary.json (``audits.scorecard``): its status, the test
 that decided it (``against``: a negative control or the rule's threshold, ``effect`` and its
@@ -8,10 +9,18 @@ value the run left undefined is a dash, never "nan".
 
 from __future__ import annotations
 
+import math
 import re
 
-from ..audit.controls import PREFIX
-from ..audit.verdict_lines import fmt
+from .controls import PREFIX
+
+
+def fmt(value: float | None) -> str:
+    """A number in 3 significant digits (or a dash when undefined)."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value:.3g}"
+
 
 # Negative controls by what they are, for a reader who does not know the labels.
 CONTROL_WORDS = {
