@@ -133,6 +133,7 @@ def test_a_method_no_better_than_a_control_fails_against_that_control():
     # in words: what the metric measures, the control by what it is, the paired difference
     assert line.startswith("m: do not trust — faithfulness: class score as its top pixels are "
                            "deleted: no better than ")
+    assert "by a difference that matters (difference " in line
     assert line.endswith("], n=40)") and "control:" not in line
 
 

@@ -100,8 +100,10 @@ def _to_decide(e: dict) -> str:
     return f"; about {need} images would decide" if need else ""
 
 
-def cell_words(e: dict) -> str:
-    """One or two short sentences: what the deciding rule found for this cell."""
+def cell_words(e: dict, margin: bool = False) -> str:
+    """One or two short sentences: what the deciding rule found for this cell; ``margin``: a
+    failure against a control says it is by the smallest difference that matters (the
+    interval may reach past zero, not past that difference)."""
     status = e.get("status") or ""
     note = no_nan(str(e.get("note") or ""))
     what = metric_words(str(e.get("metric")))
@@ -119,7 +121,8 @@ def cell_words(e: dict) -> str:
         if status == "pass":
             return f"{what}: beats every negative control (closest: {control}, by {_effect(e)})"
         if status == "fail":
-            return f"{what}: no better than {control} (difference {_effect(e)})"
+            by = " by a difference that matters" if margin else ""
+            return f"{what}: no better than {control}{by} (difference {_effect(e)})"
         return f"{what}: not yet told apart from {control} (difference {_effect(e)}){_to_decide(e)}"
     # One-sample rules: the threshold is named by where it comes from.
     origin = _yardstick(e)

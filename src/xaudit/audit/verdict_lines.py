@@ -20,7 +20,7 @@ def reason(e: dict) -> str:
     n = int(e.get("n_paired") or e.get("n") or 0)
     tested = e.get("status") in ("pass", "fail", "inconclusive") and e.get("against") is not None
     # the images that would decide it are said once, by the method's line
-    text = cell_words({**e, "images_to_decide": None})
+    text = cell_words({**e, "images_to_decide": None}, margin=True)
     if tested and n and text.endswith(")"):
         text = f"{text[:-1]}, n={n})"
     return text
