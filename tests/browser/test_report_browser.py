@@ -11,7 +11,7 @@ from tests.browser.checks import check_audit_values, check_cell_links, tile_ids
 from tests.browser.chromium import open_report
 from tests.browser.measure import measure_page
 from tests.browser.synthetic_run import AUDITED_ONLY, write_run
-from xaudit.audit.verdict_lines import fmt
+from xaudit.audit.cell_text import fmt
 from xaudit.report import render_report
 from xaudit.run import read_csv
 
