@@ -93,7 +93,7 @@ def _check_log(stderr: str, run: Path) -> None:
     assert "\x1b[" not in stderr  # no terminal codes in a log
     lines = stderr.splitlines()
     stamped = [ln for ln in lines if re.match(r"^\[\s*\d+ (s|min)", ln)]
-    assert any(re.search(r"\] auditing 2 methods on 6 test images( \(up to \d+ rounds|$)", ln)
+    assert any(re.search(r"\] auditing 2 methods on 6 test images( \(up to \d+ rounds| \(\d+ maps of the explain stage at hand\)|$)", ln)
                for ln in stamped)
     assert any(ln.endswith("] audit 2/2 shortcut") for ln in stamped)
     summary = json.loads((run / "summary.json").read_text())
