@@ -25,7 +25,7 @@ from ..explain.fastpath import FastPath
 from ..models import Classifier
 from ..run import fingerprint
 from .explain import Where
-from .references import train_references
+from .references import train_mean_colour, train_references
 
 
 def _pool(rows: list[dict], n: int, seed: int) -> list[dict]:
@@ -176,7 +176,8 @@ def audit_stage(clf: Classifier, bundle: DatasetBundle, store: DecodedStore, row
         # in the stored maps, so a recomputed map differs from them only by the model
         ctx=context_for(clf, torch.Generator().manual_seed(r.seed + 1),
                         references=train_references(explainers, bundle.splits["train"],
-                                                    store, r.seed)),
+                                                    store, r.seed),
+                        dataset_mean=train_mean_colour(bundle.splits["train"], store, r.seed)),
         classes=clf.classes,
         splits=splits,
         generator=torch.Generator().manual_seed(r.seed + 5),

@@ -23,7 +23,7 @@ from ..explain.fastpath import FastPath, ForwardCache
 from ..models import Classifier
 from ..run import RunDir, fingerprint, read_csv, write_csv
 from ..safety import safe_name, unique_names
-from .references import train_references
+from .references import train_mean_colour, train_references
 
 
 @dataclass
@@ -49,7 +49,8 @@ def explain_stage(clf: Classifier, rows: list[dict], test: list[Record], store: 
     records = [by_id[row["id"]] for row in rows]
     explainers = validate_method_specs(r.explain.methods)
     ctx = context_for(clf, torch.Generator().manual_seed(r.seed + 1),
-                      references=train_references(explainers, train or [], store, r.seed))
+                      references=train_references(explainers, train or [], store, r.seed),
+                      dataset_mean=train_mean_colour(train or [], store, r.seed))
     top_losses_method(explainers, r.explain.top_losses_method)  # a wrong label fails before any work
     fast, forwards = FastPath.from_config(r.explain), ForwardCache()
     stats, refused = {}, {}

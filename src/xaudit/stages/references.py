@@ -1,4 +1,5 @@
-"""Training images for the methods that draw their baselines from them (expected_gradients)."""
+"""Training images for the methods that draw their baselines from them (expected_gradients),
+and the training set's mean colour (the ``mean`` baseline)."""
 
 from __future__ import annotations
 
@@ -20,5 +21,17 @@ def train_references(explainers: Sequence[object], train: Sequence[Record], stor
     method needs them or the run has no train split."""
     if not train or not any(getattr(e, "needs_references", False) for e in explainers):
         return None
+    return store.batch(_draw(train, seed))
+
+
+def train_mean_colour(train: Sequence[Record], store: DecodedStore, seed: int) -> torch.Tensor | None:
+    """(C,) mean pixel colour in [0, 1] of the same draw of training images; None without a
+    train split (the ``mean`` baseline then takes the normalisation mean, as documented)."""
+    if not train:
+        return None
+    return store.batch(_draw(train, seed)).float().mean(dim=(0, 2, 3)) / 255.0
+
+
+def _draw(train: Sequence[Record], seed: int) -> list[Record]:
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return store.batch([train[i] for i in pick[:REFERENCE_IMAGES].tolist()])
+    return [train[i] for i in pick[:REFERENCE_IMAGES].tolist()]
