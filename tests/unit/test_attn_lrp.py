@@ -133,7 +133,7 @@ def test_a_cnn_is_refused_with_the_reason():
     cnn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(4, 3))
     clf = xaudit.Classifier.from_module(cnn, ["a", "b", "c"], image_size=32)
-    with pytest.raises(MethodRefused, match="no self-attention module"):
+    with pytest.raises(MethodRefused, match="no self-attention module.*Use lrp, integrated_gradients"):
         attn_lrp(clf)
 
 

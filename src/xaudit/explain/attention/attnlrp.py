@@ -46,8 +46,10 @@ ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.CELU, nn.SELU, 
 ACTIVATION_NAMES = ("GELU", "SiLU", "Swish")  # timm's and transformers' own activation classes
 ADDITIVE = ("pos_embed", "position_embeddings", "pos_embedding", "cls_token", "class_token",
             "dist_token", "distillation_token", "reg_token", "register_tokens")
+NO_ATTENTION = "it has no self-attention module"
 PROBE_TOLERANCE = 1e-6  # relative gap, in float64, between the relevance's sum and the logit
-ALTERNATIVES = "chefer, integrated_gradients or input_x_gradient"
+ALTERNATIVES = "chefer, integrated_gradients or input_x_gradient"  # for a transformer
+CNN_ALTERNATIVES = "lrp, integrated_gradients or grad_cam"
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -247,7 +249,7 @@ def lrp_problem(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> str 
     """Why the rules do not cover ``model``, or None: on a float64 copy with its additive
     parameters zeroed, CP-LRP must conserve the logit exactly."""
     if not attention_modules(model):
-        return "it has no self-attention module (AttnLRP's rules are for transformers)"
+        return f"{NO_ATTENTION} (AttnLRP's rules are for transformers)"
     probe = copy.deepcopy(model).eval().double()
     with torch.no_grad():
         for name, param in probe.named_parameters():
@@ -296,6 +298,7 @@ class AttnLrp(Explainer):
             self._checked[net] = lrp_problem(net, x, target)
         problem = self._checked[net]
         if problem:
+            others = CNN_ALTERNATIVES if problem.startswith(NO_ATTENTION) else ALTERNATIVES
             raise MethodRefused(f"attn_lrp cannot explain {type(net).__name__}: {problem}. "
-                                f"Use {ALTERNATIVES} instead.")
+                                f"Use {others} instead.")
         return relevance(net, x, target, self.variant).float()
