@@ -208,7 +208,12 @@ class AttnLrpRules:
 
 
 def _is_activation(module: nn.Module) -> bool:
-    return isinstance(module, ACTIVATIONS) or any(n in type(module).__name__ for n in ACTIVATION_NAMES)
+    """An element-wise activation: torch's, or a leaf module whose class names one (a block
+    named after its activation holds other modules and is not one)."""
+    if isinstance(module, ACTIVATIONS):
+        return True
+    leaf = next(module.children(), None) is None
+    return leaf and any(n in type(module).__name__ for n in ACTIVATION_NAMES)
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
