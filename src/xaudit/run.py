@@ -88,6 +88,16 @@ def output_error(path: str | Path, err: BaseException, action: str = "write") ->
     return XauditError(f"cannot {action} {path}: {reason}")
 
 
+def file_sha256(path: str | Path, into=None) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks; with ``into`` (a hashlib object), the
+    bytes are added to it and its digest so far returned."""
+    h = into if into is not None else hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.

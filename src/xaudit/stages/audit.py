@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..explain.base import context_for
 from ..explain.engine import MapStore, resolve_targets
 from ..explain.fastpath import FastPath
 from ..models import Classifier
-from ..run import fingerprint
+from ..run import file_sha256, fingerprint
 from .explain import Where
 from .references import train_mean_colour, train_references
 
@@ -292,14 +291,4 @@ def state_key(audit_fp: str, run) -> str:
     without the number of rounds and the budget, which only say when to stop), the trained
     model and the predictions it made (a retrained model invalidates them)."""
     files = [run.model_dir / "model.safetensors", run.table("predictions")]
-    return fingerprint({"stage": audit_fp, "files": [_digest(f) for f in files]})
-
-
-def _digest(path: Path) -> str:
-    if not path.is_file():
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return fingerprint({"stage": audit_fp, "files": [file_sha256(f) if f.is_file() else "" for f in files]})
