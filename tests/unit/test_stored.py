@@ -151,3 +151,21 @@ def test_model_and_map_files_get_the_mode_of_every_other_artifact(tmp_path):
     files = [tmp_path / "model" / "model.safetensors", tmp_path / "model" / "model.json",
              store.dir / "chunk_00000.safetensors", store.index_path]
     assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o644 for f in files}
+
+
+def test_a_checkpoints_content_digest_is_its_bytes_and_a_folders_names_and_bytes(tmp_path):
+    import hashlib
+
+    from xaudit.models.checkpoints import content_digest
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"abc" * 1000)
+    assert content_digest(weights) == hashlib.sha256(b"abc" * 1000).hexdigest()
+    folder = tmp_path / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "sub" / "w.bin").write_bytes(b"x")
+    before = content_digest(folder)
+    assert before == hashlib.sha256(b"config.json{}sub/w.binx").hexdigest()
+    (folder / "sub" / "w.bin").write_bytes(b"y")
+    assert content_digest(folder) != before and content_digest(tmp_path / "none") == ""
