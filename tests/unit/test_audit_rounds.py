@@ -12,7 +12,7 @@ import torch
 
 from tests.helpers.audit_toys import FunctionExplainer, TinyNet, audit_input, images_for
 from xaudit.audit import AuditResult, Cell, run_audits, sequential
-from xaudit.audit.helpers import stratified
+from xaudit.audit.helpers import round_robin, stratified
 from xaudit.audit.rounds import look_level, round_chunks
 from xaudit.run import RunDir
 
@@ -52,6 +52,13 @@ def _input(n=96):
     images = images_for(model, n=n, size=16)
     methods = [FunctionExplainer(lambda x, t: x.mean(1), label) for label in SHIFT]
     return audit_input(model, methods, images)
+
+
+def test_round_robin_takes_one_per_class_in_turn_in_the_given_order():
+    # classes in sorted order (a, b, c), each class's items as given: known by hand
+    assert round_robin(["b", "a", "b", "a", "c", "a"], 5) == [1, 0, 4, 3, 2]
+    assert round_robin([2, 2, 1], 10) == [2, 0, 1] and round_robin([], 3) == []
+    assert round_robin([0, 1], 0) == []
 
 
 def test_chunks_are_disjoint_class_balanced_and_the_first_is_a_single_rounds_sample():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,21 +21,23 @@ def stratified(images: AuditImages, n: int | None) -> AuditImages:
 
 def stratified_index(labels: list[int], n: int) -> list[int]:
     """The sorted positions of at most ``n`` of ``labels``, round-robin over classes."""
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
+    return sorted(round_robin(labels, n))
+
+
+def round_robin(keys: Sequence[Hashable], n: int) -> list[int]:
+    """Positions of at most ``n`` items, one class (``keys``) after another in sorted order,
+    each class's items in their given order: the one stratified draw of pools and samples."""
+    by_class: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_class.setdefault(key, []).append(i)
     chosen: list[int] = []
     depth = 0
-    while len(chosen) < n:
-        added = False
-        for label in sorted(by_class):
-            if depth < len(by_class[label]) and len(chosen) < n:
-                chosen.append(by_class[label][depth])
-                added = True
-        if not added:
-            break
+    while len(chosen) < n and any(depth < len(v) for v in by_class.values()):
+        for key in sorted(by_class):
+            if depth < len(by_class[key]) and len(chosen) < n:
+                chosen.append(by_class[key][depth])
         depth += 1
-    return sorted(chosen)
+    return chosen
 
 
 def fork_seed(generator: torch.Generator) -> int:

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..audit import AuditImages, AuditInput, run_audits
 from ..audit.checkpoint import STATE_DIR, clear_audit_state
+from ..audit.helpers import round_robin
 from ..audit.inputs import audit_images
 from ..audit.types import Maps
 from ..data.base import DatasetBundle, Record
@@ -38,17 +39,8 @@ def _pool(rows: list[dict], n: int, seed: int) -> list[dict]:
     shuffled = [rows[i] for i in order]
     picked: list[dict] = []
     for want_correct in (1, 0):
-        by_class: dict[str, list[dict]] = {}
-        for r in shuffled:
-            if int(r["correct"]) == want_correct:
-                by_class.setdefault(r["true"], []).append(r)
-        taken, depth = 0, 0
-        while taken < n and any(depth < len(v) for v in by_class.values()):
-            for cls in sorted(by_class):
-                if depth < len(by_class[cls]) and taken < n:
-                    picked.append(by_class[cls][depth])
-                    taken += 1
-            depth += 1
+        group = [r for r in shuffled if int(r["correct"]) == want_correct]
+        picked += [group[i] for i in round_robin([r["true"] for r in group], n)]
     return picked
 
 
@@ -65,17 +57,7 @@ def _images(clf: Classifier, store: DecodedStore, records: list[Record],
 def _stratified_records(records: list[Record], n: int, seed: int) -> list[Record]:
     gen = torch.Generator().manual_seed(seed)
     shuffled = [records[i] for i in torch.randperm(len(records), generator=gen).tolist()]
-    by_class: dict[int, list[Record]] = {}
-    for r in shuffled:
-        by_class.setdefault(r.label, []).append(r)
-    out: list[Record] = []
-    depth = 0
-    while len(out) < n and any(depth < len(v) for v in by_class.values()):
-        for label in sorted(by_class):
-            if depth < len(by_class[label]) and len(out) < n:
-                out.append(by_class[label][depth])
-        depth += 1
-    return out
+    return [shuffled[i] for i in round_robin([r.label for r in shuffled], n)]
 
 
 def make_retrain_shuffled(recipe, bundle: DatasetBundle, store: DecodedStore,
