@@ -6,7 +6,8 @@ Each piece lives in its own module (``types``, ``registry``, ``maps``, ``helpers
 
 from __future__ import annotations
 
-from .helpers import fork_seed, nan_to_none, plain, safe_name, stratified, sub_generator
+from ..safety import safe_name
+from .helpers import fork_seed, nan_to_none, plain, stratified, sub_generator
 from .maps import (
     CountedExplain,
     affordable_evals,

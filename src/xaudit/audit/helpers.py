@@ -49,11 +49,6 @@ def sub_generator(generator: torch.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(fork_seed(generator))
 
 
-def safe_name(label: str) -> str:
-    """A method label usable in a file name."""
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
-
-
 def nan_to_none(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
