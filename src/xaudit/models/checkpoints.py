@@ -100,8 +100,9 @@ def save_model_folder(module: nn.Module, folder: Path, meta: dict) -> None:
     atomic_write_text(folder / "model.json", json.dumps(meta, indent=2) + "\n")
 
 
-def read_model_meta(folder: Path) -> dict:
-    """model.json of a model folder, validated (``stored.read_model_meta``)."""
+def read_folder_meta(folder: Path) -> dict:
+    """model.json of a model folder holding its weights too, validated (``stored.read_model_meta``
+    reads one model.json file)."""
     from ..stored import read_model_meta as validated
 
     meta_path, weights_path = folder / "model.json", folder / "model.safetensors"

@@ -24,7 +24,7 @@ from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, prepro
 from ..errors import ModelError, echo
 from ..registry import did_you_mean
 from ..run import MAX_WEIGHTS_BYTES, checked_file
-from .checkpoints import load_weights, read_model_meta
+from .checkpoints import load_weights, read_folder_meta
 from .families import Anatomy, describe, to_grid
 
 _OVERRIDES = ("head", "cam_layer", "layout", "prefix_tokens", "blocks")
@@ -306,7 +306,7 @@ def architecture(meta: dict, trust_code: bool | str = False, path: Path | str = 
 
 
 def rebuild(folder: Path, trust_code: bool | str = False) -> tuple[nn.Module, dict]:
-    meta = read_model_meta(folder)
+    meta = read_folder_meta(folder)
     try:
         module = architecture(meta, trust_code, folder / "model.json")
     except ModelError as err:  # e.g. an unknown architecture name: say which file named it

@@ -126,7 +126,7 @@ def build_classifier(m, classes: list[str], skip: bool, seed: int,
         clf = _from_python(m, own or classes, pre, kw)
     if skip:
         return clf
-    return fit_head(clf, classes, seed)
+    return with_head_for(clf, classes, seed)
 
 
 def _from_python(m, classes: list[str], pre: Preprocessing, kw: dict) -> Classifier:
@@ -140,7 +140,7 @@ def _from_python(m, classes: list[str], pre: Preprocessing, kw: dict) -> Classif
     return clf
 
 
-def fit_head(clf: Classifier, classes: list[str], seed: int) -> Classifier:
+def with_head_for(clf: Classifier, classes: list[str], seed: int) -> Classifier:
     """The classifier with a new head for ``classes`` (kept when it already has them)."""
     from .weights import replace_head
 
